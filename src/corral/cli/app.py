@@ -1,0 +1,82 @@
+"""The `corral` command: a thin layer over the library that maps errors to exit codes.
+
+Mistakes the user made exit with 2 and one line (plus a hint); failures exit with 1. No
+traceback reaches the user unless CORRAL_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from corral.cli import images, instances
+from corral.cli.context import get_context
+from corral.cli.output import err, print_json
+from corral.errors import CorralError
+
+app = typer.Typer(
+    name="corral",
+    help="Run QEMU virtual machines from cloud images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(images.app, name="image")
+instances.register(app)
+
+
+@app.command()
+def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check the host: QEMU binaries, their versions and the accelerator corral will use."""
+    ctx = get_context()
+    host = ctx.host
+    if json_out:
+        print_json({**host.to_json(), "home": str(ctx.config.home)})
+        return
+    print(f"qemu:        {host.qemu.path} ({host.qemu.version})")
+    print(f"qemu-img:    {host.qemu_img.path} ({host.qemu_img.version})")
+    print(f"accelerator: {host.accelerator}")
+    print(f"state dir:   {ctx.config.home}")
+    if host.warning:
+        err.print(f"warning: {host.accelerator_note}", markup=False)
+
+
+@app.command()
+def version() -> None:
+    """Print corral's version."""
+    from corral import __version__
+
+    print(__version__)
+
+
+def report(exc: CorralError) -> None:
+    err.print(f"error: {exc.message}", markup=False)
+    for line in exc.details:
+        err.print(f"  | {line}", markup=False)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", markup=False)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("CORRAL_DEBUG") else logging.WARNING,
+        format="%(name)s: %(message)s",
+    )
+    try:
+        app()
+    except CorralError as exc:
+        if os.environ.get("CORRAL_DEBUG"):
+            raise
+        report(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The Python API: `Corral` (one state directory) and `Instance` (one VM).
+
+In the spirit of pycloudlib's Qemu cloud: launch an image with an instance type, wait, execute,
+stop, start, delete. The CLI is a thin layer over exactly these calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from corral.config import Config, load_config
+from corral.context import Context
+from corral.guest.ssh import ExecResult
+from corral.image.manifest import Manifest
+from corral.instance import guestops, lifecycle, registry, snapshot
+from corral.instance.launch import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, LaunchOptions, launch
+from corral.instance.record import InstanceRecord
+from corral.instance.state import Observed, observe
+from corral.machine.spec import Forward, parse_forward
+from corral.units import parse_instance_type, parse_memory_mib, parse_size
+
+Data = str | bytes | os.PathLike[str] | None
+
+
+def _data(value: Data) -> bytes | None:
+    """User data may be given as text, bytes or a path to a file."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, os.PathLike):
+        return Path(value).read_bytes()
+    return value.encode()
+
+
+class Instance:
+    """A handle on one VM; every property reads the instance directory afresh."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        self._ctx = ctx
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Instance({self.name!r})"
+
+    @property
+    def record(self) -> InstanceRecord:
+        return registry.load_named(self._ctx.home, self.name)[1]
+
+    @property
+    def observed(self) -> Observed:
+        files, record = registry.load_named(self._ctx.home, self.name)
+        return observe(record, files)
+
+    @property
+    def state(self) -> str:
+        return self.observed.state
+
+    @property
+    def ssh_port(self) -> int:
+        return self.record.ssh_port
+
+    @property
+    def console(self) -> Path:
+        """The serial console's unix socket (see also `serial_log`)."""
+        return self._ctx.home.instance(self.name).serial_socket
+
+    @property
+    def serial_log(self) -> Path:
+        return self._ctx.home.instance(self.name).serial_log
+
+    @property
+    def pid(self) -> int | None:
+        return self.observed.pid
+
+    def wait(self, timeout: float = 300) -> None:
+        guestops.wait_ready(self._ctx, self.name, timeout=timeout)
+
+    def execute(
+        self, command: str | Sequence[str], *, stdin: Data = None, timeout: float | None = None
+    ) -> ExecResult:
+        return guestops.execute(self._ctx, self.name, command, stdin=_data(stdin), timeout=timeout)
+
+    def push(self, local: str | os.PathLike[str], remote: str) -> None:
+        guestops.copy(self._ctx, os.fspath(local), f"{self.name}:{remote}")
+
+    def pull(self, remote: str, local: str | os.PathLike[str]) -> None:
+        guestops.copy(self._ctx, f"{self.name}:{remote}", os.fspath(local))
+
+    def stop(self, *, force: bool = False, timeout: float = 60) -> None:
+        lifecycle.stop(self._ctx, self.name, force=force, timeout=timeout)
+
+    def start(self, *, wait: bool = False, timeout: float = 300) -> None:
+        lifecycle.start(self._ctx, self.name)
+        if wait:
+            self.wait(timeout)
+
+    def restart(self, *, wait: bool = False, timeout: float = 300) -> None:
+        lifecycle.restart(self._ctx, self.name)
+        if wait:
+            self.wait(timeout)
+
+    def pause(self) -> None:
+        lifecycle.pause(self._ctx, self.name)
+
+    def resume(self) -> None:
+        lifecycle.resume(self._ctx, self.name)
+
+    def snapshot(self, image_name: str) -> Manifest:
+        """Save the disk as a new image (works on running and stopped VMs)."""
+        return snapshot.snapshot_as_image(self._ctx, self.name, image_name)
+
+    def delete(self, *, force: bool = True) -> None:
+        """Remove the VM and everything it owns; like pycloudlib, a running VM is killed."""
+        lifecycle.remove(self._ctx, self.name, force=force)
+
+
+class Corral:
+    """One corral state directory: its images and instances."""
+
+    def __init__(self, config: Config | None = None, *, home: str | os.PathLike[str] | None = None):
+        config = config or load_config()
+        if home is not None:
+            from dataclasses import replace
+
+            config = replace(config, home=Path(home).absolute())
+        self.ctx = Context(config)
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    def launch(
+        self,
+        image: str,
+        *,
+        name: str,
+        instance_type: str | None = None,
+        cpus: int | None = None,
+        memory: str | int | None = None,
+        disk_size: str | int | None = None,
+        volumes: Iterable[str | int] = (),
+        ssh_keys: Iterable[str | os.PathLike[str]] = (),
+        user_data: Data = None,
+        network_config: Data = None,
+        vendor_data: Data = None,
+        kernel: str | os.PathLike[str] | None = None,
+        initrd: str | os.PathLike[str] | None = None,
+        cmdline: str | None = None,
+        forwards: Iterable[str | Forward] = (),
+        seed: bool = True,
+        wait: bool = False,
+        timeout: float = 300,
+    ) -> Instance:
+        """Launch `image` as a new VM called `name`; with wait=True, return once it is ready."""
+        options = make_options(
+            name=name, instance_type=instance_type, cpus=cpus, memory=memory,
+            disk_size=disk_size, volumes=volumes, ssh_keys=ssh_keys, user_data=user_data,
+            network_config=network_config, vendor_data=vendor_data, kernel=kernel,
+            initrd=initrd, cmdline=cmdline, forwards=forwards, seed=seed,
+        )  # fmt: skip
+        launch(self.ctx, image, options)
+        instance = Instance(self.ctx, name)
+        if wait:
+            instance.wait(timeout)
+        return instance
+
+    def get(self, name: str) -> Instance:
+        registry.load_named(self.ctx.home, name)
+        return Instance(self.ctx, name)
+
+    def instances(self) -> list[Instance]:
+        return [Instance(self.ctx, record.name) for record, _ in lifecycle.list_instances(self.ctx)]
+
+    def images(self) -> list[Manifest]:
+        return self.ctx.store.list()
+
+    def import_image(self, path: str | os.PathLike[str], name: str, **kw: Any) -> Manifest:
+        return self.ctx.store.import_image(Path(path), name, **kw)
+
+
+def make_options(
+    *,
+    name: str,
+    instance_type: str | None = None,
+    cpus: int | None = None,
+    memory: str | int | None = None,
+    disk_size: str | int | None = None,
+    volumes: Iterable[str | int] = (),
+    ssh_keys: Iterable[str | os.PathLike[str]] = (),
+    user_data: Data = None,
+    network_config: Data = None,
+    vendor_data: Data = None,
+    kernel: str | os.PathLike[str] | None = None,
+    initrd: str | os.PathLike[str] | None = None,
+    cmdline: str | None = None,
+    forwards: Iterable[str | Forward] = (),
+    seed: bool = True,
+) -> LaunchOptions:
+    """Turn user-facing values (strings, sizes, paths) into validated LaunchOptions."""
+    from corral.errors import InvalidInput
+
+    if instance_type is not None and (cpus is not None or memory is not None):
+        raise InvalidInput("give either an instance type or cpus/memory, not both")
+    if instance_type is not None:
+        itype = parse_instance_type(instance_type)
+        n_cpus, memory_mib = itype.cpus, itype.memory_mib
+    else:
+        n_cpus = DEFAULT_CPUS if cpus is None else cpus
+        memory_mib = DEFAULT_MEMORY_MIB if memory is None else parse_memory_mib(memory)
+    return LaunchOptions(
+        name=name,
+        cpus=n_cpus,
+        memory_mib=memory_mib,
+        disk_size=None if disk_size is None else parse_size(disk_size, what="disk size"),
+        volumes=tuple(parse_size(v, default_unit="G", what="volume size") for v in volumes),
+        ssh_keys=tuple(Path(k).expanduser() for k in ssh_keys),
+        user_data=_data(user_data),
+        network_config=_data(network_config),
+        vendor_data=_data(vendor_data),
+        kernel=Path(kernel) if kernel else None,
+        initrd=Path(initrd) if initrd else None,
+        cmdline=cmdline,
+        forwards=tuple(f if isinstance(f, Forward) else parse_forward(f) for f in forwards),
+        seed=seed,
+    )
+
+
+def launch_instance(image: str, **kw: Any) -> Instance:
+    """`corral.launch(image, name=..., ...)` on the default state directory."""
+    return Corral().launch(image, **kw)

@@ -1,0 +1,114 @@
+"""User configuration: defaults, then a TOML file, then CORRAL_* environment variables.
+
+The result is a frozen value passed down explicitly; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from corral.errors import InvalidInput
+
+DEFAULT_PORT_RANGE = (18000, 18999)
+
+
+def default_home() -> Path:
+    """Where state lives by default: /var/lib/corral for root, else the XDG data dir."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/corral")
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "corral"
+
+
+def default_config_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "corral" / "config.toml"
+
+
+def default_cache_dir() -> Path:
+    """Host-wide cache (accelerator probe), shared by every state directory on this host."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "corral"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything corral needs to know about the user's choices."""
+
+    home: Path = field(default_factory=default_home)
+    qemu_system: str = "qemu-system-x86_64"
+    qemu_img: str = "qemu-img"
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    ssh_key: Path | None = None
+    accelerator: str = "auto"
+    debian_mirror: str = "http://deb.debian.org/debian"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+
+_ENV = {
+    "CORRAL_HOME": "home",
+    "CORRAL_QEMU_SYSTEM": "qemu_system",
+    "CORRAL_QEMU_IMG": "qemu_img",
+    "CORRAL_PORT_RANGE": "port_range",
+    "CORRAL_SSH_KEY": "ssh_key",
+    "CORRAL_ACCEL": "accelerator",
+    "CORRAL_DEBIAN_MIRROR": "debian_mirror",
+    "CORRAL_CACHE_DIR": "cache_dir",
+}
+_KEYS = set(_ENV.values())
+
+
+def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> Config:
+    """Build the Config from defaults, the config file (if present) and the environment."""
+    env = dict(os.environ if env is None else env)
+    path = file or Path(env.get("CORRAL_CONFIG") or default_config_file())
+    values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"config file {path}: {exc}") from exc
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise InvalidInput(f"config file {path}: unknown key {sorted(unknown)[0]!r}")
+        values.update(data)
+    for var, key in _ENV.items():
+        if env.get(var):
+            values[key] = env[var]
+    return _coerce(Config(), values)
+
+
+def _coerce(base: Config, values: dict[str, Any]) -> Config:
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("home", "cache_dir"):
+            changes[key] = Path(str(value)).expanduser().absolute()
+        elif key == "ssh_key":
+            changes[key] = Path(str(value)).expanduser()
+        elif key == "port_range":
+            changes[key] = parse_port_range(value)
+        elif key == "accelerator":
+            if value not in ("auto", "kvm", "tcg"):
+                raise InvalidInput(f"accelerator must be auto, kvm or tcg, not {value!r}")
+            changes[key] = value
+        else:
+            changes[key] = str(value)
+    return replace(base, **changes)
+
+
+def parse_port_range(value: Any) -> tuple[int, int]:
+    """Accept '18000-18999' or [18000, 18999]."""
+    try:
+        if isinstance(value, str):
+            low, high = (int(p) for p in value.split("-", 1))
+        else:
+            low, high = (int(p) for p in value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid port range {value!r}: expected LOW-HIGH") from exc
+    if not 1024 <= low <= high <= 65535:
+        raise InvalidInput(f"invalid port range {value!r}: need 1024 <= LOW <= HIGH <= 65535")
+    return low, high

@@ -1,0 +1,84 @@
+"""The one error tree of corral.
+
+Library code raises these and never prints or exits. Each edge maps them once: the CLI to an
+exit code (2 for the user's mistakes, 1 for failures) and a one-line message plus hint; the API to
+an HTTP status.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every error corral raises on purpose: a one-line message and an optional hint."""
+
+    exit_code = 1
+    http_status = 500
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details or []  # extra context lines, e.g. the last console lines
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(CorralError):
+    """A named image, instance or file does not exist."""
+
+    exit_code = 2
+    http_status = 404
+
+
+class Conflict(CorralError):
+    """The request clashes with current state: a name taken, a port in use, a VM running."""
+
+    exit_code = 2
+    http_status = 409
+
+
+class InvalidInput(CorralError):
+    """The user gave a value corral cannot accept."""
+
+    exit_code = 2
+    http_status = 422
+
+
+class MissingDependency(CorralError):
+    """A host program corral needs (qemu, qemu-img, mmdebstrap, ...) is not installed."""
+
+    exit_code = 2
+    http_status = 503
+
+
+class QemuError(CorralError):
+    """QEMU or qemu-img failed; the message carries QEMU's own words."""
+
+    http_status = 502
+
+
+class GuestError(CorralError):
+    """The guest misbehaved: SSH refused, cloud-init reported an error, a command failed."""
+
+    http_status = 502
+
+
+class DeadlineExceeded(CorralError):
+    """Something did not finish before its deadline."""
+
+    http_status = 504
+
+
+class CommandFailed(CorralError):
+    """A host subprocess exited non-zero; keeps the command line and the tail of its stderr."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str, *, hint: str | None = None):
+        tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
+        detail = f": {tail[0]}" if tail else ""
+        super().__init__(f"{argv[0]} exited with status {returncode}{detail}", hint=hint)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr

@@ -1,0 +1,98 @@
+"""Readiness: a guest is ready when SSH answers and cloud-init reports it is done.
+
+Readiness is a sequence of named stages (booting -> ssh -> cloud-init -> ready), so a timeout
+or failure names the one that did not pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import asyncssh
+
+from corral.errors import DeadlineExceeded, GuestError
+from corral.guest.ssh import SshTarget, close, connect, run_on
+
+STAGES = ("booting", "ssh", "cloud-init", "ready")
+SSH_RETRY = 0.25
+CLOUD_INIT_POLL = 0.5
+
+
+class NotReady(DeadlineExceeded):
+    """The guest did not reach the next stage in time; `stage` names the one that failed."""
+
+    def __init__(self, stage: str, message: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.stage = stage
+
+
+def parse_cloud_init_status(output: str) -> str:
+    """Pick the status word out of `cloud-init status` output ('status: done' -> 'done')."""
+    for line in output.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "status":
+            return value.strip()
+    return "unknown"
+
+
+async def _wait_ssh(
+    target: SshTarget, end: float, alive: Callable[[], bool]
+) -> asyncssh.SSHClientConnection:
+    last_error = "no answer"
+    while time.monotonic() < end:
+        if not alive():
+            raise GuestError("QEMU exited while the guest was booting")
+        try:
+            return await connect(target, timeout=max(0.5, min(10.0, end - time.monotonic())))
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            last_error = str(exc) or type(exc).__name__
+        await asyncio.sleep(SSH_RETRY)
+    raise NotReady("ssh", f"ssh on port {target.port} did not answer ({last_error})")
+
+
+async def _wait_cloud_init(conn: asyncssh.SSHClientConnection, end: float) -> None:
+    status = "not started"
+    while time.monotonic() < end:
+        result = await run_on(conn, "cloud-init status", timeout=max(1.0, end - time.monotonic()))
+        if result.exit_code == 127:
+            return  # no cloud-init in this image: ssh answering is all we can ask
+        status = parse_cloud_init_status(result.stdout.decode(errors="replace"))
+        if status in ("done", "disabled"):
+            return
+        if status in ("error", "degraded done", "degraded"):
+            long = await run_on(conn, "cloud-init status --long", timeout=30)
+            raise GuestError(
+                f"cloud-init reported {status}",
+                details=long.stdout.decode(errors="replace").strip().splitlines()[-12:],
+            )
+        await asyncio.sleep(CLOUD_INIT_POLL)
+    raise NotReady("cloud-init", f"cloud-init did not finish (last status: {status})")
+
+
+async def wait_ready_async(
+    target: SshTarget,
+    *,
+    timeout: float,
+    alive: Callable[[], bool],
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> None:
+    """Wait through the stages until the guest is ready or raise naming the stage that failed."""
+    end = time.monotonic() + timeout
+    on_stage("booting")
+    on_stage("ssh")
+    conn = await _wait_ssh(target, end, alive)
+    try:
+        on_stage("cloud-init")
+        try:
+            await _wait_cloud_init(conn, end)
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            if time.monotonic() >= end:
+                raise NotReady("cloud-init", "cloud-init did not finish in time") from exc
+            raise GuestError(f"lost ssh while waiting for cloud-init: {exc}") from exc
+        on_stage("ready")
+    finally:
+        with contextlib.suppress(Exception):
+            await close(conn)

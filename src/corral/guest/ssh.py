@@ -1,0 +1,165 @@
+"""SSH to guests with asyncssh: connect, run commands, stream output, copy files.
+
+Copying uses plain `cat` and `tar` over exec channels rather than SFTP, so it works with any
+guest that has a POSIX shell (busybox and dropbear included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import shlex
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from corral.errors import GuestError, InvalidInput, NotFound
+
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and as whom to reach a guest."""
+
+    port: int
+    user: str
+    key: Path
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def connect(target: SshTarget, *, timeout: float = 10) -> asyncssh.SSHClientConnection:
+    """Open a connection; guest host keys are not pinned (they are regenerated per instance)."""
+    return await asyncssh.connect(
+        target.host,
+        target.port,
+        username=target.user,
+        client_keys=[str(target.key)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+        connect_timeout=timeout,
+        login_timeout=timeout,
+        keepalive_interval=15,
+    )
+
+
+def command_line(command: str | Sequence[str]) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def _exit_code(proc: asyncssh.SSHClientProcess) -> int:
+    if proc.exit_status is not None and proc.exit_status >= 0:
+        return proc.exit_status
+    return 255  # killed by a signal or the channel closed without a status, as ssh(1) does
+
+
+async def run_on(
+    conn: asyncssh.SSHClientConnection,
+    command: str | Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    timeout: float | None = None,
+) -> ExecResult:
+    """Run a command and collect its output."""
+    result = await asyncio.wait_for(
+        conn.run(command_line(command), input=stdin, encoding=None, check=False), timeout
+    )
+    return ExecResult(
+        result.exit_status if result.exit_status is not None and result.exit_status >= 0 else 255,
+        result.stdout or b"",
+        result.stderr or b"",
+    )
+
+
+async def stream_on(
+    conn: asyncssh.SSHClientConnection,
+    command: str | Sequence[str],
+    *,
+    stdout: Sink,
+    stderr: Sink,
+    stdin: asyncio.StreamReader | None = None,
+) -> int:
+    """Run a command, passing its output to the sinks as it arrives; return its exit code."""
+    async with conn.create_process(command_line(command), encoding=None) as proc:
+
+        async def pump(reader: asyncssh.SSHReader[bytes], sink: Sink) -> None:
+            while chunk := await reader.read(65536):
+                sink(chunk)
+
+        async def feed() -> None:
+            if stdin is not None:
+                while chunk := await stdin.read(65536):
+                    proc.stdin.write(chunk)
+            proc.stdin.write_eof()
+
+        await asyncio.gather(pump(proc.stdout, stdout), pump(proc.stderr, stderr), feed())
+        await proc.wait()
+        return _exit_code(proc)
+
+
+# --- copying ------------------------------------------------------------------------------
+
+
+async def upload(conn: asyncssh.SSHClientConnection, src: Path, dst: str) -> None:
+    """Copy a local file or directory to dst in the guest."""
+    if src.is_dir():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(src, arcname=".")
+        command = f"mkdir -p {shlex.quote(dst)} && tar -xf - -C {shlex.quote(dst)}"
+        data = buf.getvalue()
+    elif src.is_file():
+        command = f'd={shlex.quote(dst)}; [ -d "$d" ] && d="$d"/{shlex.quote(src.name)}; cat > "$d"'
+        data = src.read_bytes()
+    else:
+        raise NotFound(f"no such file: {src}")
+    result = await run_on(conn, ["sh", "-c", command], stdin=data)
+    if result.exit_code != 0:
+        raise GuestError(f"copy to {dst} failed: {_last_line(result.stderr)}")
+
+
+async def download(conn: asyncssh.SSHClientConnection, src: str, dst: Path) -> None:
+    """Copy a guest file or directory to the local path dst."""
+    probe = await run_on(conn, ["sh", "-c", f"test -d {shlex.quote(src)} && echo dir"])
+    if probe.stdout.strip() == b"dir":
+        result = await run_on(conn, ["tar", "-cf", "-", "-C", src, "."])
+        if result.exit_code != 0:
+            raise GuestError(f"copy from {src} failed: {_last_line(result.stderr)}")
+        target = dst / Path(src.rstrip("/")).name if dst.is_dir() else dst
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
+            tar.extractall(target, filter="data")  # never writes outside target
+        return
+    result = await run_on(conn, ["cat", src])
+    if result.exit_code != 0:
+        raise GuestError(f"copy from {src} failed: {_last_line(result.stderr)}")
+    target = dst / Path(src).name if dst.is_dir() else dst
+    if not target.parent.is_dir():
+        raise InvalidInput(f"no such directory: {target.parent}")
+    target.write_bytes(result.stdout)
+
+
+def _last_line(data: bytes) -> str:
+    lines = data.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no error output"
+
+
+async def close(conn: asyncssh.SSHClientConnection) -> None:
+    conn.close()
+    with contextlib.suppress(Exception):
+        await conn.wait_closed()

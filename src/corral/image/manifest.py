@@ -1,0 +1,43 @@
+"""The image manifest: what the store knows about one named image."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.errors import InvalidInput
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+
+
+def check_image_name(name: str) -> str:
+    """Image names become file names: letters, digits and . _ : + - only, no leading dot."""
+    if not _NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid image name {name!r}: use letters, digits and . _ : + - (at most 128)"
+        )
+    return name
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Manifest(BaseModel):
+    """One named image. Blobs are named by digest, so identical content is stored once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    digest: str  # sha256 hex of the disk blob
+    format: str  # qcow2 | raw, detected once at import and passed to QEMU ever after
+    virtual_size: int
+    file_size: int
+    kernel: str | None = None  # sha256 hex of a kernel blob
+    initrd: str | None = None
+    cmdline: str | None = None
+    default_user: str = "root"
+    source: str = ""
+    created_at: datetime = Field(default_factory=now)

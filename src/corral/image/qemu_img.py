@@ -1,0 +1,95 @@
+"""Thin typed wrappers over qemu-img. Formats are always passed explicitly (`-f`, `-F`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.errors import CommandFailed, QemuError
+from corral.run import run
+
+FORMATS = ("qcow2", "raw")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What `qemu-img info` tells about one file."""
+
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_file: str | None
+    data_file: str | None
+    snapshots: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageInfo:
+        specific = (data.get("format-specific") or {}).get("data") or {}
+        return cls(
+            format=data["format"],
+            virtual_size=int(data["virtual-size"]),
+            actual_size=int(data.get("actual-size", 0)),
+            backing_file=data.get("full-backing-filename") or data.get("backing-filename"),
+            data_file=specific.get("data-file"),
+            snapshots=tuple(data.get("snapshots") or ()),
+        )
+
+
+class QemuImg:
+    """qemu-img at a given path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _run(self, *args: str | Path, timeout: float = 600) -> bytes:
+        try:
+            return run([self.path, *args], timeout=timeout).stdout
+        except CommandFailed as exc:
+            tail = exc.stderr.strip().splitlines()
+            raise QemuError(f"qemu-img {args[0]} failed: {tail[-1] if tail else exc}") from exc
+
+    def info(self, path: Path, fmt: str | None = None) -> ImageInfo:
+        """Inspect one file; with fmt=None qemu-img probes (only ever for files being imported)."""
+        args: list[str | Path] = ["info", "--output=json"]
+        if fmt:
+            args += ["-f", fmt]
+        return ImageInfo.from_json(json.loads(self._run(*args, path, timeout=60)))
+
+    def chain(self, path: Path, fmt: str) -> list[ImageInfo]:
+        """The whole backing chain, top first; each link's format comes from its parent's header."""
+        out = self._run("info", "--output=json", "--backing-chain", "-f", fmt, path, timeout=60)
+        data = json.loads(out)
+        return [ImageInfo.from_json(d) for d in (data if isinstance(data, list) else [data])]
+
+    def create(self, path: Path, size: int, fmt: str = "qcow2") -> None:
+        self._run("create", "-q", "-f", fmt, path, str(size), timeout=60)
+
+    def create_overlay(self, path: Path, backing: Path, backing_fmt: str, size: int) -> None:
+        """A copy-on-write qcow2 on `backing`: costs the same whatever the backing file's size."""
+        self._run(
+            "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", backing_fmt,
+            path, str(size), timeout=60,
+        )  # fmt: skip
+
+    def resize(self, path: Path, size: int, fmt: str) -> None:
+        self._run("resize", "-q", "-f", fmt, path, str(size), timeout=60)
+
+    def check(self, path: Path, fmt: str) -> None:
+        self._run("check", "-q", "-f", fmt, path, timeout=600)
+
+    def convert(
+        self, src: Path, src_fmt: str, dst: Path, dst_fmt: str, *, compress: bool = False,
+        force_share: bool = False,
+    ) -> None:  # fmt: skip
+        args: list[str | Path] = ["convert", "-q", "-f", src_fmt, "-O", dst_fmt]
+        if compress:
+            args.append("-c")
+        if force_share:
+            args.append("-U")
+        self._run(*args, src, dst, timeout=3600)
+
+    def snapshot(self, path: Path, action: str, tag: str) -> None:
+        """Internal snapshot: action is -c (create), -a (apply) or -d (delete)."""
+        self._run("snapshot", "-f", "qcow2", action, tag, path, timeout=600)

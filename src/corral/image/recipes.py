@@ -1,0 +1,80 @@
+"""`corral image build RECIPE`: the built-in recipes, each a builder plus import into the store.
+
+The build happens in a temporary directory under the store's tmp area and only its result is
+imported, so a failed or interrupted build leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from corral.context import Context
+from corral.errors import Conflict, InvalidInput
+from corral.image.build import BuiltImage
+from corral.image.manifest import Manifest, check_image_name
+
+RECIPES = {
+    "debian-12": "Debian 12 (bookworm) cloud image built with mmdebstrap, cloud-init included",
+    "tiny": "a tiny busybox + dropbear guest that boots in seconds (for tests and demos)",
+}
+
+
+def _build(
+    ctx: Context, recipe: str, workdir: Path, packages: Sequence[str], log: Callable[[str], None]
+) -> BuiltImage:
+    cache = ctx.home.build_cache
+    if recipe == "debian-12":
+        from corral.image.build.debian import build_debian
+
+        return build_debian(
+            workdir,
+            release="bookworm",
+            mirror=ctx.config.debian_mirror,
+            packages=packages,
+            apt_cache=cache / "apt",
+            log=log,
+        )
+    if recipe == "tiny":
+        if packages:
+            raise InvalidInput("the tiny recipe takes no extra packages")
+        from corral.image.build.tiny import build_tiny_guest
+
+        return build_tiny_guest(workdir, cache_dir=cache / "tiny")
+    raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+
+
+def build_recipe(
+    ctx: Context,
+    recipe: str,
+    *,
+    name: str | None = None,
+    packages: Sequence[str] = (),
+    replace: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+) -> Manifest:
+    """Build a recipe and add the result to the store as `name` (default: the recipe's name)."""
+    if recipe not in RECIPES:
+        raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    name = check_image_name(name or recipe)
+    if not replace and ctx.store.exists(name):
+        raise Conflict(f"image {name!r} already exists", hint="use --replace to rebuild it")
+    ctx.store.ensure()
+    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=ctx.home.image_tmp))
+    try:
+        built = _build(ctx, recipe, workdir, packages, log)
+        log("importing into the image store")
+        return ctx.store.import_image(
+            built.disk,
+            name,
+            kernel=built.kernel,
+            initrd=built.initrd,
+            cmdline=built.cmdline,
+            default_user=built.default_user,
+            origin=f"build:{recipe}",
+            replace=replace,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

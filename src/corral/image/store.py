@@ -1,0 +1,218 @@
+"""The content-addressed image store.
+
+Blobs live under images/blobs/sha256/<hex>, read-only; names map to blobs through small JSON
+manifests. Imports are copied into images/tmp while hashing, inspected there (so the bytes that
+were checked are the bytes that are stored), then renamed into place: an interrupted import
+leaves nothing. A file with a backing file or an external data file is refused, so no image can
+make QEMU open a file outside the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+from corral.fsutil import copy_hashing, pid_alive, write_atomic
+from corral.image.manifest import Manifest, check_image_name
+from corral.image.qemu_img import FORMATS, QemuImg
+from corral.layout import Home
+
+
+class ImageStore:
+    """Named, verified images on this host."""
+
+    def __init__(self, home: Home, qemu_img: QemuImg) -> None:
+        self.home = home
+        self.qemu_img = qemu_img
+
+    def ensure(self) -> None:
+        for path in (self.home.blobs, self.home.manifests, self.home.image_tmp):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, name: str) -> Manifest:
+        path = self.home.manifest(check_image_name(name))
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"no image named {name!r}", hint="see: corral image ls") from None
+        except ValidationError as exc:
+            raise CorralError(
+                f"image manifest {path} is damaged: {exc.errors()[0]['msg']}"
+            ) from exc
+
+    def exists(self, name: str) -> bool:
+        return self.home.manifest(check_image_name(name)).exists()
+
+    def list(self) -> list[Manifest]:
+        if not self.home.manifests.is_dir():
+            return []
+        out = []
+        for path in sorted(self.home.manifests.glob("*.json")):
+            with contextlib.suppress(OSError, ValidationError):
+                out.append(Manifest.model_validate_json(path.read_bytes()))
+        return out
+
+    def blob(self, digest: str) -> Path:
+        return self.home.blob(digest)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def import_image(
+        self,
+        source: Path,
+        name: str,
+        *,
+        kernel: Path | None = None,
+        initrd: Path | None = None,
+        cmdline: str | None = None,
+        default_user: str | None = None,
+        origin: str | None = None,
+        replace: bool = False,
+    ) -> Manifest:
+        """Verify and store a qcow2 or raw file (plus optional kernel and initrd) under name."""
+        check_image_name(name)
+        if not replace and self.exists(name):
+            raise Conflict(f"image {name!r} already exists", hint="choose another --name")
+        for path in (source, kernel, initrd):
+            if path is not None and not path.is_file():
+                raise NotFound(f"no such file: {path}")
+        if initrd is not None and kernel is None:
+            raise InvalidInput("an initrd needs a kernel")
+        self.ensure()
+        self.purge_tmp()
+        digest, info = self._store_disk(source)
+        kernel_digest = self._store_blob(kernel) if kernel else None
+        initrd_digest = self._store_blob(initrd) if initrd else None
+        manifest = Manifest(
+            name=name,
+            digest=digest,
+            format=info[0],
+            virtual_size=info[1],
+            file_size=self.blob(digest).stat().st_size,
+            kernel=kernel_digest,
+            initrd=initrd_digest,
+            cmdline=cmdline,
+            default_user=default_user or "root",
+            source=origin or f"import:{source.absolute()}",
+        )
+        self.save(manifest)
+        return manifest
+
+    def save(self, manifest: Manifest) -> None:
+        write_atomic(self.home.manifest(manifest.name), manifest.model_dump_json(indent=2).encode())
+
+    def _tmp(self) -> Path:
+        return self.home.image_tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
+
+    def _store_disk(self, source: Path) -> tuple[str, tuple[str, int]]:
+        tmp = self._tmp()
+        try:
+            digest = copy_hashing(source, tmp)
+            info = self.qemu_img.info(tmp)  # probing is safe here: nothing is booted from it
+            if info.format not in FORMATS:
+                raise InvalidInput(
+                    f"{source}: unsupported image format {info.format!r} (need qcow2 or raw)",
+                    hint="convert it first: qemu-img convert -O qcow2 ...",
+                )
+            if info.backing_file:
+                raise InvalidInput(
+                    f"{source}: refusing an image with a backing file ({info.backing_file}): "
+                    "it points outside the store",
+                    hint="flatten it first: qemu-img convert -O qcow2 SRC DST",
+                )
+            if info.data_file:
+                raise InvalidInput(f"{source}: refusing a qcow2 with an external data file")
+            if info.format == "qcow2":
+                self.qemu_img.check(tmp, "qcow2")
+            self._publish(tmp, digest)
+            return digest, (info.format, info.virtual_size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _store_blob(self, source: Path) -> str:
+        tmp = self._tmp()
+        try:
+            digest = copy_hashing(source, tmp)
+            self._publish(tmp, digest)
+            return digest
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _publish(self, tmp: Path, digest: str) -> None:
+        target = self.blob(digest)
+        if target.exists():
+            return  # identical content is already stored
+        tmp.chmod(0o444)
+        tmp.rename(target)
+
+    def add_blob_file(self, tmp: Path, digest: str) -> Path:
+        """Publish an already-hashed file written under images/tmp by another part of corral."""
+        self._publish(tmp, digest)
+        return self.blob(digest)
+
+    def new_tmp_path(self) -> Path:
+        self.ensure()
+        return self._tmp()
+
+    def remove(self, name: str, *, users: Sequence[str] = (), force: bool = False) -> Manifest:
+        """Forget a name; refused while instances use it unless force (their data is kept)."""
+        manifest = self.get(name)
+        if users and not force:
+            raise Conflict(
+                f"image {name!r} is used by instance(s): {', '.join(sorted(users))}",
+                hint="remove them first, or use --force (their disks keep the data they need)",
+            )
+        self.home.manifest(name).unlink()
+        return manifest
+
+    def collect_garbage(self, keep: Iterable[str]) -> list[str]:
+        """Delete blobs that no manifest and no digest in `keep` refers to; return their digests."""
+        wanted = set(keep)
+        for manifest in self.list():
+            wanted.update(d for d in (manifest.digest, manifest.kernel, manifest.initrd) if d)
+        removed = []
+        if self.home.blobs.is_dir():
+            for blob in self.home.blobs.iterdir():
+                if blob.name not in wanted:
+                    blob.unlink(missing_ok=True)
+                    removed.append(blob.name)
+        return removed
+
+    def purge_tmp(self) -> None:
+        """Remove partial files left by imports whose process has died."""
+        if not self.home.image_tmp.is_dir():
+            return
+        for path in self.home.image_tmp.iterdir():
+            pid = path.name.split("-", 1)[0]
+            if not (pid.isdigit() and pid_alive(int(pid))):
+                path.unlink(missing_ok=True)
+
+    def manifest_json(self, manifest: Manifest) -> dict[str, object]:
+        data = json.loads(manifest.model_dump_json())
+        data["path"] = str(self.blob(manifest.digest))
+        data["kernel_path"] = str(self.blob(manifest.kernel)) if manifest.kernel else None
+        data["initrd_path"] = str(self.blob(manifest.initrd)) if manifest.initrd else None
+        return data
+
+
+def check_chain_inside(qemu_img: QemuImg, disk: Path, fmt: str, root: Path) -> None:
+    """Refuse a disk whose backing chain reaches any file outside `root` (the blob store)."""
+    root = root.resolve()
+    for link in qemu_img.chain(disk, fmt)[:-1]:
+        backing = Path(link.backing_file or "").resolve()
+        if not backing.is_relative_to(root):
+            raise InvalidInput(
+                f"{disk}: backing file {link.backing_file} is outside the image store"
+            )
+    for link in qemu_img.chain(disk, fmt):
+        if link.data_file:
+            raise InvalidInput(f"{disk}: refusing a qcow2 with an external data file")

@@ -1,0 +1,131 @@
+"""Operations inside a running guest: wait until ready, exec, copy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from corral.context import Context
+from corral.errors import Conflict, CorralError, InvalidInput
+from corral.guest.ready import wait_ready_async
+from corral.guest.ssh import (
+    ExecResult,
+    SshTarget,
+    close,
+    connect,
+    download,
+    run_on,
+    stream_on,
+    upload,
+)
+from corral.instance import registry
+from corral.instance.record import InstanceRecord
+from corral.instance.state import console_tail, observe
+from corral.layout import InstanceFiles
+from corral.machine.process import is_our_qemu, read_pid
+
+
+def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
+    return SshTarget(port=record.ssh_port, user=record.ssh_user, key=ctx.home.ssh_key)
+
+
+def _require_running(files: InstanceFiles, record: InstanceRecord) -> None:
+    state = observe(record, files).state
+    if state != "running":
+        raise Conflict(f"instance {record.name!r} is {state}, not running")
+
+
+def wait_ready(
+    ctx: Context,
+    name: str,
+    *,
+    timeout: float = 300,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> None:
+    """Wait until ssh answers and cloud-init is done; errors carry the last console lines."""
+    files, record = registry.load_named(ctx.home, name)
+    _require_running(files, record)
+    pid = read_pid(files.pidfile)
+
+    def alive() -> bool:
+        return is_our_qemu(pid, files.qmp)
+
+    try:
+        asyncio.run(
+            wait_ready_async(
+                ssh_target(ctx, record), timeout=timeout, alive=alive, on_stage=on_stage
+            )
+        )
+    except CorralError as exc:
+        exc.details = exc.details or console_tail(files)
+        exc.hint = exc.hint or f"full console log: {files.serial_log}"
+        raise
+
+
+def execute(
+    ctx: Context, name: str, command: str | Sequence[str], *, stdin: bytes | None = None,
+    timeout: float | None = None,
+) -> ExecResult:  # fmt: skip
+    """Run a command in the guest and collect (exit code, stdout, stderr)."""
+    files, record = registry.load_named(ctx.home, name)
+    _require_running(files, record)
+
+    async def go() -> ExecResult:
+        conn = await connect(ssh_target(ctx, record))
+        try:
+            return await run_on(conn, command, stdin=stdin, timeout=timeout)
+        finally:
+            await close(conn)
+
+    return asyncio.run(go())
+
+
+def execute_streaming(
+    ctx: Context, name: str, command: str | Sequence[str], *,
+    stdout: Callable[[bytes], None], stderr: Callable[[bytes], None],
+) -> int:  # fmt: skip
+    """Run a command in the guest, streaming its output; return its exit code."""
+    files, record = registry.load_named(ctx.home, name)
+    _require_running(files, record)
+
+    async def go() -> int:
+        conn = await connect(ssh_target(ctx, record))
+        try:
+            return await stream_on(conn, command, stdout=stdout, stderr=stderr)
+        finally:
+            await close(conn)
+
+    return asyncio.run(go())
+
+
+def split_remote(spec: str) -> tuple[str | None, str]:
+    """'name:/path' -> ('name', '/path'); a local path -> (None, path)."""
+    head, sep, tail = spec.partition(":")
+    if sep and head and "/" not in head:
+        return head, tail
+    return None, spec
+
+
+def copy(ctx: Context, src: str, dst: str) -> None:
+    """Copy between host and guest; exactly one side is NAME:/path."""
+    src_name, src_path = split_remote(src)
+    dst_name, dst_path = split_remote(dst)
+    if (src_name is None) == (dst_name is None):
+        raise InvalidInput("exactly one of SRC and DST must be NAME:/path")
+    name = src_name or dst_name
+    assert name is not None
+    files, record = registry.load_named(ctx.home, name)
+    _require_running(files, record)
+
+    async def go() -> None:
+        conn = await connect(ssh_target(ctx, record))
+        try:
+            if src_name is None:
+                await upload(conn, Path(src_path), dst_path)
+            else:
+                await download(conn, src_path, Path(dst_path))
+        finally:
+            await close(conn)
+
+    asyncio.run(go())

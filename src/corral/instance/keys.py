@@ -1,0 +1,46 @@
+"""SSH keys that go into a guest: corral's own key pair plus the user's public keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from corral.errors import InvalidInput
+from corral.fsutil import write_atomic
+
+KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+
+
+def ensure_corral_key(private: Path) -> str:
+    """Create corral's own ed25519 key pair once; return its public key line."""
+    public = private.with_name(private.name + ".pub")
+    if not private.exists():
+        import asyncssh  # heavy import, only on first use
+
+        private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="corral")
+        write_atomic(private, key.export_private_key(), mode=0o600)
+        write_atomic(public, key.export_public_key())
+    return public.read_text().strip()
+
+
+def read_public_keys(path: Path) -> list[str]:
+    """Read the public keys from a file (a .pub file or an authorized_keys-style list)."""
+    if path.suffix != ".pub" and path.with_name(path.name + ".pub").is_file():
+        path = path.with_name(path.name + ".pub")  # given the private key, use its .pub
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot read ssh key {path}: {reason}") from exc
+    keys = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(KEY_PREFIXES)]
+    if not keys:
+        raise InvalidInput(f"{path} holds no ssh public key")
+    return keys
+
+
+def collect_keys(corral_key: str, files: Iterable[Path]) -> tuple[str, ...]:
+    keys = [corral_key]
+    for path in files:
+        keys += [k for k in read_public_keys(path) if k not in keys]
+    return tuple(keys)

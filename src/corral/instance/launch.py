@@ -1,0 +1,204 @@
+"""Launching an instance: image -> overlay -> seed -> argv -> spawn -> (ready).
+
+Each step is a named function. Everything a failed launch created is rolled back, and a launch
+killed outright is cleaned up by the next command (see registry.reap_stale).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.context import Context
+from corral.errors import Conflict, InvalidInput, NotFound, QemuError
+from corral.fsutil import locked, process_start_time
+from corral.image.manifest import Manifest, now
+from corral.instance import registry
+from corral.instance.keys import collect_keys, ensure_corral_key
+from corral.instance.machine import check_socket_paths, machine_spec, start_qemu
+from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, check_instance_name
+from corral.layout import InstanceFiles
+from corral.machine.ports import pick_ports, port_free
+from corral.machine.spec import Forward
+from corral.seed.iso import write_seed_iso
+from corral.seed.render import SeedInput, render_seed_files
+from corral.units import check_cpus, check_memory, format_size
+
+DEFAULT_CPUS = 2
+DEFAULT_MEMORY_MIB = 2048
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What the user asked for; validated before anything is created."""
+
+    name: str
+    cpus: int = DEFAULT_CPUS
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    disk_size: int | None = None
+    volumes: tuple[int, ...] = ()
+    ssh_keys: tuple[Path, ...] = ()
+    user_data: bytes | None = None
+    network_config: bytes | None = None
+    vendor_data: bytes | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str | None = None
+    forwards: tuple[Forward, ...] = field(default=())
+    seed: bool = True
+    ssh_user: str | None = None
+
+
+def validate(options: LaunchOptions, image: Manifest) -> int:
+    """Check the options against the image; return the disk size to use."""
+    check_instance_name(options.name)
+    check_cpus(options.cpus)
+    check_memory(options.memory_mib)
+    disk_size = options.disk_size or image.virtual_size
+    if disk_size < image.virtual_size:
+        raise InvalidInput(
+            f"disk size {format_size(disk_size)} is smaller than image {image.name!r} "
+            f"({format_size(image.virtual_size)}); disks are never truncated"
+        )
+    for path in (options.kernel, options.initrd):
+        if path is not None and not path.is_file():
+            raise NotFound(f"no such file: {path}")
+    if options.kernel is None and (options.initrd or options.cmdline) and image.kernel is None:
+        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
+    for size in options.volumes:
+        if size <= 0:
+            raise InvalidInput("a volume size must be greater than zero")
+    seen: set[tuple[int, str]] = set()
+    for fwd in options.forwards:
+        if (fwd.host_port, fwd.protocol) in seen:
+            raise InvalidInput(f"host port {fwd.host_port} is forwarded twice")
+        seen.add((fwd.host_port, fwd.protocol))
+    return disk_size
+
+
+def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest) -> BootRecord | None:
+    if options.kernel is not None:
+        return BootRecord(
+            kernel="kernel",
+            initrd="initrd" if options.initrd else None,
+            cmdline=options.cmdline or "console=ttyS0",
+        )
+    if image.kernel is None:
+        return None
+    return BootRecord(
+        kernel=str(ctx.store.blob(image.kernel)),
+        initrd=str(ctx.store.blob(image.initrd)) if image.initrd else None,
+        cmdline=options.cmdline or image.cmdline or "console=ttyS0",
+    )
+
+
+def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> InstanceFiles:
+    """Claim the name and the ports and write the first record, all under the host lock."""
+    home = ctx.home
+    home.instances.mkdir(parents=True, exist_ok=True)
+    files = home.instance(options.name)
+    check_socket_paths(files)
+    with locked(home.ports_lock):
+        if files.dir.exists():
+            raise Conflict(f"an instance named {options.name!r} already exists")
+        reserved = registry.reserved_ports(home)
+        for fwd in options.forwards:
+            if fwd.host_port in reserved or not port_free(
+                fwd.host_port, fwd.host_addr, fwd.protocol
+            ):
+                raise Conflict(f"host port {fwd.host_port} is in use")
+        reserved |= {f.host_port for f in options.forwards}
+        (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
+        files.dir.mkdir(mode=0o700)
+        registry.save(files, record.model_copy(update={"ssh_port": ssh_port}))
+    return files
+
+
+def _make_disks(
+    ctx: Context, files: InstanceFiles, image: Manifest, record: InstanceRecord
+) -> None:
+    ctx.qemu_img.create_overlay(
+        files.disk, ctx.store.blob(image.digest), image.format, record.disk_size
+    )
+    for index, size in enumerate(record.volumes, start=1):
+        ctx.qemu_img.create(files.volume(index), size)
+
+
+def _copy_boot_files(options: LaunchOptions, files: InstanceFiles) -> None:
+    # The user's kernel may change or vanish later; the instance keeps its own copy.
+    if options.kernel is not None:
+        shutil.copyfile(options.kernel, files.kernel)
+    if options.initrd is not None:
+        shutil.copyfile(options.initrd, files.initrd)
+
+
+def _write_seed(
+    options: LaunchOptions, files: InstanceFiles, record: InstanceRecord, keys: tuple[str, ...]
+) -> None:
+    seed = SeedInput(
+        instance_id=record.instance_id,
+        hostname=record.name,
+        user=record.ssh_user,
+        ssh_keys=keys,
+        user_data=options.user_data,
+        network_config=options.network_config,
+        vendor_data=options.vendor_data,
+    )
+    write_seed_iso(files.seed, render_seed_files(seed))
+
+
+def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRecord:
+    """Create and start an instance; on any failure nothing of it is left behind."""
+    image = ctx.store.get(image_name)
+    disk_size = validate(options, image)
+    corral_key = ensure_corral_key(ctx.home.ssh_key)
+    keys = collect_keys(corral_key, options.ssh_keys)
+    host = ctx.host  # resolves qemu before anything is created
+    registry.reap_stale(ctx.home)
+    record = InstanceRecord(
+        name=options.name,
+        instance_id=f"i-{options.name}-{secrets.token_hex(4)}",
+        image=image.name,
+        image_digest=image.digest,
+        image_format=image.format,
+        cpus=options.cpus,
+        memory_mib=options.memory_mib,
+        disk_size=disk_size,
+        volumes=options.volumes,
+        ssh_user=options.ssh_user or image.default_user,
+        ssh_port=0,
+        forwards=tuple(ForwardRecord(**f.__dict__) for f in options.forwards),
+        boot=_boot_record(ctx, options, image),
+        seed=options.seed,
+        state="creating",
+        launcher_pid=os.getpid(),
+        launcher_start=process_start_time(os.getpid()),
+    )
+    files = _reserve(ctx, options, record)
+    try:
+        with registry.instance_lock(files):
+            record = registry.load(files)
+            _make_disks(ctx, files, image, record)
+            _copy_boot_files(options, files)
+            if options.seed:
+                _write_seed(options, files, record, keys)
+            spec = machine_spec(ctx, record, files, host.accelerator)
+            start_qemu(ctx, spec, files)
+            record = record.model_copy(
+                update={
+                    "state": "running",
+                    "launcher_pid": None,
+                    "launcher_start": None,
+                    "started_at": now(),
+                }
+            )
+            registry.save(files, record)
+            return record
+    except BaseException as exc:
+        registry.destroy(files)
+        if isinstance(exc, QemuError) and "host forwarding" in exc.message:
+            raise Conflict(f"a host port for {options.name!r} is in use: {exc.message}") from exc
+        raise

@@ -1,0 +1,172 @@
+"""Stop, start, pause, resume and remove instances, each under the instance's lock.
+
+Stopping escalates with a deadline at each step: ACPI powerdown (the guest shuts down
+cleanly), then QMP quit, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from corral.context import Context
+from corral.errors import Conflict, QemuError
+from corral.fsutil import locked, process_start_time
+from corral.image.manifest import now
+from corral.instance import registry
+from corral.instance.machine import machine_spec, start_qemu
+from corral.instance.record import InstanceRecord
+from corral.instance.state import Observed, observe
+from corral.layout import InstanceFiles
+from corral.machine.ports import port_free
+from corral.machine.process import kill, wait_gone
+from corral.machine.qmp import qmp_execute_async
+
+QUIT_DEADLINE = 10.0
+KILL_DEADLINE = 10.0
+
+
+def status(ctx: Context, name: str) -> tuple[InstanceRecord, Observed]:
+    files, record = registry.load_named(ctx.home, name)
+    return record, observe(record, files)
+
+
+def list_instances(ctx: Context) -> list[tuple[InstanceRecord, Observed]]:
+    registry.reap_stale(ctx.home)
+    return [(record, observe(record, files)) for files, record in registry.records(ctx.home)]
+
+
+def _update(files: InstanceFiles, record: InstanceRecord, **changes: object) -> InstanceRecord:
+    record = record.model_copy(update=changes)
+    registry.save(files, record)
+    return record
+
+
+def _qmp(files: InstanceFiles, command: str, timeout: float = 10) -> None:
+    asyncio.run(qmp_execute_async(files.qmp, command, timeout=timeout))
+
+
+def stop(
+    ctx: Context,
+    name: str,
+    *,
+    force: bool = False,
+    timeout: float = 60,
+    progress: Callable[[str], None] = lambda step: None,
+) -> InstanceRecord:
+    """Stop a VM: powerdown, then quit, then SIGKILL, each after its own deadline."""
+    files, record = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        record = registry.load(files)
+        seen = observe(record, files)
+        if seen.pid is None:
+            if seen.state != record.state:
+                record = _update(files, record, state=seen.state, reason=seen.reason)
+            return record
+        pid = seen.pid
+        record = _update(files, record, state="stopping", reason=None)
+        gone = False
+        if not force and seen.state != "paused":
+            progress("powerdown")
+            try:
+                _qmp(files, "system_powerdown")
+                gone = wait_gone(pid, timeout)
+            except QemuError:
+                gone = False
+        if not gone:
+            progress("quit")
+            try:
+                _qmp(files, "quit", timeout=QUIT_DEADLINE)
+            except QemuError:
+                pass  # QEMU may close the socket before answering
+            gone = wait_gone(pid, QUIT_DEADLINE)
+        if not gone:
+            progress("kill")
+            kill(pid)
+            wait_gone(pid, KILL_DEADLINE)
+        for leftover in (*files.sockets, files.pidfile):
+            leftover.unlink(missing_ok=True)
+        return _update(files, record, state="stopped", reason=None)
+
+
+def start(ctx: Context, name: str) -> InstanceRecord:
+    """Boot a stopped VM again from its own disk, with the same identity and ports."""
+    files, record = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        record = registry.load(files)
+        seen = observe(record, files)
+        if seen.pid is not None:
+            raise Conflict(f"instance {name!r} is already {seen.state}")
+        host = ctx.host
+        with locked(ctx.home.ports_lock):
+            ports = [(record.ssh_port, "127.0.0.1", "tcp")]
+            ports += [(f.host_port, f.host_addr, f.protocol) for f in record.forwards]
+            for port, addr, proto in ports:
+                if not port_free(port, addr, proto):
+                    raise Conflict(f"host port {port} of instance {name!r} is in use")
+            record = _update(
+                files,
+                record,
+                state="starting",
+                reason=None,
+                launcher_pid=os.getpid(),
+                launcher_start=process_start_time(os.getpid()),
+            )
+        try:
+            start_qemu(ctx, machine_spec(ctx, record, files, host.accelerator), files)
+        except BaseException:
+            _update(files, record, state="stopped", launcher_pid=None, launcher_start=None)
+            raise
+        return _update(
+            files,
+            record,
+            state="running",
+            launcher_pid=None,
+            launcher_start=None,
+            started_at=now(),
+        )
+
+
+def restart(ctx: Context, name: str, *, force: bool = False, timeout: float = 60) -> InstanceRecord:
+    stop(ctx, name, force=force, timeout=timeout)
+    return start(ctx, name)
+
+
+def _running(
+    ctx: Context, name: str, want: tuple[str, ...]
+) -> tuple[InstanceFiles, InstanceRecord]:
+    files, record = registry.load_named(ctx.home, name)
+    seen = observe(record, files)
+    if seen.state not in want:
+        raise Conflict(f"instance {name!r} is {seen.state}, not {' or '.join(want)}")
+    return files, record
+
+
+def pause(ctx: Context, name: str) -> InstanceRecord:
+    files, _ = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        files, record = _running(ctx, name, ("running",))
+        _qmp(files, "stop")
+        return _update(files, record, state="paused")
+
+
+def resume(ctx: Context, name: str) -> InstanceRecord:
+    files, _ = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        files, record = _running(ctx, name, ("paused",))
+        _qmp(files, "cont")
+        return _update(files, record, state="running")
+
+
+def remove(ctx: Context, name: str, *, force: bool = False) -> None:
+    """Delete an instance: its disk, seed, sockets and ports. A running one needs force."""
+    files, record = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        seen = observe(record, files)
+        if seen.pid is not None and not force:
+            raise Conflict(
+                f"instance {name!r} is {seen.state}", hint="stop it first, or use --force"
+            )
+        with locked(ctx.home.ports_lock):
+            registry.destroy(files)

@@ -1,0 +1,78 @@
+"""From an instance record to a running QEMU: the machine spec, chain checks, spawning."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from corral.context import Context
+from corral.errors import InvalidInput
+from corral.image.store import check_chain_inside
+from corral.instance.record import InstanceRecord
+from corral.layout import MAX_SOCKET_PATH, InstanceFiles
+from corral.machine.argv import build_argv
+from corral.machine.process import spawn, wait_started_async
+from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec
+
+
+def check_socket_paths(files: InstanceFiles) -> None:
+    for sock in files.sockets:
+        if len(str(sock)) > MAX_SOCKET_PATH:
+            raise InvalidInput(
+                f"socket path {sock} is too long ({len(str(sock))} > {MAX_SOCKET_PATH} bytes)",
+                hint="use a shorter instance name or a shorter CORRAL_HOME",
+            )
+
+
+def _resolve(files: InstanceFiles, path: str) -> Path:
+    # Files the instance owns are recorded relative to its directory.
+    return Path(path) if Path(path).is_absolute() else files.dir / path
+
+
+def machine_spec(
+    ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
+) -> MachineSpec:
+    """The machine for this record: root disk, volumes, seed last; ssh forward first."""
+    drives = [Drive("disk0", files.disk, "qcow2")]
+    drives += [
+        Drive(f"vol{i}", files.volume(i), "qcow2") for i in range(1, len(record.volumes) + 1)
+    ]
+    if record.seed:
+        drives.append(Drive("seed", files.seed, "raw", readonly=True))
+    boot = None
+    if record.boot is not None:
+        boot = DirectBoot(
+            kernel=_resolve(files, record.boot.kernel),
+            initrd=_resolve(files, record.boot.initrd) if record.boot.initrd else None,
+            cmdline=record.boot.cmdline,
+        )
+    return MachineSpec(
+        name=record.name,
+        cpus=record.cpus,
+        memory_mib=record.memory_mib,
+        accelerator=accelerator,
+        drives=tuple(drives),
+        forwards=(Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards)),
+        qmp_socket=files.qmp,
+        serial_socket=files.serial_socket,
+        serial_log=files.serial_log,
+        pidfile=files.pidfile,
+        boot=boot,
+    )
+
+
+def start_qemu(ctx: Context, spec: MachineSpec, files: InstanceFiles) -> int:
+    """Validate the disk chain, spawn QEMU detached and wait until QMP answers; return its pid."""
+    check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs)
+    for sock in (*files.sockets, files.pidfile):
+        sock.unlink(missing_ok=True)
+    proc = spawn(build_argv(ctx.host.qemu.path, spec), cwd=files.dir, log=files.qemu_stderr)
+    try:
+        asyncio.run(wait_started_async(proc.pid, files.qmp, files.qemu_stderr))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    for sock in files.sockets:
+        sock.chmod(0o600)
+    return proc.pid

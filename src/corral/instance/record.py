@@ -1,0 +1,83 @@
+"""instance.json: what corral recorded about one instance (spec, identity, ports, state)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.errors import InvalidInput
+from corral.image.manifest import now
+from corral.machine.spec import Forward
+
+State = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
+STATES: tuple[State, ...] = (
+    "creating",
+    "starting",
+    "running",
+    "paused",
+    "stopping",
+    "stopped",
+    "crashed",
+)
+
+_HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_instance_name(name: str) -> str:
+    """Instance names are hostnames: lowercase letters, digits and inner hyphens, at most 63."""
+    if not _HOSTNAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid instance name {name!r}: not a valid hostname "
+            "(lowercase letters, digits and inner hyphens, at most 63 characters)"
+        )
+    return name
+
+
+class ForwardRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host_port: int
+    guest_port: int
+    protocol: str = "tcp"
+    host_addr: str = "127.0.0.1"
+
+    def to_forward(self) -> Forward:
+        return Forward(self.host_port, self.guest_port, self.protocol, self.host_addr)
+
+
+class BootRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kernel: str
+    initrd: str | None = None
+    cmdline: str = ""
+
+
+class InstanceRecord(BaseModel):
+    """One instance. Saved atomically; the live state is derived from it plus the process."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    instance_id: str
+    image: str
+    image_digest: str
+    image_format: str
+    cpus: int
+    memory_mib: int
+    disk_size: int
+    volumes: tuple[int, ...] = ()
+    ssh_user: str
+    ssh_port: int
+    forwards: tuple[ForwardRecord, ...] = ()
+    boot: BootRecord | None = None
+    seed: bool = True
+    state: State = "creating"
+    reason: str | None = None
+    launcher_pid: int | None = None  # the process creating or starting the instance
+    launcher_start: int | None = None
+    created_at: datetime = Field(default_factory=now)
+    started_at: datetime | None = None

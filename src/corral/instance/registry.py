@@ -1,0 +1,109 @@
+"""Finding, saving, locking and cleaning up instance directories."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from corral.errors import Conflict, CorralError, NotFound
+from corral.fsutil import locked, write_atomic
+from corral.instance.record import InstanceRecord, check_instance_name
+from corral.instance.state import observe
+from corral.layout import Home, InstanceFiles
+from corral.machine.process import is_our_qemu, kill, read_pid, wait_gone
+
+
+def load(files: InstanceFiles) -> InstanceRecord:
+    try:
+        return InstanceRecord.model_validate_json(files.record.read_bytes())
+    except FileNotFoundError:
+        raise NotFound(f"no instance named {files.dir.name!r}", hint="see: corral ls") from None
+    except ValidationError as exc:
+        raise CorralError(f"{files.record} is damaged: {exc.errors()[0]['msg']}") from exc
+
+
+def load_named(home: Home, name: str) -> tuple[InstanceFiles, InstanceRecord]:
+    check_instance_name(name)
+    files = home.instance(name)
+    return files, load(files)
+
+
+def save(files: InstanceFiles, record: InstanceRecord) -> None:
+    write_atomic(files.record, record.model_dump_json(indent=2).encode(), mode=0o600)
+
+
+def names(home: Home) -> list[str]:
+    if not home.instances.is_dir():
+        return []
+    return sorted(p.name for p in home.instances.iterdir() if p.is_dir())
+
+
+def records(home: Home) -> list[tuple[InstanceFiles, InstanceRecord]]:
+    out = []
+    for name in names(home):
+        files = home.instance(name)
+        with contextlib.suppress(NotFound, CorralError):
+            out.append((files, load(files)))
+    return out
+
+
+@contextlib.contextmanager
+def instance_lock(files: InstanceFiles, *, blocking: bool = True) -> Iterator[None]:
+    """Serialise lifecycle operations on one instance."""
+    if not files.dir.is_dir():
+        raise NotFound(f"no instance named {files.dir.name!r}", hint="see: corral ls")
+    fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Conflict(f"instance {files.dir.name!r} is busy with another command") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def reserved_ports(home: Home) -> set[int]:
+    ports: set[int] = set()
+    for _, record in records(home):
+        ports.add(record.ssh_port)
+        ports.update(f.host_port for f in record.forwards)
+    return ports
+
+
+def destroy(files: InstanceFiles) -> None:
+    """End the instance's QEMU if it still runs and remove its directory."""
+    pid = read_pid(files.pidfile)
+    if is_our_qemu(pid, files.qmp):
+        assert pid is not None
+        kill(pid)
+        wait_gone(pid, 10)
+    shutil.rmtree(files.dir, ignore_errors=True)
+
+
+def reap_stale(home: Home) -> list[str]:
+    """Clean up launches whose launcher died: no orphan QEMU, no leaked port, no half directory.
+
+    Runs under the instances lock, which every launch holds while it creates its directory and
+    first record, so a directory without a record here is one a dead launcher left.
+    """
+    if not home.instances.is_dir():
+        return []
+    reaped = []
+    with locked(home.ports_lock):
+        for name in names(home):
+            files = home.instance(name)
+            if not files.record.exists():
+                shutil.rmtree(files.dir, ignore_errors=True)
+                reaped.append(name)
+                continue
+            with contextlib.suppress(CorralError):
+                if observe(load(files), files).stale:
+                    destroy(files)
+                    reaped.append(name)
+    return reaped

@@ -1,0 +1,162 @@
+"""Snapshots of an instance's disk: as a new image, or internal qcow2 snapshots.
+
+A running VM is saved with a QMP drive-backup job, which copies a point-in-time view of the disk
+while the guest keeps running; a stopped VM's disk is flattened with qemu-img convert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from corral.context import Context
+from corral.errors import Conflict, NotFound, QemuError
+from corral.fsutil import CHUNK
+from corral.image.manifest import Manifest, check_image_name
+from corral.instance import registry
+from corral.instance.record import InstanceRecord
+from corral.instance.state import observe
+from corral.layout import InstanceFiles
+from corral.machine.qmp import qmp_session_async
+
+JOB_ID = "corral-snapshot"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _backup_running(files: InstanceFiles, target: Path, timeout: float = 3600) -> None:
+    await qmp_session_async(
+        files.qmp,
+        ("drive-backup", {"job-id": JOB_ID, "device": "disk0", "target": str(target),
+                          "format": "qcow2", "sync": "full", "auto-dismiss": False}),
+    )  # fmt: skip
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        (jobs,) = await qmp_session_async(files.qmp, ("query-jobs", None))
+        job = next((j for j in jobs if j["id"] == JOB_ID), None)
+        if job is None:
+            raise QemuError("the snapshot job vanished")
+        if job["status"] == "concluded":
+            await qmp_session_async(files.qmp, ("job-dismiss", {"id": JOB_ID}))
+            if job.get("error"):
+                raise QemuError(f"snapshot failed: {job['error']}")
+            return
+        await asyncio.sleep(0.1)
+    raise QemuError("the snapshot job did not finish in time")
+
+
+def _boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> dict[str, Any]:
+    if record.boot is None:
+        return {}
+    out: dict[str, Any] = {"cmdline": record.boot.cmdline}
+    for key, path in (("kernel", record.boot.kernel), ("initrd", record.boot.initrd)):
+        if path is None:
+            continue
+        full = Path(path) if Path(path).is_absolute() else files.dir / path
+        if full.parent == ctx.home.blobs:
+            out[key] = full.name
+        else:
+            tmp = ctx.store.new_tmp_path()
+            tmp.write_bytes(full.read_bytes())
+            digest = _sha256(tmp)
+            ctx.store.add_blob_file(tmp, digest)
+            out[key] = digest
+    return out
+
+
+def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
+    """Save the instance's disk as a new, standalone image that launch accepts."""
+    check_image_name(image_name)
+    files, record = registry.load_named(ctx.home, name)
+    if ctx.store.exists(image_name):
+        raise Conflict(f"image {image_name!r} already exists")
+    with registry.instance_lock(files):
+        record = registry.load(files)
+        state = observe(record, files).state
+        tmp = ctx.store.new_tmp_path()
+        try:
+            if state in ("running", "paused"):
+                asyncio.run(_backup_running(files, tmp))
+            elif state in ("stopped", "crashed"):
+                ctx.qemu_img.convert(files.disk, "qcow2", tmp, "qcow2")
+            else:
+                raise Conflict(f"instance {name!r} is {state}; wait for it to settle")
+            info = ctx.qemu_img.info(tmp, "qcow2")
+            digest = _sha256(tmp)
+            ctx.store.add_blob_file(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        manifest = Manifest(
+            name=image_name,
+            digest=digest,
+            format="qcow2",
+            virtual_size=info.virtual_size,
+            file_size=ctx.store.blob(digest).stat().st_size,
+            default_user=record.ssh_user,
+            source=f"snapshot:{name}",
+            **_boot_blobs(ctx, files, record),
+        )
+        ctx.store.save(manifest)
+        return manifest
+
+
+def _stopped(ctx: Context, name: str) -> tuple[InstanceFiles, InstanceRecord]:
+    files, record = registry.load_named(ctx.home, name)
+    state = observe(record, files).state
+    if state not in ("stopped", "crashed"):
+        raise Conflict(
+            f"instance {name!r} is {state}; internal snapshots need a stopped VM",
+            hint=f"corral stop {name}",
+        )
+    return files, record
+
+
+def list_tags(ctx: Context, name: str) -> list[dict[str, Any]]:
+    files, _ = registry.load_named(ctx.home, name)
+    info = ctx.qemu_img.info(files.disk, "qcow2")
+    return [
+        {
+            "tag": s["name"],
+            "created": datetime.fromtimestamp(s.get("date-sec", 0), UTC).isoformat(),
+            "vm_state_size": s.get("vm-state-size", 0),
+        }
+        for s in info.snapshots
+    ]
+
+
+def _has_tag(ctx: Context, name: str, tag: str) -> bool:
+    return any(s["tag"] == tag for s in list_tags(ctx, name))
+
+
+def create_tag(ctx: Context, name: str, tag: str) -> None:
+    files, _ = _stopped(ctx, name)
+    with registry.instance_lock(files):
+        if _has_tag(ctx, name, tag):
+            raise Conflict(f"instance {name!r} already has a snapshot {tag!r}")
+        ctx.qemu_img.snapshot(files.disk, "-c", tag)
+
+
+def restore_tag(ctx: Context, name: str, tag: str) -> None:
+    files, _ = _stopped(ctx, name)
+    with registry.instance_lock(files):
+        if not _has_tag(ctx, name, tag):
+            raise NotFound(f"instance {name!r} has no snapshot {tag!r}")
+        ctx.qemu_img.snapshot(files.disk, "-a", tag)
+
+
+def delete_tag(ctx: Context, name: str, tag: str) -> None:
+    files, _ = _stopped(ctx, name)
+    with registry.instance_lock(files):
+        if not _has_tag(ctx, name, tag):
+            raise NotFound(f"instance {name!r} has no snapshot {tag!r}")
+        ctx.qemu_img.snapshot(files.disk, "-d", tag)

@@ -1,0 +1,76 @@
+"""Working out an instance's live state from its directory, never trusting the record alone.
+
+The record says what corral last did; the process table says what is true. A QEMU that is
+gone while the record says running either powered off from inside the guest (the kernel's
+"reboot: Power down" is the last thing on the console) or crashed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.fsutil import pid_alive, process_start_time
+from corral.instance.record import InstanceRecord, State
+from corral.layout import InstanceFiles
+from corral.machine.process import is_our_qemu, qemu_error_text, read_pid
+
+POWER_DOWN_MARKERS = ("reboot: Power down", "System halted", "reboot: System halted")
+
+
+@dataclass(frozen=True)
+class Observed:
+    state: State
+    reason: str | None
+    pid: int | None
+    stale: bool = False  # a launch whose launcher died: to be cleaned up
+
+
+def launcher_alive(record: InstanceRecord) -> bool:
+    pid = record.launcher_pid
+    if not pid or not pid_alive(pid):
+        return False
+    return record.launcher_start is None or process_start_time(pid) == record.launcher_start
+
+
+def console_tail(files: InstanceFiles, lines: int = 20) -> list[str]:
+    """The last lines of the serial log, for error messages."""
+    try:
+        with open(files.serial_log, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def powered_off_by_guest(files: InstanceFiles) -> bool:
+    return any(m in line for line in console_tail(files, 5) for m in POWER_DOWN_MARKERS)
+
+
+def observe(record: InstanceRecord, files: InstanceFiles) -> Observed:
+    """Derive the state from the record, the pid file and the process table."""
+    pid = read_pid(files.pidfile)
+    alive = is_our_qemu(pid, files.qmp)
+    if record.state == "creating":
+        if launcher_alive(record):
+            return Observed("creating", None, pid if alive else None)
+        return Observed("creating", "its launch was interrupted", pid if alive else None, True)
+    if alive:
+        if record.state in ("stopped", "crashed"):
+            return Observed("running", None, pid)
+        return Observed(record.state, record.reason, pid)
+    if record.state == "starting" and launcher_alive(record):
+        return Observed("starting", None, None)
+    if record.state in ("stopped", "stopping", "starting"):
+        return Observed("stopped", record.reason if record.state == "stopped" else None, None)
+    if record.state == "crashed":
+        return Observed("crashed", record.reason, None)
+    if powered_off_by_guest(files):
+        return Observed("stopped", "powered off from inside the guest", None)
+    return Observed(
+        "crashed",
+        f"QEMU exited unexpectedly (last words: {qemu_error_text(files.qemu_stderr)})",
+        None,
+    )

@@ -1,0 +1,117 @@
+"""Every file name corral uses, defined in one place.
+
+State lives under one directory ($CORRAL_HOME); each instance has a directory that holds
+everything about it, so any command finds a VM without a daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# A unix socket path must fit in sockaddr_un.sun_path (108 bytes, NUL included).
+MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True)
+class Home:
+    """The state directory."""
+
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "images" / "blobs" / "sha256"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "images" / "manifests"
+
+    @property
+    def image_tmp(self) -> Path:
+        return self.root / "images" / "tmp"
+
+    @property
+    def instances(self) -> Path:
+        return self.root / "instances"
+
+    @property
+    def ssh_key(self) -> Path:
+        """corral's own key pair, always authorised in guests so exec and wait work."""
+        return self.root / "ssh" / "id_ed25519"
+
+    @property
+    def ports_lock(self) -> Path:
+        """Held while choosing host ports and creating instance directories."""
+        return self.root / "locks" / "instances.lock"
+
+    @property
+    def build_cache(self) -> Path:
+        return self.root / "cache"
+
+    def blob(self, digest: str) -> Path:
+        return self.blobs / digest
+
+    def manifest(self, name: str) -> Path:
+        return self.manifests / f"{name}.json"
+
+    def instance(self, name: str) -> InstanceFiles:
+        return InstanceFiles(self.instances / name)
+
+
+@dataclass(frozen=True)
+class InstanceFiles:
+    """The files of one instance directory."""
+
+    dir: Path
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "instance.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "lock"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+    def volume(self, index: int) -> Path:
+        return self.dir / f"volume{index}.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed.iso"
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "kernel"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd"
+
+    @property
+    def qmp(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    @property
+    def serial_socket(self) -> Path:
+        return self.dir / "serial.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.dir / "serial.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    @property
+    def qemu_stderr(self) -> Path:
+        return self.dir / "qemu.stderr"
+
+    @property
+    def sockets(self) -> tuple[Path, Path]:
+        return self.qmp, self.serial_socket

@@ -1,0 +1,74 @@
+"""Build the QEMU command line from a MachineSpec: a pure function, no probing, no I/O."""
+
+from __future__ import annotations
+
+from corral.machine.spec import Drive, MachineSpec
+
+# Deny what a VM never needs: spawning programs, raising privileges, obsolete syscalls.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+def _opts(*pairs: str) -> str:
+    return ",".join(pairs)
+
+
+def _escape(value: object) -> str:
+    # QEMU option values escape commas by doubling them.
+    return str(value).replace(",", ",,")
+
+
+def drive_args(drive: Drive) -> list[str]:
+    options = [
+        "if=none",
+        f"id={drive.id}",
+        f"file={_escape(drive.path)}",
+        f"format={drive.format}",
+        "cache=writeback",
+    ]
+    options += ["readonly=on"] if drive.readonly else ["discard=unmap"]
+    return ["-drive", _opts(*options), "-device", f"virtio-blk-pci,drive={drive.id}"]
+
+
+def network_args(spec: MachineSpec) -> list[str]:
+    rules = [
+        f"hostfwd={f.protocol}:{f.host_addr}:{f.host_port}-:{f.guest_port}" for f in spec.forwards
+    ]
+    return ["-netdev", _opts("user", "id=net0", *rules), "-device", "virtio-net-pci,netdev=net0"]
+
+
+def build_argv(qemu: str, spec: MachineSpec) -> list[str]:
+    """The full argv that starts `spec` with the qemu-system binary at `qemu`."""
+    cpu = "host" if spec.accelerator == "kvm" else "max"
+    argv = [
+        qemu,
+        "-name", spec.name,
+        "-machine", f"q35,accel={spec.accelerator}",
+        "-cpu", cpu,
+        "-smp", str(spec.cpus),
+        "-m", f"{spec.memory_mib}M",
+        "-nodefaults", "-no-user-config",
+        "-display", "none",
+        "-sandbox", SANDBOX,
+    ]  # fmt: skip
+    if spec.boot is not None:
+        argv += ["-kernel", str(spec.boot.kernel)]
+        if spec.boot.initrd is not None:
+            argv += ["-initrd", str(spec.boot.initrd)]
+        argv += ["-append", spec.boot.cmdline]
+    for drive in spec.drives:
+        argv += drive_args(drive)
+    argv += network_args(spec)
+    argv += ["-device", "virtio-rng-pci"]
+    argv += [
+        "-chardev",
+        _opts(
+            "socket", "id=serial0", f"path={_escape(spec.serial_socket)}", "server=on",
+            "wait=off", f"logfile={_escape(spec.serial_log)}", "logappend=on",
+        ),
+        "-serial", "chardev:serial0",
+        "-chardev",
+        _opts("socket", "id=qmp0", f"path={_escape(spec.qmp_socket)}", "server=on", "wait=off"),
+        "-mon", "chardev=qmp0,mode=control",
+        "-pidfile", str(spec.pidfile),
+    ]  # fmt: skip
+    return argv + list(spec.extra_args)
