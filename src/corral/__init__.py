@@ -1,23 +1,50 @@
 """corral: run QEMU virtual machines from cloud images.
 
-import corral
-vm = corral.launch("debian-12", name="web1", instance_type="c2m2048", wait=True)
-print(vm.execute("uname -a").stdout.decode())
-vm.delete()
+    import corral
+    vm = corral.launch("debian-12", name="web1", instance_type="c2m2048", wait=True)
+    print(vm.execute("uname -a").stdout.decode())
+    vm.delete()
+
+Names are imported lazily so that `corral` commands only load what they use.
 """
 
-from corral.client import Corral, Instance
-from corral.client import launch_instance as launch
-from corral.errors import (
-    Conflict,
-    CorralError,
-    DeadlineExceeded,
-    GuestError,
-    InvalidInput,
-    NotFound,
-    QemuError,
-)
-from corral.guest.ssh import ExecResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.client import Corral, Instance
+    from corral.client import launch_instance as launch
+    from corral.errors import (
+        Conflict,
+        CorralError,
+        DeadlineExceeded,
+        GuestError,
+        InvalidInput,
+        NotFound,
+        QemuError,
+    )
+    from corral.guest.ssh import ExecResult
+
+_LAZY = {
+    "Corral": ("corral.client", "Corral"),
+    "Instance": ("corral.client", "Instance"),
+    "launch": ("corral.client", "launch_instance"),
+    "ExecResult": ("corral.guest.ssh", "ExecResult"),
+    **{
+        name: ("corral.errors", name)
+        for name in (
+            "Conflict",
+            "CorralError",
+            "DeadlineExceeded",
+            "GuestError",
+            "InvalidInput",
+            "NotFound",
+            "QemuError",
+        )
+    },
+}
 
 __all__ = [
     "Conflict",
@@ -33,3 +60,11 @@ __all__ = [
     "launch",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(module), attr)

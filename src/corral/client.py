@@ -16,22 +16,11 @@ from corral.context import Context
 from corral.guest.ssh import ExecResult
 from corral.image.manifest import Manifest
 from corral.instance import guestops, lifecycle, registry, snapshot
-from corral.instance.launch import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, LaunchOptions, launch
+from corral.instance.launch import launch
+from corral.instance.options import Data, make_options, read_data
 from corral.instance.record import InstanceRecord
 from corral.instance.state import Observed, observe
-from corral.machine.spec import Forward, parse_forward
-from corral.units import parse_instance_type, parse_memory_mib, parse_size
-
-Data = str | bytes | os.PathLike[str] | None
-
-
-def _data(value: Data) -> bytes | None:
-    """User data may be given as text, bytes or a path to a file."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, os.PathLike):
-        return Path(value).read_bytes()
-    return value.encode()
+from corral.machine.spec import Forward
 
 
 class Instance:
@@ -80,7 +69,9 @@ class Instance:
     def execute(
         self, command: str | Sequence[str], *, stdin: Data = None, timeout: float | None = None
     ) -> ExecResult:
-        return guestops.execute(self._ctx, self.name, command, stdin=_data(stdin), timeout=timeout)
+        return guestops.execute(
+            self._ctx, self.name, command, stdin=read_data(stdin), timeout=timeout
+        )
 
     def push(self, local: str | os.PathLike[str], remote: str) -> None:
         guestops.copy(self._ctx, os.fspath(local), f"{self.name}:{remote}")
@@ -178,53 +169,6 @@ class Corral:
 
     def import_image(self, path: str | os.PathLike[str], name: str, **kw: Any) -> Manifest:
         return self.ctx.store.import_image(Path(path), name, **kw)
-
-
-def make_options(
-    *,
-    name: str,
-    instance_type: str | None = None,
-    cpus: int | None = None,
-    memory: str | int | None = None,
-    disk_size: str | int | None = None,
-    volumes: Iterable[str | int] = (),
-    ssh_keys: Iterable[str | os.PathLike[str]] = (),
-    user_data: Data = None,
-    network_config: Data = None,
-    vendor_data: Data = None,
-    kernel: str | os.PathLike[str] | None = None,
-    initrd: str | os.PathLike[str] | None = None,
-    cmdline: str | None = None,
-    forwards: Iterable[str | Forward] = (),
-    seed: bool = True,
-) -> LaunchOptions:
-    """Turn user-facing values (strings, sizes, paths) into validated LaunchOptions."""
-    from corral.errors import InvalidInput
-
-    if instance_type is not None and (cpus is not None or memory is not None):
-        raise InvalidInput("give either an instance type or cpus/memory, not both")
-    if instance_type is not None:
-        itype = parse_instance_type(instance_type)
-        n_cpus, memory_mib = itype.cpus, itype.memory_mib
-    else:
-        n_cpus = DEFAULT_CPUS if cpus is None else cpus
-        memory_mib = DEFAULT_MEMORY_MIB if memory is None else parse_memory_mib(memory)
-    return LaunchOptions(
-        name=name,
-        cpus=n_cpus,
-        memory_mib=memory_mib,
-        disk_size=None if disk_size is None else parse_size(disk_size, what="disk size"),
-        volumes=tuple(parse_size(v, default_unit="G", what="volume size") for v in volumes),
-        ssh_keys=tuple(Path(k).expanduser() for k in ssh_keys),
-        user_data=_data(user_data),
-        network_config=_data(network_config),
-        vendor_data=_data(vendor_data),
-        kernel=Path(kernel) if kernel else None,
-        initrd=Path(initrd) if initrd else None,
-        cmdline=cmdline,
-        forwards=tuple(f if isinstance(f, Forward) else parse_forward(f) for f in forwards),
-        seed=seed,
-    )
 
 
 def launch_instance(image: str, **kw: Any) -> Instance:

@@ -75,7 +75,10 @@ def parse_instance_type(text: str) -> InstanceType:
             f"invalid instance type {text!r}: expected c<cpus>m<memory MiB>, e.g. c2m2048"
         )
     cpus, memory = (int(g) for g in match.groups())
-    return InstanceType(check_cpus(cpus), check_memory(memory))
+    try:
+        return InstanceType(check_cpus(cpus), check_memory(memory))
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid instance type {text!r}: {exc.message}") from None
 
 
 def check_cpus(cpus: int) -> int:

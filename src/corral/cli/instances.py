@@ -10,10 +10,9 @@ import typer
 
 from corral.cli.context import get_context
 from corral.cli.output import note, out, print_json, print_table
-from corral.client import make_options
 from corral.errors import InvalidInput
-from corral.instance import guestops, lifecycle, snapshot
-from corral.instance.launch import launch as launch_instance
+from corral.instance import lifecycle
+from corral.instance.options import make_options
 from corral.instance.view import instance_view
 from corral.units import human_size
 
@@ -22,6 +21,8 @@ TIMEOUT = typer.Option(300.0, "--timeout", help="Seconds to wait for the guest t
 
 
 def _wait(name: str, timeout: float) -> None:
+    from corral.instance import guestops
+
     guestops.wait_ready(
         get_context(), name, timeout=timeout, on_stage=lambda stage: note(f"{name}: {stage}")
     )
@@ -86,6 +87,8 @@ def launch(
         forwards=forwards,
         seed=not no_seed,
     )
+    from corral.instance.launch import launch as launch_instance
+
     launch_instance(ctx, image, options)
     if wait:
         _wait(name, timeout)
@@ -95,6 +98,12 @@ def launch(
 def _default_keys() -> list[Path]:
     key = get_context().config.ssh_key
     return [key] if key else []
+
+
+def _argv(command: list[str] | None) -> list[str]:
+    # Options parsing stops at NAME, so a literal "--" separator reaches us: drop it.
+    command = list(command or [])
+    return command[1:] if command[:1] == ["--"] else command
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -124,6 +133,11 @@ def exec_(
 
         return sink
 
+    from corral.instance import guestops
+
+    command = _argv(command)
+    if not command:
+        raise InvalidInput("no command given", hint=f"corral exec {name} -- CMD ...")
     code = guestops.execute_streaming(
         get_context(),
         name,
@@ -158,7 +172,7 @@ def ssh(
         "-o",
         "IdentitiesOnly=yes",
         f"{record.ssh_user}@127.0.0.1",
-        *(command or []),
+        *_argv(command),
     ]
     try:
         os.execvp("ssh", argv)
@@ -171,6 +185,8 @@ def cp(
     dst: str = typer.Argument(..., help="Local path or NAME:/path."),
 ) -> None:
     """Copy files or directories between the host and a VM."""
+    from corral.instance import guestops
+
     guestops.copy(get_context(), src, dst)
 
 
@@ -306,6 +322,8 @@ def snapshot_(
     json_out: bool = JSON,
 ) -> None:
     """Snapshot a VM's disk: as a new image (--as), or internal snapshots of a stopped VM."""
+    from corral.instance import snapshot
+
     ctx = get_context()
     chosen = [x for x in (as_image, tag, restore, delete) if x is not None] + ([1] if list_ else [])
     if len(chosen) != 1:

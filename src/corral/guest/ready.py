@@ -17,7 +17,8 @@ from corral.errors import DeadlineExceeded, GuestError
 from corral.guest.ssh import SshTarget, close, connect, run_on
 
 STAGES = ("booting", "ssh", "cloud-init", "ready")
-SSH_RETRY = 0.25
+SSH_RETRY = 0.1
+BANNER_TIMEOUT = 1.0
 CLOUD_INIT_POLL = 0.5
 
 
@@ -38,6 +39,28 @@ def parse_cloud_init_status(output: str) -> str:
     return "unknown"
 
 
+async def ssh_banner(target: SshTarget, timeout: float = BANNER_TIMEOUT) -> bool:
+    """True when the guest's sshd greets us.
+
+    User-mode networking accepts a forwarded connection before the guest listens, so a full
+    SSH handshake attempted too early would hang until its own timeout; the greeting is cheap.
+    """
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port), timeout
+        )
+    except (OSError, TimeoutError):
+        return False
+    try:
+        return (await asyncio.wait_for(reader.read(8), timeout)).startswith(b"SSH-")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def _wait_ssh(
     target: SshTarget, end: float, alive: Callable[[], bool]
 ) -> asyncssh.SSHClientConnection:
@@ -45,10 +68,11 @@ async def _wait_ssh(
     while time.monotonic() < end:
         if not alive():
             raise GuestError("QEMU exited while the guest was booting")
-        try:
-            return await connect(target, timeout=max(0.5, min(10.0, end - time.monotonic())))
-        except (OSError, asyncssh.Error, TimeoutError) as exc:
-            last_error = str(exc) or type(exc).__name__
+        if await ssh_banner(target):
+            try:
+                return await connect(target, timeout=max(0.5, min(10.0, end - time.monotonic())))
+            except (OSError, asyncssh.Error, TimeoutError) as exc:
+                last_error = str(exc) or type(exc).__name__
         await asyncio.sleep(SSH_RETRY)
     raise NotReady("ssh", f"ssh on port {target.port} did not answer ({last_error})")
 

@@ -24,6 +24,17 @@ logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 Sink = Callable[[bytes], None]
 
+# ed25519 first: some small sshd builds (dropbear) advertise RSA without having an RSA key.
+HOST_KEY_ALGS = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+)
+
 
 @dataclass(frozen=True)
 class SshTarget:
@@ -50,6 +61,7 @@ async def connect(target: SshTarget, *, timeout: float = 10) -> asyncssh.SSHClie
         username=target.user,
         client_keys=[str(target.key)],
         known_hosts=None,
+        server_host_key_algs=HOST_KEY_ALGS,
         agent_path=None,
         config=None,
         connect_timeout=timeout,

@@ -92,10 +92,17 @@ def kvm_usable_device() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def probe_kvm(qemu: Path, kernel: Path, *, deadline: float = PROBE_DEADLINE) -> tuple[bool, float]:
-    """Boot `kernel` under KVM; True when it reaches its panic and QEMU exits before deadline."""
+def probe_kvm(
+    qemu: Path, kernel: Path, *, deadline: float = PROBE_DEADLINE, accel: str = "kvm"
+) -> tuple[bool, str]:
+    """Boot `kernel` as launches would (KVM: -cpu host); say whether and why it worked.
+
+    Success is QEMU exiting by itself, with status 0, before the deadline: the kernel got as far
+    as its root-mount panic and rebooted, and -no-reboot turned that into an exit.
+    """
     argv = [
-        str(qemu), "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "128",
+        str(qemu), "-accel", accel, "-machine", "q35",
+        "-cpu", "host" if accel == "kvm" else "max", "-m", "128",
         "-nodefaults", "-no-user-config", "-display", "none", "-serial", "null",
         "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 loglevel=0",
         "-no-reboot",
@@ -109,8 +116,10 @@ def probe_kvm(qemu: Path, kernel: Path, *, deadline: float = PROBE_DEADLINE) -> 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return False, time.monotonic() - started
-    return code == 0, time.monotonic() - started
+        return False, f"a probe guest did not boot within {deadline:g}s"
+    if code != 0:
+        return False, f"QEMU failed a probe guest under {accel} (exit status {code})"
+    return True, f"a probe guest booted in {time.monotonic() - started:.1f}s"
 
 
 def _cache_key(qemu: Tool, kernel: Path | None) -> str:
@@ -143,15 +152,12 @@ def choose_accelerator(
             return cached["accelerator"], cached["note"], cached["warning"]
     except (OSError, ValueError, KeyError):
         pass
-    ok, took = probe_kvm(Path(qemu.path), kernel)
-    if ok:
-        result = ("kvm", f"kvm: probe guest booted in {took:.1f}s", False)
-    else:
-        result = (
-            "tcg",
-            f"/dev/kvm exists but a probe guest did not boot within {PROBE_DEADLINE:g}s: using tcg",
-            True,
-        )
+    ok, why = probe_kvm(Path(qemu.path), kernel)
+    result = (
+        ("kvm", f"kvm: {why}", False)
+        if ok
+        else ("tcg", f"/dev/kvm exists but {why}: using tcg", True)
+    )
     _write_cache(
         cache, {"key": key, "accelerator": result[0], "note": result[1], "warning": result[2]}
     )

@@ -92,4 +92,6 @@ class QemuImg:
 
     def snapshot(self, path: Path, action: str, tag: str) -> None:
         """Internal snapshot: action is -c (create), -a (apply) or -d (delete)."""
-        self._run("snapshot", "-f", "qcow2", action, tag, path, timeout=600)
+        # `qemu-img snapshot` has no -f: name the driver through --image-opts so nothing probes.
+        opts = f"driver=qcow2,file.filename={str(path).replace(',', ',,')}"
+        self._run("snapshot", "--image-opts", action, tag, opts, timeout=600)

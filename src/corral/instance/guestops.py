@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import asyncssh
 
 from corral.context import Context
-from corral.errors import Conflict, CorralError, InvalidInput
+from corral.errors import Conflict, CorralError, GuestError, InvalidInput
 from corral.guest.ready import wait_ready_async
 from corral.guest.ssh import (
     ExecResult,
@@ -28,6 +31,32 @@ from corral.machine.process import is_our_qemu, read_pid
 
 def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
     return SshTarget(port=record.ssh_port, user=record.ssh_user, key=ctx.home.ssh_key)
+
+
+T = TypeVar("T")
+
+
+def _in_guest(
+    ctx: Context,
+    record: InstanceRecord,
+    work: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+) -> T:
+    """Run `work` on one SSH connection; SSH failures become a GuestError naming the instance."""
+
+    async def go() -> T:
+        conn = await connect(ssh_target(ctx, record))
+        try:
+            return await work(conn)
+        finally:
+            await close(conn)
+
+    try:
+        return asyncio.run(go())
+    except (OSError, asyncssh.Error) as exc:
+        raise GuestError(
+            f"ssh to {record.name!r} (port {record.ssh_port}) failed: {exc or type(exc).__name__}",
+            hint=f"is it ready? corral wait {record.name}",
+        ) from exc
 
 
 def _require_running(files: InstanceFiles, record: InstanceRecord) -> None:
@@ -71,14 +100,7 @@ def execute(
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
 
-    async def go() -> ExecResult:
-        conn = await connect(ssh_target(ctx, record))
-        try:
-            return await run_on(conn, command, stdin=stdin, timeout=timeout)
-        finally:
-            await close(conn)
-
-    return asyncio.run(go())
+    return _in_guest(ctx, record, lambda conn: run_on(conn, command, stdin=stdin, timeout=timeout))
 
 
 def execute_streaming(
@@ -89,14 +111,9 @@ def execute_streaming(
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
 
-    async def go() -> int:
-        conn = await connect(ssh_target(ctx, record))
-        try:
-            return await stream_on(conn, command, stdout=stdout, stderr=stderr)
-        finally:
-            await close(conn)
-
-    return asyncio.run(go())
+    return _in_guest(
+        ctx, record, lambda conn: stream_on(conn, command, stdout=stdout, stderr=stderr)
+    )
 
 
 def split_remote(spec: str) -> tuple[str | None, str]:
@@ -118,14 +135,7 @@ def copy(ctx: Context, src: str, dst: str) -> None:
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
 
-    async def go() -> None:
-        conn = await connect(ssh_target(ctx, record))
-        try:
-            if src_name is None:
-                await upload(conn, Path(src_path), dst_path)
-            else:
-                await download(conn, src_path, Path(dst_path))
-        finally:
-            await close(conn)
-
-    asyncio.run(go())
+    if src_name is None:
+        _in_guest(ctx, record, lambda conn: upload(conn, Path(src_path), dst_path))
+    else:
+        _in_guest(ctx, record, lambda conn: download(conn, src_path, Path(dst_path)))

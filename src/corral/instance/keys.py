@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from corral.errors import InvalidInput
-from corral.fsutil import write_atomic
+from corral.fsutil import locked, write_atomic
 
 KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
@@ -14,13 +14,16 @@ KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 def ensure_corral_key(private: Path) -> str:
     """Create corral's own ed25519 key pair once; return its public key line."""
     public = private.with_name(private.name + ".pub")
-    if not private.exists():
-        import asyncssh  # heavy import, only on first use
-
+    if not public.exists():
         private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="corral")
-        write_atomic(private, key.export_private_key(), mode=0o600)
-        write_atomic(public, key.export_public_key())
+        # Concurrent first launches must agree on one key: create it under a lock.
+        with locked(private.with_name(".keygen.lock")):
+            if not public.exists():
+                import asyncssh  # heavy import, only on first use
+
+                key = asyncssh.generate_private_key("ssh-ed25519", comment="corral")
+                write_atomic(private, key.export_private_key(), mode=0o600)
+                write_atomic(public, key.export_public_key())
     return public.read_text().strip()
 
 

@@ -9,74 +9,20 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from corral.context import Context
-from corral.errors import Conflict, InvalidInput, NotFound, QemuError
+from corral.errors import Conflict, QemuError
 from corral.fsutil import locked, process_start_time
 from corral.image.manifest import Manifest, now
 from corral.instance import registry
 from corral.instance.keys import collect_keys, ensure_corral_key
 from corral.instance.machine import check_socket_paths, machine_spec, start_qemu
-from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, check_instance_name
+from corral.instance.options import LaunchOptions, validate
+from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord
 from corral.layout import InstanceFiles
 from corral.machine.ports import pick_ports, port_free
-from corral.machine.spec import Forward
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
-from corral.units import check_cpus, check_memory, format_size
-
-DEFAULT_CPUS = 2
-DEFAULT_MEMORY_MIB = 2048
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """What the user asked for; validated before anything is created."""
-
-    name: str
-    cpus: int = DEFAULT_CPUS
-    memory_mib: int = DEFAULT_MEMORY_MIB
-    disk_size: int | None = None
-    volumes: tuple[int, ...] = ()
-    ssh_keys: tuple[Path, ...] = ()
-    user_data: bytes | None = None
-    network_config: bytes | None = None
-    vendor_data: bytes | None = None
-    kernel: Path | None = None
-    initrd: Path | None = None
-    cmdline: str | None = None
-    forwards: tuple[Forward, ...] = field(default=())
-    seed: bool = True
-    ssh_user: str | None = None
-
-
-def validate(options: LaunchOptions, image: Manifest) -> int:
-    """Check the options against the image; return the disk size to use."""
-    check_instance_name(options.name)
-    check_cpus(options.cpus)
-    check_memory(options.memory_mib)
-    disk_size = options.disk_size or image.virtual_size
-    if disk_size < image.virtual_size:
-        raise InvalidInput(
-            f"disk size {format_size(disk_size)} is smaller than image {image.name!r} "
-            f"({format_size(image.virtual_size)}); disks are never truncated"
-        )
-    for path in (options.kernel, options.initrd):
-        if path is not None and not path.is_file():
-            raise NotFound(f"no such file: {path}")
-    if options.kernel is None and (options.initrd or options.cmdline) and image.kernel is None:
-        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
-    for size in options.volumes:
-        if size <= 0:
-            raise InvalidInput("a volume size must be greater than zero")
-    seen: set[tuple[int, str]] = set()
-    for fwd in options.forwards:
-        if (fwd.host_port, fwd.protocol) in seen:
-            raise InvalidInput(f"host port {fwd.host_port} is forwarded twice")
-        seen.add((fwd.host_port, fwd.protocol))
-    return disk_size
 
 
 def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest) -> BootRecord | None:
@@ -199,6 +145,8 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
             return record
     except BaseException as exc:
         registry.destroy(files)
+        if isinstance(exc, QemuError):
+            exc.hint = None  # it pointed into the instance directory, which is gone now
         if isinstance(exc, QemuError) and "host forwarding" in exc.message:
             raise Conflict(f"a host port for {options.name!r} is in use: {exc.message}") from exc
         raise

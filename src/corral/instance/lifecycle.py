@@ -19,7 +19,7 @@ from corral.instance.machine import machine_spec, start_qemu
 from corral.instance.record import InstanceRecord
 from corral.instance.state import Observed, observe
 from corral.layout import InstanceFiles
-from corral.machine.ports import port_free
+from corral.machine.ports import wait_port_free
 from corral.machine.process import kill, wait_gone
 from corral.machine.qmp import qmp_execute_async
 
@@ -85,6 +85,7 @@ def stop(
             progress("kill")
             kill(pid)
             wait_gone(pid, KILL_DEADLINE)
+        registry.release_ports(record)
         for leftover in (*files.sockets, files.pidfile):
             leftover.unlink(missing_ok=True)
         return _update(files, record, state="stopped", reason=None)
@@ -103,7 +104,7 @@ def start(ctx: Context, name: str) -> InstanceRecord:
             ports = [(record.ssh_port, "127.0.0.1", "tcp")]
             ports += [(f.host_port, f.host_addr, f.protocol) for f in record.forwards]
             for port, addr, proto in ports:
-                if not port_free(port, addr, proto):
+                if not wait_port_free(port, addr, proto):
                     raise Conflict(f"host port {port} of instance {name!r} is in use")
             record = _update(
                 files,
@@ -166,7 +167,8 @@ def remove(ctx: Context, name: str, *, force: bool = False) -> None:
         seen = observe(record, files)
         if seen.pid is not None and not force:
             raise Conflict(
-                f"instance {name!r} is {seen.state}", hint="stop it first, or use --force"
+                f"instance {name!r} is {seen.state}: stop it first, or use --force",
+                hint=f"corral stop {name}",
             )
         with locked(ctx.home.ports_lock):
             registry.destroy(files)

@@ -15,6 +15,7 @@ from corral.fsutil import locked, write_atomic
 from corral.instance.record import InstanceRecord, check_instance_name
 from corral.instance.state import observe
 from corral.layout import Home, InstanceFiles
+from corral.machine.ports import wait_port_free
 from corral.machine.process import is_our_qemu, kill, read_pid, wait_gone
 
 
@@ -76,6 +77,16 @@ def reserved_ports(home: Home) -> set[int]:
     return ports
 
 
+def release_ports(record: InstanceRecord, timeout: float = 3.0) -> None:
+    """Wait until a QEMU that has just been killed has let go of the instance's host ports.
+
+    A killed multi-threaded process is reported dead a moment before its sockets are closed.
+    """
+    wait_port_free(record.ssh_port, timeout=timeout)
+    for fwd in record.forwards:
+        wait_port_free(fwd.host_port, fwd.host_addr, fwd.protocol, timeout=timeout)
+
+
 def destroy(files: InstanceFiles) -> None:
     """End the instance's QEMU if it still runs and remove its directory."""
     pid = read_pid(files.pidfile)
@@ -83,6 +94,8 @@ def destroy(files: InstanceFiles) -> None:
         assert pid is not None
         kill(pid)
         wait_gone(pid, 10)
+        with contextlib.suppress(CorralError):
+            release_ports(load(files))
     shutil.rmtree(files.dir, ignore_errors=True)
 
 

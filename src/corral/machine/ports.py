@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from collections.abc import Iterable
 
 from corral.errors import Conflict
@@ -21,6 +22,18 @@ def port_free(port: int, addr: str = "127.0.0.1", protocol: str = "tcp") -> bool
             sock.bind((addr, port))
         except OSError:
             return False
+    return True
+
+
+def wait_port_free(
+    port: int, addr: str = "127.0.0.1", protocol: str = "tcp", timeout: float = 3.0
+) -> bool:
+    """Like port_free, but give a process that has just died a moment to let go of it."""
+    end = time.monotonic() + timeout
+    while not port_free(port, addr, protocol):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.05)
     return True
 
 

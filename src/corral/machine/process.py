@@ -18,7 +18,6 @@ from pathlib import Path
 
 from corral.errors import DeadlineExceeded, MissingDependency, QemuError
 from corral.fsutil import pid_alive, process_cmdline
-from corral.machine.qmp import qmp_answers_async
 
 START_DEADLINE = 60.0
 
@@ -59,6 +58,8 @@ async def wait_started_async(
     proc_pid: int, qmp: Path, log: Path, *, deadline: float = START_DEADLINE
 ) -> None:
     """Return once QMP answers; raise QemuError with QEMU's message if it exits first."""
+    from corral.machine.qmp import qmp_answers_async
+
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if not pid_alive(proc_pid):

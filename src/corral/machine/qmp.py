@@ -8,6 +8,7 @@ synchronous callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ async def qmp_execute_async(
     try:
         await asyncio.wait_for(client.connect(str(socket)), timeout)
         return await asyncio.wait_for(client.execute(command, arguments), timeout)
-    except (QMPError, OSError, TimeoutError) as exc:
+    except (QMPError, OSError, EOFError, TimeoutError) as exc:
         raise QemuError(f"QMP {command} on {socket} failed: {exc or type(exc).__name__}") from exc
     finally:
-        await client.disconnect()
+        with contextlib.suppress(QMPError, OSError, EOFError):
+            await client.disconnect()
 
 
 async def qmp_session_async(
@@ -42,10 +44,11 @@ async def qmp_session_async(
     try:
         await asyncio.wait_for(client.connect(str(socket)), 10)
         return [await client.execute(name, args) for name, args in commands]
-    except (QMPError, OSError, TimeoutError) as exc:
+    except (QMPError, OSError, EOFError, TimeoutError) as exc:
         raise QemuError(f"QMP on {socket} failed: {exc or type(exc).__name__}") from exc
     finally:
-        await client.disconnect()
+        with contextlib.suppress(QMPError, OSError, EOFError):
+            await client.disconnect()
 
 
 def qmp_call(

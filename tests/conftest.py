@@ -1,0 +1,71 @@
+"""Shared fixtures: a fresh, short state directory per test and a Context on it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from corral.config import Config
+from corral.context import Context
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Short on purpose: unix socket paths under it must fit in 108 bytes.
+    path = Path(tempfile.mkdtemp(prefix="ch", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def config(home: Path) -> Config:
+    return replace(Config(), home=home, cache_dir=CACHE / "host")
+
+
+@pytest.fixture
+def ctx(config: Config) -> Context:
+    return Context(config)
+
+
+# --- real VMs -----------------------------------------------------------------------------
+
+TINY = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_guest():
+    """The tiny test guest, built once and cached in .cache/tiny-guest across runs."""
+    from corral.image.build.tiny import build_tiny_guest
+
+    return build_tiny_guest(CACHE / "tiny-guest" / "guest", cache_dir=CACHE / "tiny-guest" / "debs")
+
+
+@pytest.fixture
+def vm_ctx(ctx: Context, tiny_guest) -> Iterator[Context]:
+    """A state directory holding the tiny guest as image 'tiny'; every VM is gone afterwards."""
+    ctx.store.import_image(
+        tiny_guest.disk,
+        TINY,
+        kernel=tiny_guest.kernel,
+        initrd=tiny_guest.initrd,
+        cmdline=tiny_guest.cmdline,
+        default_user=tiny_guest.default_user,
+    )
+    yield ctx
+    kill_all(ctx)
+
+
+def kill_all(ctx: Context) -> None:
+    """End every QEMU of this state directory (a failed test must not leak VMs)."""
+    from corral.instance import registry
+
+    for files, _ in registry.records(ctx.home):
+        registry.destroy(files)
