@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.config import Config
 from corral.errors import MissingDependency
@@ -56,25 +57,45 @@ class HostFacts:
         }
 
 
-def find_tool(program: str, *, package: str) -> Tool:
-    """Resolve a QEMU tool and read its version; missing tools name the package to install."""
+def find_tool(program: str, *, package: str, cache_dir: Path | None = None) -> Tool:
+    """Resolve a QEMU tool and read its version; missing tools name the package to install.
+
+    Versions are cached by the binary's path, size and mtime: every launch needs the tools,
+    and running `--version` twice would cost more than the rest of a launch's bookkeeping.
+    """
     path = which(program)
     if path is None:
         raise MissingDependency(
             f"{program} not found", hint=f"install it: apt-get install {package}"
         )
+    stat = path.stat()
+    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache = cache_dir / "tools.json" if cache_dir else None
+    known = _read_json(cache) if cache else {}
+    if key in known:
+        return Tool(str(path), known[key])
     out = run([path, "--version"], timeout=20).stdout.decode(errors="replace")
     first = out.strip().splitlines()[0] if out.strip() else ""
     version = next((w for w in first.split() if w[:1].isdigit()), first)
+    if cache:
+        _write_cache(cache, {**known, key: version})
     return Tool(str(path), version)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def find_qemu(config: Config) -> Tool:
-    return find_tool(config.qemu_system, package="qemu-system-x86")
+    return find_tool(config.qemu_system, package="qemu-system-x86", cache_dir=config.cache_dir)
 
 
 def find_qemu_img(config: Config) -> Tool:
-    return find_tool(config.qemu_img, package="qemu-utils")
+    return find_tool(config.qemu_img, package="qemu-utils", cache_dir=config.cache_dir)
 
 
 def probe_kernels(extra: Iterable[Path] = ()) -> list[Path]:
@@ -146,12 +167,9 @@ def choose_accelerator(
     kernel = candidates[0]
     cache = config.cache_dir / "accelerator.json"
     key = _cache_key(qemu, kernel)
-    try:
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached["accelerator"], cached["note"], cached["warning"]
-    except (OSError, ValueError, KeyError):
-        pass
+    cached = _read_json(cache)
+    if cached.get("key") == key:
+        return cached["accelerator"], cached["note"], cached["warning"]
     ok, why = probe_kvm(Path(qemu.path), kernel)
     result = (
         ("kvm", f"kvm: {why}", False)

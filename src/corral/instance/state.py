@@ -69,8 +69,8 @@ def observe(record: InstanceRecord, files: InstanceFiles) -> Observed:
         return Observed("crashed", record.reason, None)
     if powered_off_by_guest(files):
         return Observed("stopped", "powered off from inside the guest", None)
-    return Observed(
-        "crashed",
-        f"QEMU exited unexpectedly (last words: {qemu_error_text(files.qemu_stderr)})",
-        None,
+    last = qemu_error_text(files.qemu_stderr)
+    reason = "QEMU exited unexpectedly" + (
+        " without a message (killed?)" if last == "no output" else f": {last}"
     )
+    return Observed("crashed", reason, None)
