@@ -69,3 +69,40 @@ def kill_all(ctx: Context) -> None:
 
     for files, _ in registry.records(ctx.home):
         registry.destroy(files)
+
+
+# --- the real Debian 12 image -------------------------------------------------------------
+
+E2E_HOME = CACHE / "e2e-home"
+
+
+def _builder_digest() -> str:
+    import hashlib
+
+    from corral.image.build import debian
+
+    return hashlib.sha256(Path(debian.__file__).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def debian_ctx() -> Iterator[Context]:
+    """A state directory holding `debian-12`, built once through `corral image build`.
+
+    Kept in .cache/e2e-home between runs and rebuilt when the builder's source changes.
+    """
+    import os
+
+    from helpers import corral
+
+    if os.geteuid() != 0:
+        pytest.skip("mmdebstrap --mode=root needs root (run the suite as root or with sudo)")
+    ctx = Context(replace(Config(), home=E2E_HOME, cache_dir=CACHE / "host"))
+    kill_all(ctx)
+    stamp = E2E_HOME / "builder.sha256"
+    fresh = stamp.is_file() and stamp.read_text() == _builder_digest()
+    if not (fresh and ctx.store.exists("debian-12")):
+        proc = corral(ctx, "image", "build", "debian-12", "--replace", timeout=900)
+        assert proc.returncode == 0, proc.stderr
+        stamp.write_text(_builder_digest())
+    yield ctx
+    kill_all(ctx)

@@ -6,6 +6,7 @@ imported, so a failed or interrupted build leaves the store unchanged.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -62,7 +63,7 @@ def build_recipe(
     if not replace and ctx.store.exists(name):
         raise Conflict(f"image {name!r} already exists", hint="use --replace to rebuild it")
     ctx.store.ensure()
-    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=ctx.home.image_tmp))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-build-", dir=ctx.home.image_tmp))
     try:
         built = _build(ctx, recipe, workdir, packages, log)
         log("importing into the image store")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -188,13 +189,19 @@ class ImageStore:
         return removed
 
     def purge_tmp(self) -> None:
-        """Remove partial files left by imports whose process has died."""
+        """Remove partial files and build directories whose process has died.
+
+        Everything under images/tmp is named <pid>-...: the pid of the process that owns it.
+        """
         if not self.home.image_tmp.is_dir():
             return
         for path in self.home.image_tmp.iterdir():
             pid = path.name.split("-", 1)[0]
             if not (pid.isdigit() and pid_alive(int(pid))):
-                path.unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     def manifest_json(self, manifest: Manifest) -> dict[str, object]:
         data = json.loads(manifest.model_dump_json())
