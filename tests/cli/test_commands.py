@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -116,3 +117,47 @@ def test_image_commands(vm_ctx: Context, tmp_path: Path) -> None:
     ok(vm_ctx, "image", "rm", "rawdisk")
     assert json.loads(ok(vm_ctx, "image", "ls", "--json")) == []
     assert list(vm_ctx.home.blobs.iterdir()) == []
+
+
+def test_ssh_logs_follow_force_stop_and_taken_name(vm_ctx: Context) -> None:
+    import subprocess
+    import sys
+
+    ok(vm_ctx, "launch", "tiny", "--name", "cli3", "--type", "c1m256", "--wait", "--timeout",
+       "120")  # fmt: skip
+    proc = corral(vm_ctx, "launch", "tiny", "--name", "cli3", "--type", "c1m256")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: an instance named 'cli3' already exists")
+    assert json.loads(ok(vm_ctx, "inspect", "cli3", "--json"))["state"] == "running"
+
+    assert ok(vm_ctx, "ssh", "cli3", "--", "echo", "via-system-ssh") == "via-system-ssh\n"
+
+    env = {**os.environ, "CORRAL_HOME": str(vm_ctx.home.root),
+           "CORRAL_CACHE_DIR": str(vm_ctx.config.cache_dir)}  # fmt: skip
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli.app", "logs", "-f", "cli3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    ok(vm_ctx, "exec", "cli3", "--", "sh", "-c", "echo FOLLOWED > /dev/console")
+    proc = corral(vm_ctx, "stop", "cli3", "--force")
+    assert proc.returncode == 0
+    assert proc.stderr.split() == ["cli3:", "quit"]  # --force skips the ACPI powerdown
+    out, _ = follower.communicate(timeout=30)  # follow ends when the VM is gone
+    assert follower.returncode == 0
+    assert b"FOLLOWED" in out
+
+
+def test_direct_kernel_boot_from_the_command_line(vm_ctx: Context, tiny_guest) -> None:
+    """An image without a kernel, booted with --kernel/--initrd/--cmdline."""
+    bare = vm_ctx.home.root / "bare.qcow2"
+    vm_ctx.qemu_img.create(bare, 128 << 20)
+    ok(vm_ctx, "image", "import", str(bare), "--name", "bare")
+    ok(vm_ctx, "launch", "bare", "--name", "kb1", "--type", "c1m256",
+       "--kernel", str(tiny_guest.kernel), "--initrd", str(tiny_guest.initrd),
+       "--cmdline", "console=ttyS0 quiet corral.test=1", "--wait", "--timeout", "120")  # fmt: skip
+    assert "corral.test=1" in ok(vm_ctx, "exec", "kb1", "--", "cat", "/proc/cmdline")
+    data = json.loads(ok(vm_ctx, "inspect", "kb1", "--json"))
+    assert data["kernel_cmdline"] == "console=ttyS0 quiet corral.test=1"
+    # The instance keeps its own copy: it still starts once the user's files are gone.
+    assert (vm_ctx.home.instance("kb1").kernel).read_bytes() == tiny_guest.kernel.read_bytes()
+    ok(vm_ctx, "restart", "kb1", "--force", "--wait", "--timeout", "120")
