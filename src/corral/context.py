@@ -1,7 +1,7 @@
 """The context every operation runs in: configuration, state layout, image store, host facts.
 
-Host facts are probed lazily and once per context, so commands that never start QEMU never pay
-for the probe.
+Everything is built lazily and once per context: commands that never start QEMU never pay for
+the host probe, and commands that never touch images never load the store.
 """
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.config import Config, load_config
-from corral.host.probe import HostFacts, detect_host
-from corral.image.qemu_img import QemuImg
-from corral.image.store import ImageStore
 from corral.layout import Home
+
+if TYPE_CHECKING:
+    from corral.host.probe import HostFacts
+    from corral.image.qemu_img import QemuImg
+    from corral.image.store import ImageStore
 
 
 @dataclass
@@ -27,14 +30,20 @@ class Context:
 
     @functools.cached_property
     def qemu_img(self) -> QemuImg:
+        from corral.image.qemu_img import QemuImg
+
         return QemuImg(self.config.qemu_img)
 
     @functools.cached_property
     def store(self) -> ImageStore:
+        from corral.image.store import ImageStore
+
         return ImageStore(self.home, self.qemu_img)
 
     @functools.cached_property
     def host(self) -> HostFacts:
+        from corral.host.probe import detect_host
+
         kernels: list[Path] = [
             self.store.blob(m.kernel) for m in self.store.list() if m.kernel is not None
         ]

@@ -46,7 +46,8 @@ def test_probe_boots_a_real_kernel_and_is_cached(
     assert accel == ("kvm" if direct_ok else "tcg")
     if accel == "tcg":
         assert warning and note == f"/dev/kvm exists but {why}: using tcg"
-    assert json.loads((tmp_path / "accelerator.json").read_text())["accelerator"] == accel
+    (entry,) = json.loads((tmp_path / "accelerator.json").read_text()).values()
+    assert entry["accelerator"] == accel
 
     def no_second_probe(*args: object, **kw: object) -> None:
         raise AssertionError("the cached result should have been used")

@@ -6,6 +6,7 @@ traceback reaches the user unless CORRAL_DEBUG is set.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -62,20 +63,33 @@ def report(exc: CorralError) -> None:
 
 
 def main() -> None:
+    gc.freeze()  # what the imports built lives until exit: never scan it
+    gc.enable()
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("CORRAL_DEBUG") else logging.WARNING,
         format="%(name)s: %(message)s",
     )
+    code = 0
     try:
-        app()
+        app()  # click's standalone mode ends with sys.exit, usage errors included
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except CorralError as exc:
         if os.environ.get("CORRAL_DEBUG"):
             raise
         report(exc)
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        code = 130
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit without tearing the interpreter down: output is flushed, nothing else is owed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

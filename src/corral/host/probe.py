@@ -143,11 +143,20 @@ def probe_kvm(
     return True, f"a probe guest booted in {time.monotonic() - started:.1f}s"
 
 
-def _cache_key(qemu: Tool, kernel: Path | None) -> str:
-    parts = [platform.node(), platform.release(), qemu.path, qemu.version, str(kernel or "")]
-    if kernel is not None:
-        stat = kernel.stat()
-        parts += [str(stat.st_size), str(int(stat.st_mtime))]
+def _cache_key(qemu: Tool, kernel: Path) -> str:
+    """What the probe result depends on: host, kernel release, QEMU, and the probe kernel.
+
+    The kernel counts by content: store blobs are named by their sha256, so the same kernel
+    in another state directory hits the same entry; other files count by size and mtime.
+    """
+    stat = kernel.stat()
+    name = kernel.name
+    ident = (
+        name
+        if len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+        else (f"{kernel}:{stat.st_size}:{stat.st_mtime_ns}")
+    )
+    parts = [platform.node(), platform.release(), qemu.path, qemu.version, ident]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -167,18 +176,18 @@ def choose_accelerator(
     kernel = candidates[0]
     cache = config.cache_dir / "accelerator.json"
     key = _cache_key(qemu, kernel)
-    cached = _read_json(cache)
-    if cached.get("key") == key:
-        return cached["accelerator"], cached["note"], cached["warning"]
+    known = _read_json(cache)
+    if isinstance(known.get(key), dict):
+        hit = known[key]
+        return hit["accelerator"], hit["note"], hit["warning"]
     ok, why = probe_kvm(Path(qemu.path), kernel)
     result = (
         ("kvm", f"kvm: {why}", False)
         if ok
         else ("tcg", f"/dev/kvm exists but {why}: using tcg", True)
     )
-    _write_cache(
-        cache, {"key": key, "accelerator": result[0], "note": result[1], "warning": result[2]}
-    )
+    entry = {"accelerator": result[0], "note": result[1], "warning": result[2]}
+    _write_cache(cache, {**known, key: entry})
     return result
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from corral.errors import InvalidInput
+from corral.records import Record
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 
@@ -25,10 +25,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class Manifest(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Record):
     """One named image. Blobs are named by digest, so identical content is stored once."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     digest: str  # sha256 hex of the disk blob
@@ -40,4 +39,4 @@ class Manifest(BaseModel):
     cmdline: str | None = None
     default_user: str = "root"
     source: str = ""
-    created_at: datetime = Field(default_factory=now)
+    created_at: datetime = field(default_factory=now)

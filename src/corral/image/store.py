@@ -10,20 +10,18 @@ make QEMU open a file outside the store.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.fsutil import copy_hashing, pid_alive, write_atomic
 from corral.image.manifest import Manifest, check_image_name
 from corral.image.qemu_img import FORMATS, QemuImg
 from corral.layout import Home
+from corral.records import RecordError
 
 
 class ImageStore:
@@ -42,13 +40,11 @@ class ImageStore:
     def get(self, name: str) -> Manifest:
         path = self.home.manifest(check_image_name(name))
         try:
-            return Manifest.model_validate_json(path.read_bytes())
+            return Manifest.from_json(path.read_bytes())
         except FileNotFoundError:
             raise NotFound(f"no image named {name!r}", hint="see: corral image ls") from None
-        except ValidationError as exc:
-            raise CorralError(
-                f"image manifest {path} is damaged: {exc.errors()[0]['msg']}"
-            ) from exc
+        except RecordError as exc:
+            raise CorralError(f"image manifest {path} is damaged: {exc}") from exc
 
     def exists(self, name: str) -> bool:
         return self.home.manifest(check_image_name(name)).exists()
@@ -58,8 +54,8 @@ class ImageStore:
             return []
         out = []
         for path in sorted(self.home.manifests.glob("*.json")):
-            with contextlib.suppress(OSError, ValidationError):
-                out.append(Manifest.model_validate_json(path.read_bytes()))
+            with contextlib.suppress(OSError, RecordError):
+                out.append(Manifest.from_json(path.read_bytes()))
         return out
 
     def blob(self, digest: str) -> Path:
@@ -109,7 +105,7 @@ class ImageStore:
         return manifest
 
     def save(self, manifest: Manifest) -> None:
-        write_atomic(self.home.manifest(manifest.name), manifest.model_dump_json(indent=2).encode())
+        write_atomic(self.home.manifest(manifest.name), manifest.to_json())
 
     def _tmp(self) -> Path:
         return self.home.image_tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -204,7 +200,7 @@ class ImageStore:
                     path.unlink(missing_ok=True)
 
     def manifest_json(self, manifest: Manifest) -> dict[str, object]:
-        data = json.loads(manifest.model_dump_json())
+        data = manifest.to_dict()
         data["path"] = str(self.blob(manifest.digest))
         data["kernel_path"] = str(self.blob(manifest.kernel)) if manifest.kernel else None
         data["initrd_path"] = str(self.blob(manifest.initrd)) if manifest.initrd else None
@@ -214,12 +210,10 @@ class ImageStore:
 def check_chain_inside(qemu_img: QemuImg, disk: Path, fmt: str, root: Path) -> None:
     """Refuse a disk whose backing chain reaches any file outside `root` (the blob store)."""
     root = root.resolve()
-    for link in qemu_img.chain(disk, fmt)[:-1]:
-        backing = Path(link.backing_file or "").resolve()
-        if not backing.is_relative_to(root):
-            raise InvalidInput(
-                f"{disk}: backing file {link.backing_file} is outside the image store"
-            )
     for link in qemu_img.chain(disk, fmt):
         if link.data_file:
             raise InvalidInput(f"{disk}: refusing a qcow2 with an external data file")
+        if link.backing_file and not Path(link.backing_file).resolve().is_relative_to(root):
+            raise InvalidInput(
+                f"{disk}: backing file {link.backing_file} is outside the image store"
+            )

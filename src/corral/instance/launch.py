@@ -59,7 +59,7 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
         reserved |= {f.host_port for f in options.forwards}
         (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
         files.dir.mkdir(mode=0o700)
-        registry.save(files, record.model_copy(update={"ssh_port": ssh_port}))
+        registry.save(files, record.replace(ssh_port=ssh_port))
     return files
 
 
@@ -116,7 +116,7 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
         volumes=options.volumes,
         ssh_user=options.ssh_user or image.default_user,
         ssh_port=0,
-        forwards=tuple(ForwardRecord(**f.__dict__) for f in options.forwards),
+        forwards=tuple(ForwardRecord.of(f) for f in options.forwards),
         boot=_boot_record(ctx, options, image),
         seed=options.seed,
         state="creating",
@@ -133,13 +133,8 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
                 _write_seed(options, files, record, keys)
             spec = machine_spec(ctx, record, files, host.accelerator)
             start_qemu(ctx, spec, files)
-            record = record.model_copy(
-                update={
-                    "state": "running",
-                    "launcher_pid": None,
-                    "launcher_start": None,
-                    "started_at": now(),
-                }
+            record = record.replace(
+                state="running", launcher_pid=None, launcher_start=None, started_at=now()
             )
             registry.save(files, record)
             return record

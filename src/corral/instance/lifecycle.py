@@ -16,7 +16,7 @@ from corral.fsutil import locked, process_start_time
 from corral.image.manifest import now
 from corral.instance import registry
 from corral.instance.machine import machine_spec, start_qemu
-from corral.instance.record import InstanceRecord
+from corral.instance.record import InstanceRecord, State
 from corral.instance.state import Observed, observe
 from corral.layout import InstanceFiles
 from corral.machine.ports import wait_port_free
@@ -38,7 +38,7 @@ def list_instances(ctx: Context) -> list[tuple[InstanceRecord, Observed]]:
 
 
 def _update(files: InstanceFiles, record: InstanceRecord, **changes: object) -> InstanceRecord:
-    record = record.model_copy(update=changes)
+    record = record.replace(**changes)
     registry.save(files, record)
     return record
 
@@ -134,30 +134,25 @@ def restart(ctx: Context, name: str, *, force: bool = False, timeout: float = 60
     return start(ctx, name)
 
 
-def _running(
-    ctx: Context, name: str, want: tuple[str, ...]
-) -> tuple[InstanceFiles, InstanceRecord]:
-    files, record = registry.load_named(ctx.home, name)
-    seen = observe(record, files)
-    if seen.state not in want:
-        raise Conflict(f"instance {name!r} is {seen.state}, not {' or '.join(want)}")
-    return files, record
+def _switch(ctx: Context, name: str, want: str, command: str, to: State) -> InstanceRecord:
+    """Move a VM from state `want` to `to` with one QMP command (pause and resume)."""
+    files, _ = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        record = registry.load(files)
+        seen = observe(record, files)
+        if seen.state != want:
+            raise Conflict(f"instance {name!r} is {seen.state}, not {want}")
+        _qmp(files, command)
+        return _update(files, record, state=to)
 
 
 def pause(ctx: Context, name: str) -> InstanceRecord:
-    files, _ = registry.load_named(ctx.home, name)
-    with registry.instance_lock(files):
-        files, record = _running(ctx, name, ("running",))
-        _qmp(files, "stop")
-        return _update(files, record, state="paused")
+    """Stop the VM's vCPUs (QMP stop); memory and devices stay as they are."""
+    return _switch(ctx, name, "running", "stop", "paused")
 
 
 def resume(ctx: Context, name: str) -> InstanceRecord:
-    files, _ = registry.load_named(ctx.home, name)
-    with registry.instance_lock(files):
-        files, record = _running(ctx, name, ("paused",))
-        _qmp(files, "cont")
-        return _update(files, record, state="running")
+    return _switch(ctx, name, "paused", "cont", "running")
 
 
 def remove(ctx: Context, name: str, *, force: bool = False) -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from corral.errors import InvalidInput
 from corral.image.manifest import now
 from corral.machine.spec import Forward
+from corral.records import Record
 
 State = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
 STATES: tuple[State, ...] = (
@@ -36,30 +36,36 @@ def check_instance_name(name: str) -> str:
     return name
 
 
-class ForwardRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, kw_only=True)
+class ForwardRecord(Record):
     host_port: int
     guest_port: int
     protocol: str = "tcp"
     host_addr: str = "127.0.0.1"
 
+    @classmethod
+    def of(cls, fwd: Forward) -> ForwardRecord:
+        return cls(
+            host_port=fwd.host_port,
+            guest_port=fwd.guest_port,
+            protocol=fwd.protocol,
+            host_addr=fwd.host_addr,
+        )
+
     def to_forward(self) -> Forward:
         return Forward(self.host_port, self.guest_port, self.protocol, self.host_addr)
 
 
-class BootRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, kw_only=True)
+class BootRecord(Record):
     kernel: str
     initrd: str | None = None
     cmdline: str = ""
 
 
-class InstanceRecord(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class InstanceRecord(Record):
     """One instance. Saved atomically; the live state is derived from it plus the process."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     instance_id: str
@@ -79,5 +85,5 @@ class InstanceRecord(BaseModel):
     reason: str | None = None
     launcher_pid: int | None = None  # the process creating or starting the instance
     launcher_start: int | None = None
-    created_at: datetime = Field(default_factory=now)
+    created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None

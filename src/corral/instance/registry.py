@@ -8,8 +8,6 @@ import os
 import shutil
 from collections.abc import Iterator
 
-from pydantic import ValidationError
-
 from corral.errors import Conflict, CorralError, NotFound
 from corral.fsutil import locked, write_atomic
 from corral.instance.record import InstanceRecord, check_instance_name
@@ -17,15 +15,16 @@ from corral.instance.state import observe
 from corral.layout import Home, InstanceFiles
 from corral.machine.ports import wait_port_free
 from corral.machine.process import is_our_qemu, kill, read_pid, wait_gone
+from corral.records import RecordError
 
 
 def load(files: InstanceFiles) -> InstanceRecord:
     try:
-        return InstanceRecord.model_validate_json(files.record.read_bytes())
+        return InstanceRecord.from_json(files.record.read_bytes())
     except FileNotFoundError:
         raise NotFound(f"no instance named {files.dir.name!r}", hint="see: corral ls") from None
-    except ValidationError as exc:
-        raise CorralError(f"{files.record} is damaged: {exc.errors()[0]['msg']}") from exc
+    except RecordError as exc:
+        raise CorralError(f"{files.record} is damaged: {exc}") from exc
 
 
 def load_named(home: Home, name: str) -> tuple[InstanceFiles, InstanceRecord]:
@@ -35,7 +34,7 @@ def load_named(home: Home, name: str) -> tuple[InstanceFiles, InstanceRecord]:
 
 
 def save(files: InstanceFiles, record: InstanceRecord) -> None:
-    write_atomic(files.record, record.model_dump_json(indent=2).encode(), mode=0o600)
+    write_atomic(files.record, record.to_json(), mode=0o600)
 
 
 def names(home: Home) -> list[str]:

@@ -110,17 +110,6 @@ def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
         return manifest
 
 
-def _stopped(ctx: Context, name: str) -> tuple[InstanceFiles, InstanceRecord]:
-    files, record = registry.load_named(ctx.home, name)
-    state = observe(record, files).state
-    if state not in ("stopped", "crashed"):
-        raise Conflict(
-            f"instance {name!r} is {state}; internal snapshots need a stopped VM",
-            hint=f"corral stop {name}",
-        )
-    return files, record
-
-
 def list_tags(ctx: Context, name: str) -> list[dict[str, Any]]:
     files, _ = registry.load_named(ctx.home, name)
     info = ctx.qemu_img.info(files.disk, "qcow2")
@@ -134,29 +123,31 @@ def list_tags(ctx: Context, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def _has_tag(ctx: Context, name: str, tag: str) -> bool:
-    return any(s["tag"] == tag for s in list_tags(ctx, name))
+def _change_tag(ctx: Context, name: str, tag: str, action: str, *, exists: bool) -> None:
+    """Run one qemu-img snapshot action on a stopped VM's disk, checking the tag first."""
+    files, _ = registry.load_named(ctx.home, name)
+    with registry.instance_lock(files):
+        state = observe(registry.load(files), files).state
+        if state not in ("stopped", "crashed"):
+            raise Conflict(
+                f"instance {name!r} is {state}; internal snapshots need a stopped VM",
+                hint=f"corral stop {name}",
+            )
+        present = any(s["tag"] == tag for s in list_tags(ctx, name))
+        if present and not exists:
+            raise Conflict(f"instance {name!r} already has a snapshot {tag!r}")
+        if exists and not present:
+            raise NotFound(f"instance {name!r} has no snapshot {tag!r}")
+        ctx.qemu_img.snapshot(files.disk, action, tag)
 
 
 def create_tag(ctx: Context, name: str, tag: str) -> None:
-    files, _ = _stopped(ctx, name)
-    with registry.instance_lock(files):
-        if _has_tag(ctx, name, tag):
-            raise Conflict(f"instance {name!r} already has a snapshot {tag!r}")
-        ctx.qemu_img.snapshot(files.disk, "-c", tag)
+    _change_tag(ctx, name, tag, "-c", exists=False)
 
 
 def restore_tag(ctx: Context, name: str, tag: str) -> None:
-    files, _ = _stopped(ctx, name)
-    with registry.instance_lock(files):
-        if not _has_tag(ctx, name, tag):
-            raise NotFound(f"instance {name!r} has no snapshot {tag!r}")
-        ctx.qemu_img.snapshot(files.disk, "-a", tag)
+    _change_tag(ctx, name, tag, "-a", exists=True)
 
 
 def delete_tag(ctx: Context, name: str, tag: str) -> None:
-    files, _ = _stopped(ctx, name)
-    with registry.instance_lock(files):
-        if not _has_tag(ctx, name, tag):
-            raise NotFound(f"instance {name!r} has no snapshot {tag!r}")
-        ctx.qemu_img.snapshot(files.disk, "-d", tag)
+    _change_tag(ctx, name, tag, "-d", exists=True)
