@@ -68,6 +68,22 @@ def test_stop_escalates_when_the_guest_ignores_powerdown(vm_ctx: Context) -> Non
     assert vm.state == "stopped"
 
 
+def test_stop_kills_a_qemu_that_does_not_answer(vm_ctx: Context) -> None:
+    vm = api(vm_ctx).launch("tiny", name="hung", instance_type="c1m256")
+    pid = vm.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # QEMU frozen: QMP connects but never answers
+    try:
+        steps: list[str] = []
+        lifecycle.stop(vm_ctx, "hung", timeout=1, progress=steps.append)
+        assert steps == ["powerdown", "quit", "kill"]
+        assert not pid_alive(pid)
+        assert vm.state == "stopped"
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_pause_and_resume(vm_ctx: Context) -> None:
     vm = api(vm_ctx).launch("tiny", name="p1", instance_type="c1m256", wait=True, timeout=120)
     vm.pause()

@@ -23,7 +23,8 @@ from corral.machine.ports import wait_port_free
 from corral.machine.process import kill, wait_gone
 from corral.machine.qmp import qmp_execute_async
 
-QUIT_DEADLINE = 10.0
+QMP_DEADLINE = 5.0  # for QEMU to answer a QMP command
+QUIT_DEADLINE = 10.0  # for QEMU to exit after quit
 KILL_DEADLINE = 10.0
 
 
@@ -70,14 +71,14 @@ def stop(
         if not force and seen.state != "paused":
             progress("powerdown")
             try:
-                _qmp(files, "system_powerdown")
+                _qmp(files, "system_powerdown", timeout=min(QMP_DEADLINE, timeout))
                 gone = wait_gone(pid, timeout)
             except QemuError:
                 gone = False
         if not gone:
             progress("quit")
             try:
-                _qmp(files, "quit", timeout=QUIT_DEADLINE)
+                _qmp(files, "quit", timeout=QMP_DEADLINE)
             except QemuError:
                 pass  # QEMU may close the socket before answering
             gone = wait_gone(pid, QUIT_DEADLINE)
