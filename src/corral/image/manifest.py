@@ -39,4 +39,6 @@ class Manifest(Record):
     cmdline: str | None = None
     default_user: str = "root"
     source: str = ""
+    parent: str | None = None  # digest of the blob this qcow2 overlay is backed by, if any
     created_at: datetime = field(default_factory=now)
+    last_used_at: datetime | None = None  # last launch or derivation; prune goes by it

@@ -76,64 +76,99 @@ class ImageStore:
         replace: bool = False,
     ) -> Manifest:
         """Verify and store a qcow2 or raw file (plus optional kernel and initrd) under name."""
+        self._check_new(name, replace, source, kernel, initrd)
+        tmp = self.new_tmp_path()
+        try:
+            digest = copy_hashing(source, tmp)
+            return self.adopt(
+                tmp, digest, name, label=str(source), kernel=kernel, initrd=initrd,
+                cmdline=cmdline, default_user=default_user,
+                origin=origin or f"import:{source.absolute()}", replace=replace,
+            )  # fmt: skip
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def adopt(
+        self,
+        tmp: Path,
+        digest: str,
+        name: str,
+        *,
+        label: str,
+        kernel: Path | None = None,
+        initrd: Path | None = None,
+        cmdline: str | None = None,
+        default_user: str | None = None,
+        origin: str = "",
+        replace: bool = False,
+    ) -> Manifest:
+        """Verify, publish and name a complete file under images/tmp whose sha256 is known.
+
+        For files hashed while they were written (downloads, copies): nothing is read twice.
+        `label` names the file in error messages (the URL or path the user gave).
+        """
+        self._check_new(name, replace, tmp, kernel, initrd)
+        fmt, size = self.verify_disk(tmp, label)
+        self._publish(tmp, digest)
+        manifest = Manifest(
+            name=name,
+            digest=digest,
+            format=fmt,
+            virtual_size=size,
+            file_size=self.blob(digest).stat().st_size,
+            kernel=self._store_blob(kernel) if kernel else None,
+            initrd=self._store_blob(initrd) if initrd else None,
+            cmdline=cmdline,
+            default_user=default_user or "root",
+            source=origin,
+        )
+        self.save(manifest)
+        return manifest
+
+    def _check_new(
+        self, name: str, replace: bool, disk: Path, kernel: Path | None, initrd: Path | None
+    ) -> None:
         check_image_name(name)
         if not replace and self.exists(name):
             raise Conflict(f"image {name!r} already exists", hint="choose another --name")
-        for path in (source, kernel, initrd):
+        for path in (disk, kernel, initrd):
             if path is not None and not path.is_file():
                 raise NotFound(f"no such file: {path}")
         if initrd is not None and kernel is None:
             raise InvalidInput("an initrd needs a kernel")
         self.ensure()
         self.purge_tmp()
-        digest, info = self._store_disk(source)
-        kernel_digest = self._store_blob(kernel) if kernel else None
-        initrd_digest = self._store_blob(initrd) if initrd else None
-        manifest = Manifest(
-            name=name,
-            digest=digest,
-            format=info[0],
-            virtual_size=info[1],
-            file_size=self.blob(digest).stat().st_size,
-            kernel=kernel_digest,
-            initrd=initrd_digest,
-            cmdline=cmdline,
-            default_user=default_user or "root",
-            source=origin or f"import:{source.absolute()}",
-        )
-        self.save(manifest)
-        return manifest
+
+    def verify_disk(self, path: Path, label: str) -> tuple[str, int]:
+        """Check a candidate disk before it enters the store; return (format, virtual size).
+
+        Probing the format is safe here: nothing is booted from the file. Refused: formats other
+        than qcow2 and raw, backing files and external data files (they would make QEMU open a
+        file outside the store), and a qcow2 that `qemu-img check` finds damaged.
+        """
+        info = self.qemu_img.info(path)
+        if info.format not in FORMATS:
+            raise InvalidInput(
+                f"{label}: unsupported image format {info.format!r} (need qcow2 or raw)",
+                hint="convert it first: qemu-img convert -O qcow2 ...",
+            )
+        if info.backing_file:
+            raise InvalidInput(
+                f"{label}: refusing an image with a backing file ({info.backing_file}): "
+                "it points outside the store",
+                hint="flatten it first: qemu-img convert -O qcow2 SRC DST",
+            )
+        if info.data_file:
+            raise InvalidInput(f"{label}: refusing a qcow2 with an external data file")
+        if info.format == "qcow2":
+            self.qemu_img.check(path, "qcow2")
+        return info.format, info.virtual_size
 
     def save(self, manifest: Manifest) -> None:
         write_atomic(self.home.manifest(manifest.name), manifest.to_json())
 
     def _tmp(self) -> Path:
         return self.home.image_tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
-
-    def _store_disk(self, source: Path) -> tuple[str, tuple[str, int]]:
-        tmp = self._tmp()
-        try:
-            digest = copy_hashing(source, tmp)
-            info = self.qemu_img.info(tmp)  # probing is safe here: nothing is booted from it
-            if info.format not in FORMATS:
-                raise InvalidInput(
-                    f"{source}: unsupported image format {info.format!r} (need qcow2 or raw)",
-                    hint="convert it first: qemu-img convert -O qcow2 ...",
-                )
-            if info.backing_file:
-                raise InvalidInput(
-                    f"{source}: refusing an image with a backing file ({info.backing_file}): "
-                    "it points outside the store",
-                    hint="flatten it first: qemu-img convert -O qcow2 SRC DST",
-                )
-            if info.data_file:
-                raise InvalidInput(f"{source}: refusing a qcow2 with an external data file")
-            if info.format == "qcow2":
-                self.qemu_img.check(tmp, "qcow2")
-            self._publish(tmp, digest)
-            return digest, (info.format, info.virtual_size)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _store_blob(self, source: Path) -> str:
         tmp = self._tmp()
@@ -157,6 +192,7 @@ class ImageStore:
         return self.blob(digest)
 
     def new_tmp_path(self) -> Path:
+        """A fresh path under images/tmp, named for this process so a crash gets cleaned up."""
         self.ensure()
         return self._tmp()
 
