@@ -44,6 +44,15 @@ def copy_hashing(src: Path, dst: Path) -> str:
     return digest.hexdigest()
 
 
+def hash_file(path: Path) -> str:
+    """The sha256 of a file, read once in large chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold an flock on `path` (created if needed) for the duration of the block."""

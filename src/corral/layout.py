@@ -24,6 +24,11 @@ class Home:
         return self.root / "images" / "blobs" / "sha256"
 
     @property
+    def parents(self) -> Path:
+        """One small file per layered blob, naming the blob it is backed by."""
+        return self.root / "images" / "parents"
+
+    @property
     def manifests(self) -> Path:
         return self.root / "images" / "manifests"
 

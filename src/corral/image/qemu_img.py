@@ -80,15 +80,37 @@ class QemuImg:
         self._run("check", "-q", "-f", fmt, path, timeout=600)
 
     def convert(
-        self, src: Path, src_fmt: str, dst: Path, dst_fmt: str, *, compress: bool = False,
+        self,
+        src: Path,
+        src_fmt: str,
+        dst: Path,
+        dst_fmt: str,
+        *,
+        compress: bool = False,
         force_share: bool = False,
-    ) -> None:  # fmt: skip
+        backing: Path | None = None,
+        backing_fmt: str | None = None,
+    ) -> None:
+        """Copy an image (flattening its chain, or only what differs from `backing`)."""
         args: list[str | Path] = ["convert", "-q", "-f", src_fmt, "-O", dst_fmt]
         if compress:
             args.append("-c")
         if force_share:
             args.append("-U")
+        if backing is not None:
+            args += ["-B", str(backing), "-F", backing_fmt or "qcow2"]
         self._run(*args, src, dst, timeout=3600)
+
+    def rebase_unsafe(self, path: Path, backing: str, backing_fmt: str) -> None:
+        """Rewrite only the backing file name in the header (the data is known to match)."""
+        self._run("rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", backing_fmt, path)
+
+    def create_on(self, path: Path, backing: Path, backing_fmt: str, size: int) -> None:
+        """A qcow2 overlay on `backing`, created without opening it (size given)."""
+        self._run(
+            "create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", backing_fmt,
+            path, str(size), timeout=60,
+        )  # fmt: skip
 
     def snapshot(self, path: Path, action: str, tag: str) -> None:
         """Internal snapshot: action is -c (create), -a (apply) or -d (delete)."""

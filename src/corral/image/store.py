@@ -207,16 +207,43 @@ class ImageStore:
         self.home.manifest(name).unlink()
         return manifest
 
+    def parent_of(self, digest: str) -> str | None:
+        """The blob a layered blob is backed by, as recorded when it was published."""
+        try:
+            return (self.home.parents / digest).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_parent(self, digest: str, parent: str) -> None:
+        self.home.parents.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.home.parents / digest, parent.encode())
+
+    def chain(self, digest: str) -> list[str]:
+        """The digests from `digest` down to its base layer."""
+        digests = [digest]
+        while (parent := self.parent_of(digests[-1])) is not None:
+            if parent in digests:
+                raise CorralError(f"blob {digest[:12]} has a cycle in its recorded chain")
+            digests.append(parent)
+        return digests
+
     def collect_garbage(self, keep: Iterable[str]) -> list[str]:
-        """Delete blobs that no manifest and no digest in `keep` refers to; return their digests."""
-        wanted = set(keep)
+        """Delete blobs that no manifest and no digest in `keep` needs; return their digests.
+
+        A blob is needed when it is named, kept, or below a needed blob in a layer chain.
+        """
+        roots = set(keep)
         for manifest in self.list():
-            wanted.update(d for d in (manifest.digest, manifest.kernel, manifest.initrd) if d)
+            roots.update(d for d in (manifest.digest, manifest.kernel, manifest.initrd) if d)
+        wanted: set[str] = set()
+        for digest in roots:
+            wanted.update(self.chain(digest))
         removed = []
         if self.home.blobs.is_dir():
             for blob in self.home.blobs.iterdir():
                 if blob.name not in wanted:
                     blob.unlink(missing_ok=True)
+                    (self.home.parents / blob.name).unlink(missing_ok=True)
                     removed.append(blob.name)
         return removed
 

@@ -1,13 +1,14 @@
 """Snapshots of an instance's disk: as a new image, or internal qcow2 snapshots.
 
-A running VM is saved with a QMP drive-backup job, which copies a point-in-time view of the disk
-while the guest keeps running; a stopped VM's disk is flattened with qemu-img convert.
+A new image is a layer on the instance's image: only what the instance changed is copied. A
+running VM is saved with a QMP drive-backup job (sync=top), which copies a point-in-time view
+of its overlay while the guest keeps running; a stopped VM's overlay is copied with qemu-img
+convert against the image as backing file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from corral.context import Context
 from corral.errors import Conflict, NotFound, QemuError
-from corral.fsutil import CHUNK
+from corral.fsutil import hash_file
+from corral.image.layers import Blob, save_image
 from corral.image.manifest import Manifest, check_image_name
 from corral.instance import registry
 from corral.instance.record import InstanceRecord
@@ -26,19 +28,12 @@ from corral.machine.qmp import qmp_session_async
 JOB_ID = "corral-snapshot"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 async def _backup_running(files: InstanceFiles, target: Path, timeout: float = 3600) -> None:
     await qmp_session_async(
         files.qmp,
         ("drive-backup", {"job-id": JOB_ID, "device": "disk0", "target": str(target),
-                          "format": "qcow2", "sync": "full", "auto-dismiss": False}),
+                          "format": "qcow2", "sync": "top", "mode": "absolute-paths",
+                          "auto-dismiss": False}),
     )  # fmt: skip
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -68,18 +63,19 @@ def _boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> d
         else:
             tmp = ctx.store.new_tmp_path()
             tmp.write_bytes(full.read_bytes())
-            digest = _sha256(tmp)
+            digest = hash_file(tmp)
             ctx.store.add_blob_file(tmp, digest)
             out[key] = digest
     return out
 
 
 def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
-    """Save the instance's disk as a new, standalone image that launch accepts."""
+    """Save the instance's disk as a new image that launch accepts (a layer on its image)."""
     check_image_name(image_name)
     files, record = registry.load_named(ctx.home, name)
     if ctx.store.exists(image_name):
         raise Conflict(f"image {image_name!r} already exists")
+    base = Blob(record.image_digest, record.image_format)
     with registry.instance_lock(files):
         record = registry.load(files)
         state = observe(record, files).state
@@ -88,26 +84,18 @@ def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
             if state in ("running", "paused"):
                 asyncio.run(_backup_running(files, tmp))
             elif state in ("stopped", "crashed"):
-                ctx.qemu_img.convert(files.disk, "qcow2", tmp, "qcow2")
+                ctx.qemu_img.convert(
+                    files.disk, "qcow2", tmp, "qcow2",
+                    backing=ctx.store.blob(base.digest), backing_fmt=base.format,
+                )  # fmt: skip
             else:
                 raise Conflict(f"instance {name!r} is {state}; wait for it to settle")
-            info = ctx.qemu_img.info(tmp, "qcow2")
-            digest = _sha256(tmp)
-            ctx.store.add_blob_file(tmp, digest)
+            return save_image(
+                ctx, tmp, image_name, parent=base, source=f"snapshot:{name}",
+                default_user=record.ssh_user, **_boot_blobs(ctx, files, record),
+            )  # fmt: skip
         finally:
             tmp.unlink(missing_ok=True)
-        manifest = Manifest(
-            name=image_name,
-            digest=digest,
-            format="qcow2",
-            virtual_size=info.virtual_size,
-            file_size=ctx.store.blob(digest).stat().st_size,
-            default_user=record.ssh_user,
-            source=f"snapshot:{name}",
-            **_boot_blobs(ctx, files, record),
-        )
-        ctx.store.save(manifest)
-        return manifest
 
 
 def list_tags(ctx: Context, name: str) -> list[dict[str, Any]]:
