@@ -66,3 +66,12 @@ def test_other_formats_pass_through_untouched() -> None:
         b'Content-Type: multipart/mixed; boundary="==X=="\nMIME-Version: 1.0\n\n--==X==\n',
     ):
         assert render_seed_files(seed(user_data=data))["user-data"] == data
+
+
+def test_user_meta_data_is_merged_over_corrals() -> None:
+    theirs = b"instance-id: custom-1\ncloud-name: lab\npublic-keys: [ssh-ed25519 AAAAmine]\n"
+    meta = yaml.safe_load(render_seed_files(seed(meta_data=theirs))["meta-data"])
+    assert meta["instance-id"] == "custom-1"
+    assert meta["local-hostname"] == "web1"
+    assert meta["cloud-name"] == "lab"
+    assert meta["public-keys"] == [KEY, USER_KEY, "ssh-ed25519 AAAAmine"]

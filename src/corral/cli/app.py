@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from corral.cli import images, instances
+from corral.cli import image_ops, images, instances
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
 from corral.errors import CorralError
@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+image_ops.register(images.app)
 app.add_typer(images.app, name="image")
 instances.register(app)
 

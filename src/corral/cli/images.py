@@ -9,7 +9,6 @@ import typer
 from corral.cli.context import get_context
 from corral.cli.output import note, out, print_json, print_table
 from corral.image.recipes import RECIPES, build_recipe
-from corral.instance import registry
 from corral.units import human_size
 
 app = typer.Typer(help="Manage images.", no_args_is_help=True)
@@ -77,17 +76,12 @@ def inspect(name: str, json_out: bool = JSON) -> None:
 @app.command()
 def rm(
     name: str,
-    force: bool = typer.Option(False, "--force", help="Remove even if instances use it."),
+    force: bool = typer.Option(False, "--force", help="Remove even if something stands on it."),
 ) -> None:
-    """Remove an image (refused while an instance uses it, unless --force)."""
-    ctx = get_context()
-    manifest = ctx.store.get(name)
-    records = [r for _, r in registry.records(ctx.home)]
-    users = [r.name for r in records if r.image_digest == manifest.digest]
-    ctx.store.remove(name, users=users, force=force)
-    keep = {r.image_digest for r in records}
-    keep |= {Path(p).name for r in records if r.boot for p in (r.boot.kernel, r.boot.initrd) if p}
-    ctx.store.collect_garbage(keep)
+    """Remove an image (refused while instances or other images use it, unless --force)."""
+    from corral.image.manage import remove
+
+    remove(get_context(), name, force=force)
     out.print(f"removed {name}", markup=False)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from corral.context import Context
-from corral.errors import CorralError
+from corral.errors import Conflict
 from corral.fsutil import hash_file
 from corral.image.manifest import Manifest, now
 
@@ -39,7 +39,7 @@ class Blob:
 
 
 def publish(
-    ctx: Context, tmp: Path, *, parent: Base | None, flatten: bool = False
+    ctx: Context, tmp: Path, *, parent: Base | None, flatten: bool = False, fmt: str = "qcow2"
 ) -> tuple[str, str, int, str | None]:
     """Publish a qcow2 written under images/tmp; return (digest, format, size, parent digest).
 
@@ -61,12 +61,12 @@ def publish(
             parent = None
         else:
             ctx.qemu_img.rebase_unsafe(tmp, parent.digest, parent.format)
-    info = ctx.qemu_img.info(tmp, "qcow2")
+    info = ctx.qemu_img.info(tmp, fmt)
     digest = hash_file(tmp)
     if parent is not None:
         ctx.store.set_parent(digest, parent.digest)  # before the blob appears: never orphaned
     ctx.store.add_blob_file(tmp, digest)
-    return digest, "qcow2", info.virtual_size, parent.digest if parent else None
+    return digest, fmt, info.virtual_size, parent.digest if parent else None
 
 
 def save_image(
@@ -79,12 +79,13 @@ def save_image(
     source: str,
     flatten: bool = False,
     replace: bool = False,
+    fmt: str = "qcow2",
     **fields: object,
 ) -> Manifest:
     """Publish `tmp` and name it; kernel, initrd, cmdline and user come from `like` unless given."""
     if not replace and ctx.store.exists(name):
-        raise CorralError(f"image {name!r} already exists")
-    digest, fmt, size, parent_digest = publish(ctx, tmp, parent=parent, flatten=flatten)
+        raise Conflict(f"image {name!r} already exists")
+    digest, fmt, size, parent_digest = publish(ctx, tmp, parent=parent, flatten=flatten, fmt=fmt)
     inherited: dict[str, object] = {}
     if like is not None:
         inherited = {

@@ -13,6 +13,7 @@ import shutil
 from corral.context import Context
 from corral.errors import Conflict, QemuError
 from corral.fsutil import locked, process_start_time
+from corral.image.layers import touch
 from corral.image.manifest import Manifest, now
 from corral.instance import registry
 from corral.instance.keys import collect_keys, ensure_corral_key
@@ -92,6 +93,7 @@ def _write_seed(
         user_data=options.user_data,
         network_config=options.network_config,
         vendor_data=options.vendor_data,
+        meta_data=options.meta_data,
     )
     write_seed_iso(files.seed, render_seed_files(seed))
 
@@ -137,6 +139,7 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
                 state="running", launcher_pid=None, launcher_start=None, started_at=now()
             )
             registry.save(files, record)
+            touch(ctx, image)
             return record
     except BaseException as exc:
         registry.destroy(files)

@@ -49,6 +49,7 @@ class LaunchOptions:
     user_data: bytes | None = None
     network_config: bytes | None = None
     vendor_data: bytes | None = None
+    meta_data: bytes | None = None
     kernel: Path | None = None
     initrd: Path | None = None
     cmdline: str | None = None
@@ -96,6 +97,7 @@ def make_options(
     user_data: Data = None,
     network_config: Data = None,
     vendor_data: Data = None,
+    meta_data: Data = None,
     kernel: str | os.PathLike[str] | None = None,
     initrd: str | os.PathLike[str] | None = None,
     cmdline: str | None = None,
@@ -121,6 +123,7 @@ def make_options(
         user_data=read_data(user_data),
         network_config=read_data(network_config),
         vendor_data=read_data(vendor_data),
+        meta_data=read_data(meta_data),
         kernel=Path(kernel) if kernel else None,
         initrd=Path(initrd) if initrd else None,
         cmdline=cmdline,

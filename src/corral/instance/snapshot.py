@@ -69,7 +69,9 @@ def _boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> d
     return out
 
 
-def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
+def snapshot_as_image(
+    ctx: Context, name: str, image_name: str, *, flatten: bool = False
+) -> Manifest:
     """Save the instance's disk as a new image that launch accepts (a layer on its image)."""
     check_image_name(image_name)
     files, record = registry.load_named(ctx.home, name)
@@ -91,7 +93,7 @@ def snapshot_as_image(ctx: Context, name: str, image_name: str) -> Manifest:
             else:
                 raise Conflict(f"instance {name!r} is {state}; wait for it to settle")
             return save_image(
-                ctx, tmp, image_name, parent=base, source=f"snapshot:{name}",
+                ctx, tmp, image_name, parent=base, source=f"snapshot:{name}", flatten=flatten,
                 default_user=record.ssh_user, **_boot_blobs(ctx, files, record),
             )  # fmt: skip
         finally:

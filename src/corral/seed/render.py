@@ -30,6 +30,7 @@ class SeedInput:
     user_data: bytes | None = None
     network_config: bytes | None = None
     vendor_data: bytes | None = None
+    meta_data: bytes | None = None  # the user's own meta-data, merged over corral's
 
 
 def is_cloud_config(data: bytes) -> bool:
@@ -42,12 +43,28 @@ def _dump(header: str | None, document: dict[str, Any]) -> bytes:
 
 
 def render_meta_data(seed: SeedInput) -> bytes:
+    """instance-id, local-hostname and public-keys; the user's meta-data wins where it says so.
+
+    The user's public-keys are added to corral's rather than replacing them, so corral can
+    still reach the guest.
+    """
     document: dict[str, Any] = {
         "instance-id": seed.instance_id,
         "local-hostname": seed.hostname,
     }
-    if seed.ssh_keys:
-        document["public-keys"] = list(seed.ssh_keys)
+    keys = list(seed.ssh_keys)
+    if seed.meta_data is not None:
+        try:
+            theirs = yaml.safe_load(seed.meta_data) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"meta-data is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(theirs, dict):
+            raise InvalidInput("meta-data must be a YAML mapping")
+        extra = theirs.pop("public-keys", None) or []
+        keys += [k for k in (extra if isinstance(extra, list) else [extra]) if k not in keys]
+        document.update(theirs)
+    if keys:
+        document["public-keys"] = keys
     return _dump(None, document)
 
 
