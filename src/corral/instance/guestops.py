@@ -87,7 +87,8 @@ def wait_ready(
             )
         )
     except CorralError as exc:
-        exc.details = exc.details or console_tail(files)
+        console = console_tail(files, 15)
+        exc.details = [*exc.details, *(["last console lines:", *console] if console else [])]
         exc.hint = exc.hint or f"full console log: {files.serial_log}"
         raise
 

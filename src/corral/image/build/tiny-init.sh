@@ -38,6 +38,7 @@ ssh_keys() { # FILE...: every ssh public key in seed files, one a line
 }
 hostname=tiny
 datasource=none detail=DataSourceNone
+status=done # a seed can ask for "error" (corral_tiny_status: error) to test failure paths
 mkdir -p /mnt/seed /root/.ssh
 chmod 700 /root /root/.ssh
 for dev in $(ls -r /dev/vd* 2>/dev/null); do # the seed is the last disk
@@ -48,6 +49,7 @@ for dev in $(ls -r /dev/vd* 2>/dev/null); do # the seed is the last disk
         [ -n "$name" ] && hostname=$name
         yaml_value instance-id /mnt/seed/meta-data >/run/instance-id
         ssh_keys /mnt/seed/user-data /mnt/seed/meta-data >/root/.ssh/authorized_keys
+        grep -q '^corral_tiny_status: error' /mnt/seed/user-data 2>/dev/null && status=error
         umount /mnt/seed
         break
     fi
@@ -66,6 +68,7 @@ cat >/usr/bin/cloud-init <<EOF
 # corral tiny guest stand-in for cloud-init: everything it would do was done at boot.
 DATASOURCE='$datasource'
 DETAIL='$detail'
+STATUS='$status'
 LAST_UPDATE='$(date -R)'
 EOF
 cat >>/usr/bin/cloud-init <<'EOF'
@@ -88,18 +91,19 @@ done
 case "$format" in
 json)
     printf '{\n "boot_status_code": "enabled-by-generator",\n "datasource": "%s",\n' "$DATASOURCE"
-    printf ' "detail": "%s",\n "errors": [],\n "extended_status": "done",\n' "$DETAIL"
-    printf ' "last_update": "%s",\n "recoverable_errors": {},\n "status": "done"\n}\n' "$LAST_UPDATE"
+    printf ' "detail": "%s",\n "errors": [],\n "extended_status": "%s",\n' "$DETAIL" "$STATUS"
+    printf ' "last_update": "%s",\n "recoverable_errors": {},\n "status": "%s"\n}\n' "$LAST_UPDATE" "$STATUS"
     ;;
 yaml | tabular)
-    echo "status: done"
+    echo "status: $STATUS"
     if [ -n "$long" ] || [ "$format" = yaml ]; then
-        printf 'extended_status: done\nboot_status_code: enabled-by-generator\n'
+        printf 'extended_status: %s\nboot_status_code: enabled-by-generator\n' "$STATUS"
         printf 'last_update: %s\ndetail:\n%s\nerrors: []\n' "$LAST_UPDATE" "$DETAIL"
     fi
     ;;
 *) echo "cloud-init status: unknown format $format" >&2; exit 2 ;;
 esac
+[ "$STATUS" = done ] # like cloud-init: exit status 1 when it reported an error
 EOF
 chmod 755 /usr/bin/cloud-init
 
