@@ -7,6 +7,7 @@ imported, so a failed or interrupted build leaves the store unchanged.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -53,29 +54,59 @@ def build_recipe(
     *,
     name: str | None = None,
     packages: Sequence[str] = (),
+    user_data: bytes | None = None,
     replace: bool = False,
     log: Callable[[str], None] = lambda line: None,
+    console: Callable[[bytes], None] = lambda data: None,
 ) -> Manifest:
-    """Build a recipe and add the result to the store as `name` (default: the recipe's name)."""
+    """Build a recipe and add the result to the store as `name` (default: the recipe's name).
+
+    With user_data, the built image is then configured once with it (see image.configure,
+    with sysprep) and only the configured, flattened result is kept under `name`.
+    """
     if recipe not in RECIPES:
         raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     name = check_image_name(name or recipe)
     if not replace and ctx.store.exists(name):
         raise Conflict(f"image {name!r} already exists", hint="use --replace to rebuild it")
     ctx.store.ensure()
+    # Build (and configure) under temporary names: the old image stays until the new one is whole.
+    stage = f"tmp-build-{secrets.token_hex(4)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-build-", dir=ctx.home.image_tmp))
     try:
         built = _build(ctx, recipe, workdir, packages, log)
         log("importing into the image store")
-        return ctx.store.import_image(
+        result = ctx.store.import_image(
             built.disk,
-            name,
+            stage,
             kernel=built.kernel,
             initrd=built.initrd,
             cmdline=built.cmdline,
             default_user=built.default_user,
             origin=f"build:{recipe}",
-            replace=replace,
         )
+        if user_data is not None:
+            log("configuring with the user-data")
+            from corral.image.configure import ConfigureOptions, configure
+
+            configured = f"{stage}-configured"
+            options = ConfigureOptions(user_data=user_data, sysprep=True, flatten=True)
+            result = configure(ctx, stage, configured, options, console=console, on_stage=log)
+            result = result.replace(source=f"build:{recipe}+user-data")
+            _forget(ctx, stage)
+            stage = configured
+        final = result.replace(name=name)
+        ctx.store.save(final)
+        return final
     finally:
+        _forget(ctx, stage)
         shutil.rmtree(workdir, ignore_errors=True)
+        if user_data is not None:  # the unconfigured build is garbage now
+            from corral.image.manage import instance_blobs
+
+            ctx.store.collect_garbage(instance_blobs(ctx))
+
+
+def _forget(ctx: Context, name: str) -> None:
+    """Drop a temporary name (its blob stays if the final image uses it)."""
+    ctx.home.manifest(name).unlink(missing_ok=True)
