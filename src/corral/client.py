@@ -136,6 +136,7 @@ class Corral:
         user_data: Data = None,
         network_config: Data = None,
         vendor_data: Data = None,
+        meta_data: Data = None,
         kernel: str | os.PathLike[str] | None = None,
         initrd: str | os.PathLike[str] | None = None,
         cmdline: str | None = None,
@@ -148,8 +149,8 @@ class Corral:
         options = make_options(
             name=name, instance_type=instance_type, cpus=cpus, memory=memory,
             disk_size=disk_size, volumes=volumes, ssh_keys=ssh_keys, user_data=user_data,
-            network_config=network_config, vendor_data=vendor_data, kernel=kernel,
-            initrd=initrd, cmdline=cmdline, forwards=forwards, seed=seed,
+            network_config=network_config, vendor_data=vendor_data, meta_data=meta_data,
+            kernel=kernel, initrd=initrd, cmdline=cmdline, forwards=forwards, seed=seed,
         )  # fmt: skip
         launch(self.ctx, image, options)
         instance = Instance(self.ctx, name)

@@ -15,7 +15,9 @@ MIN_MEMORY_MIB = 64
 MAX_CPUS = 255
 
 
-def parse_size(text: str | int, *, default_unit: str = "", what: str = "size") -> int:
+def parse_size(
+    text: str | int, *, default_unit: str = "", what: str = "size", allow_zero: bool = False
+) -> int:
     """Parse '20G', '512M', '1.5G' or a plain number (in default_unit) into bytes."""
     if isinstance(text, int):
         return text * _UNITS[default_unit]
@@ -25,7 +27,7 @@ def parse_size(text: str | int, *, default_unit: str = "", what: str = "size") -
     number, unit = match.groups()
     unit = unit.upper() or default_unit
     value = int(float(number) * _UNITS[unit])
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise InvalidInput(f"invalid {what} {text!r}: must be greater than zero")
     return value
 

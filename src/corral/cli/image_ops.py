@@ -118,7 +118,7 @@ def prune(
     pruned = prune(
         get_context(),
         older_than=parse_age(older_than) if older_than else None,
-        keep_bytes=parse_size(keep_bytes, what="size") if keep_bytes else None,
+        keep_bytes=parse_size(keep_bytes, what="size", allow_zero=True) if keep_bytes else None,
         dry_run=dry_run,
     )
     if json_out:

@@ -56,6 +56,7 @@ def launch(
     user_data: Path | None = typer.Option(None, "--user-data", help="cloud-init user-data."),
     network_config: Path | None = typer.Option(None, "--network-config"),
     vendor_data: Path | None = typer.Option(None, "--vendor-data"),
+    meta_data: Path | None = typer.Option(None, "--meta-data", help="Merged over corral's."),
     kernel: Path | None = typer.Option(None, "--kernel", help="Boot this kernel directly."),
     initrd: Path | None = typer.Option(None, "--initrd"),
     cmdline: str | None = typer.Option(None, "--cmdline", help="Kernel command line."),
@@ -66,9 +67,9 @@ def launch(
 ) -> None:
     """Launch an image as a new VM (detached: it keeps running after this command)."""
     ctx = get_context()
-    if no_seed and (user_data or network_config or vendor_data):
+    if no_seed and (user_data or network_config or vendor_data or meta_data):
         raise InvalidInput(
-            "--no-seed cannot be combined with --user-data/--network-config/--vendor-data"
+            "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
         )
     options = make_options(
         name=name,
@@ -81,6 +82,7 @@ def launch(
         user_data=_read(user_data),
         network_config=_read(network_config),
         vendor_data=_read(vendor_data),
+        meta_data=_read(meta_data),
         kernel=kernel,
         initrd=initrd,
         cmdline=cmdline,
