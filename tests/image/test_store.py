@@ -179,3 +179,13 @@ def test_manifest_json_has_paths(ctx: Context, tmp_path: Path) -> None:
     data = ctx.store.manifest_json(m)
     assert data["path"] == str(ctx.store.blob(m.digest))
     assert json.dumps(data)
+
+
+def test_chain_check_compares_with_the_recorded_chain(ctx: Context, tmp_path: Path) -> None:
+    m = ctx.store.import_image(make_qcow2(tmp_path / "base.qcow2"), "base")
+    disk = tmp_path / "disk.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(ctx.store.blob(m.digest)), "-F", "qcow2",
+             str(disk))  # fmt: skip
+    check_chain_inside(ctx.qemu_img, disk, "qcow2", ctx.home.blobs, [m.digest])
+    with pytest.raises(InvalidInput, match="does not match the recorded one"):
+        check_chain_inside(ctx.qemu_img, disk, "qcow2", ctx.home.blobs, [m.digest, "0" * 64])

@@ -270,13 +270,27 @@ class ImageStore:
         return data
 
 
-def check_chain_inside(qemu_img: QemuImg, disk: Path, fmt: str, root: Path) -> None:
-    """Refuse a disk whose backing chain reaches any file outside `root` (the blob store)."""
+def check_chain_inside(
+    qemu_img: QemuImg, disk: Path, fmt: str, root: Path, expected: list[str] | None = None
+) -> None:
+    """Refuse a disk whose backing chain reaches any file outside `root` (the blob store).
+
+    With `expected` (the blob digests below `disk`, as recorded), the chain on disk must be
+    exactly that chain: a layer rewritten behind corral's back is refused too.
+    """
     root = root.resolve()
-    for link in qemu_img.chain(disk, fmt):
+    links = qemu_img.chain(disk, fmt)
+    for link in links:
         if link.data_file:
             raise InvalidInput(f"{disk}: refusing a qcow2 with an external data file")
         if link.backing_file and not Path(link.backing_file).resolve().is_relative_to(root):
             raise InvalidInput(
                 f"{disk}: backing file {link.backing_file} is outside the image store"
+            )
+    if expected is not None:
+        found = [Path(link.backing_file).name for link in links if link.backing_file]
+        if found != expected:
+            raise InvalidInput(
+                f"{disk}: its backing chain does not match the recorded one",
+                hint="the image store may have been modified by hand",
             )

@@ -134,7 +134,7 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
             if options.seed:
                 _write_seed(options, files, record, keys)
             spec = machine_spec(ctx, record, files, host.accelerator)
-            start_qemu(ctx, spec, files)
+            start_qemu(ctx, record, spec, files)
             record = record.replace(
                 state="running", launcher_pid=None, launcher_start=None, started_at=now()
             )

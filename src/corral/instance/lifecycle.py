@@ -116,7 +116,7 @@ def start(ctx: Context, name: str) -> InstanceRecord:
                 launcher_start=process_start_time(os.getpid()),
             )
         try:
-            start_qemu(ctx, machine_spec(ctx, record, files, host.accelerator), files)
+            start_qemu(ctx, record, machine_spec(ctx, record, files, host.accelerator), files)
         except BaseException:
             _update(files, record, state="stopped", launcher_pid=None, launcher_start=None)
             raise

@@ -61,9 +61,12 @@ def machine_spec(
     )
 
 
-def start_qemu(ctx: Context, spec: MachineSpec, files: InstanceFiles) -> int:
+def start_qemu(
+    ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles
+) -> int:
     """Validate the disk chain, spawn QEMU detached and wait until QMP answers; return its pid."""
-    check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs)
+    expected = ctx.store.chain(record.image_digest)
+    check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
     for sock in (*files.sockets, files.pidfile):
         sock.unlink(missing_ok=True)
     proc = spawn(build_argv(ctx.host.qemu.path, spec), cwd=files.dir, log=files.qemu_stderr)
