@@ -54,3 +54,25 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, content: str, words: str)
     file.write_text(content)
     with pytest.raises(InvalidInput, match=words):
         load_config(env={}, file=file)
+
+
+def test_catalog_table_and_file(tmp_path: Path) -> None:
+    file = tmp_path / "config.toml"
+    file.write_text(
+        'catalog_file = "more-images.toml"\n'
+        "[catalog.distros.ubuntu]\n"
+        'mirror = "http://mirror.local/ubuntu"\n'
+    )
+    config = load_config(env={}, file=file)
+    assert config.catalog == {"distros": {"ubuntu": {"mirror": "http://mirror.local/ubuntu"}}}
+    assert config.catalog_file == tmp_path / "more-images.toml"  # relative to the config file
+    env = {"CORRAL_CATALOG_FILE": "/etc/corral/catalog.toml"}
+    assert load_config(env=env, file=file).catalog_file == Path("/etc/corral/catalog.toml")
+    assert load_config(env={}, file=tmp_path / "none.toml").catalog == {}
+
+
+def test_catalog_must_be_a_table(tmp_path: Path) -> None:
+    file = tmp_path / "config.toml"
+    file.write_text('catalog = "ubuntu"\n')
+    with pytest.raises(InvalidInput, match="catalog must be a table"):
+        load_config(env={}, file=file)

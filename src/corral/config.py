@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,10 @@ class Config:
     accelerator: str = "auto"
     debian_mirror: str = "http://deb.debian.org/debian"
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # Image catalog additions and overrides: a TOML file, then the [catalog] table (same shape
+    # as the built-in catalog: distros.NAME and images."ALIAS").
+    catalog_file: Path | None = None
+    catalog: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 _ENV = {
@@ -58,8 +63,9 @@ _ENV = {
     "CORRAL_ACCEL": "accelerator",
     "CORRAL_DEBIAN_MIRROR": "debian_mirror",
     "CORRAL_CACHE_DIR": "cache_dir",
+    "CORRAL_CATALOG_FILE": "catalog_file",
 }
-_KEYS = set(_ENV.values())
+_KEYS = set(_ENV.values()) | {"catalog"}
 
 
 def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> Config:
@@ -75,6 +81,8 @@ def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> 
         unknown = set(data) - _KEYS
         if unknown:
             raise InvalidInput(f"config file {path}: unknown key {sorted(unknown)[0]!r}")
+        if isinstance(data.get("catalog_file"), str):  # relative to the config file
+            data["catalog_file"] = str(path.parent / Path(data["catalog_file"]).expanduser())
         values.update(data)
     for var, key in _ENV.items():
         if env.get(var):
@@ -87,8 +95,12 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
     for key, value in values.items():
         if key in ("home", "cache_dir"):
             changes[key] = Path(str(value)).expanduser().absolute()
-        elif key == "ssh_key":
+        elif key in ("ssh_key", "catalog_file"):
             changes[key] = Path(str(value)).expanduser()
+        elif key == "catalog":
+            if not isinstance(value, dict):
+                raise InvalidInput('catalog must be a table: [catalog.images."ALIAS"] ...')
+            changes[key] = value
         elif key == "port_range":
             changes[key] = parse_port_range(value)
         elif key == "accelerator":

@@ -1,13 +1,15 @@
-"""`corral image ...`: import, list, inspect, remove and build images."""
+"""`corral image ...`: import, pull, list, inspect, remove and build images."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
 
 from corral.cli.context import get_context
-from corral.cli.output import note, out, print_json, print_table
+from corral.cli.output import err, note, out, print_json, print_table
 from corral.image.recipes import RECIPES, build_recipe
 from corral.units import human_size
 
@@ -87,12 +89,36 @@ def rm(
 
 @app.command()
 def build(
-    recipe: str = typer.Argument(..., help=f"One of: {', '.join(RECIPES)}."),
+    recipe: str | None = typer.Argument(None, help=f"One of: {', '.join(RECIPES)}."),
+    file: Path | None = typer.Option(
+        None, "--file", "-f", help="A gen-vm-image architecture.yml: build every image in it."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", help="With -f: also write each image here as NAME-VERSION.FORMAT."
+    ),
+    owner: str | None = typer.Option(
+        None, "--owner", metavar="UID[:GID]", help="With -f: owner of the files in --output."
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="With -f: allow inputs that have no checksum."
+    ),
     name: str | None = typer.Option(None, "--name", help="Image name (default: the recipe)."),
     packages: list[str] = typer.Option([], "--package", "-p", help="Extra Debian package."),
     replace: bool = typer.Option(False, "--replace", help="Rebuild an existing image."),
 ) -> None:
-    """Build an image locally from Debian packages (no image download site needed)."""
+    """Build an image from Debian packages (RECIPE), or every image of an architecture file."""
+    from corral.errors import InvalidInput
+
+    if (recipe is None) == (file is None):
+        raise InvalidInput("give a RECIPE or -f ARCHITECTURE_FILE (exactly one)")
+    if file is not None:
+        if name or packages:
+            raise InvalidInput("--name and --package go with a RECIPE, not with -f")
+        _build_file(file, output, owner, replace=replace, verify=not no_verify)
+        return
+    if output or owner or no_verify:
+        raise InvalidInput("--output, --owner and --no-verify go with -f, not with a RECIPE")
+    assert recipe is not None
     manifest = build_recipe(
         get_context(), recipe, name=name, packages=packages, replace=replace, log=note
     )
@@ -101,3 +127,120 @@ def build(
         f"sha256:{manifest.digest[:12]}",
         markup=False,
     )
+
+
+def _build_file(
+    file: Path, output: Path | None, owner: str | None, *, replace: bool, verify: bool
+) -> None:
+    from corral.image.fetch.archbuild import build_archfile
+
+    with download_progress() as progress:
+        built = build_archfile(
+            get_context(), file, output_dir=output, owner=owner, replace=replace,
+            verify=verify, progress=progress, log=note,
+        )  # fmt: skip
+    for item in built:
+        m = item.manifest
+        where = f" -> {item.output}" if item.output else ""
+        out.print(
+            f"built {m.name}: {m.format} {human_size(m.virtual_size)} "
+            f"sha256:{m.digest[:12]}{where}",
+            markup=False,
+        )
+
+
+@app.command()
+def pull(
+    ref: str = typer.Argument(
+        ..., metavar="URL|ALIAS", help="An http(s):// or file:// URL, or a catalog alias."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Image name (default: the alias, or the URL's file name)."
+    ),
+    checksum: str | None = typer.Option(
+        None, "--checksum", metavar="ALGO:HEX", help="Expected digest of the file as served."
+    ),
+    checksum_url: str | None = typer.Option(
+        None, "--checksum-url", metavar="URL", help="A SHA256SUMS-style file that lists it."
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="Allow a pull that no checksum can verify (not advised)."
+    ),
+    user: str | None = typer.Option(
+        None, "--user", help="Default login user (default: the catalog's, else root)."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Point an existing name at it."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="x86_64 or aarch64, for aliases (default: this host's)."
+    ),
+    timeout: float = typer.Option(
+        30.0, "--timeout", help="Seconds to wait for the server before an attempt fails."
+    ),
+    retries: int = typer.Option(
+        5, "--retries", min=0, help="Further attempts after a dropped connection or a 5xx."
+    ),
+) -> None:
+    """Download a cloud image, verify its checksum and add it to the store."""
+    from corral.image.fetch.download import Options
+    from corral.image.fetch.pull import pull as pull_image
+
+    with download_progress() as progress:
+        pulled = pull_image(
+            get_context(), ref, name=name, checksum=checksum, checksum_url=checksum_url,
+            verify=not no_verify, user=user, replace=replace, arch=arch,
+            options=Options(timeout=timeout, retries=retries), progress=progress, log=note,
+        )  # fmt: skip
+    m = pulled.manifest
+    how = " (already downloaded)" if pulled.cached else ""
+    out.print(
+        f"pulled {m.name}: {m.format} {human_size(m.virtual_size)} sha256:{m.digest[:12]}{how}",
+        markup=False,
+    )
+
+
+@app.command()
+def catalog(
+    json_out: bool = JSON,
+    arch: str | None = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: host's)."),
+) -> None:
+    """List the image aliases `corral image pull` knows (--json adds URLs and checksums)."""
+    from corral.image.fetch.catalog import host_arch, load_catalog, normalize_arch
+
+    config = get_context().config
+    rows = load_catalog(config.catalog, config.catalog_file).describe(
+        normalize_arch(arch) if arch else host_arch()
+    )
+    if json_out:
+        print_json(rows)
+        return
+    print_table(
+        ("ALIAS", "USER", "DESCRIPTION"), [(r["alias"], r["user"], r["description"]) for r in rows]
+    )
+
+
+@contextlib.contextmanager
+def download_progress() -> Iterator[Callable[[str], Callable[[int, int | None], None]] | None]:
+    """A rich progress bar per download on stderr (bytes, rate, ETA), when it is a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+        TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+    )  # fmt: skip
+
+    def start(label: str) -> Callable[[int, int | None], None]:
+        task = bar.add_task(label, total=None)
+        return lambda done, total: bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield start
