@@ -106,3 +106,34 @@ def test_configured_debian_image_keeps_the_change_and_gets_a_new_identity(debian
         corral(ctx, "rm", "--force", "conf1")
         corral(ctx, "image", "rm", "--force", "deb-configured")
         subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+@pytest.mark.e2e
+def test_debian_build_with_packages_and_user_data(debian_ctx) -> None:
+    ctx = debian_ctx
+    work = ctx.home.root / "build-test"
+    work.mkdir(exist_ok=True)
+    (work / "user-data").write_text(
+        "#cloud-config\nruncmd:\n  - [sh, -c, 'echo built-in > /var/lib/built-marker']\n"
+    )
+    try:
+        proc = corral(ctx, "image", "build", "debian-12", "--name", "deb-custom",
+                      "--packages", "jq,file", "--user-data", str(work / "user-data"),
+                      "--replace", timeout=1500)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        image = json.loads(corral(ctx, "image", "inspect", "deb-custom", "--json").stdout)
+        assert image["parent"] is None  # configured and flattened: one standalone image
+        assert image["source"] == "build:debian-12+user-data"
+        assert not [m for m in ctx.store.list() if m.name.startswith("tmp-build-")]
+        proc = corral(ctx, "launch", "deb-custom", "--name", "custom1", "--type", "c2m1024",
+                      "--wait", "--timeout", "400")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        check = "jq --version && file --version | head -1 && cat /var/lib/built-marker"
+        result = corral(ctx, "exec", "custom1", "--", "sh", "-c", check)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("jq-")
+        assert result.stdout.strip().endswith("built-in")
+    finally:
+        corral(ctx, "rm", "--force", "custom1")
+        corral(ctx, "image", "rm", "--force", "deb-custom")
+        subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,7 +104,12 @@ def build(
         False, "--no-verify", help="With -f: allow inputs that have no checksum."
     ),
     name: str | None = typer.Option(None, "--name", help="Image name (default: the recipe)."),
-    packages: list[str] = typer.Option([], "--package", "-p", help="Extra Debian package."),
+    packages: list[str] = typer.Option(
+        [], "--packages", "--package", "-p", help="Extra Debian packages (repeat, or a,b,c)."
+    ),
+    user_data: Path | None = typer.Option(
+        None, "--user-data", help="Configure the built image once with this cloud-init user-data."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Rebuild an existing image."),
 ) -> None:
     """Build an image from Debian packages (RECIPE), or every image of an architecture file."""
@@ -112,21 +118,32 @@ def build(
     if (recipe is None) == (file is None):
         raise InvalidInput("give a RECIPE or -f ARCHITECTURE_FILE (exactly one)")
     if file is not None:
-        if name or packages:
-            raise InvalidInput("--name and --package go with a RECIPE, not with -f")
+        if name or packages or user_data:
+            raise InvalidInput("--name, --packages and --user-data go with a RECIPE, not with -f")
         _build_file(file, output, owner, replace=replace, verify=not no_verify)
         return
     if output or owner or no_verify:
         raise InvalidInput("--output, --owner and --no-verify go with -f, not with a RECIPE")
     assert recipe is not None
+    try:
+        data = user_data.read_bytes() if user_data else None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {user_data}: {exc.strerror}") from None
+    wanted = [p for item in packages for p in item.split(",") if p.strip()]
     manifest = build_recipe(
-        get_context(), recipe, name=name, packages=packages, replace=replace, log=note
-    )
+        get_context(), recipe, name=name, packages=wanted, user_data=data, replace=replace,
+        log=note, console=_console,
+    )  # fmt: skip
     out.print(
         f"built {manifest.name}: {manifest.format} {human_size(manifest.virtual_size)} "
         f"sha256:{manifest.digest[:12]}",
         markup=False,
     )
+
+
+def _console(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
 
 
 def _build_file(
