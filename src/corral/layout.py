@@ -29,6 +29,11 @@ class Home:
         return self.root / "images" / "parents"
 
     @property
+    def pulls(self) -> Path:
+        """Which blob a URL with a given expected checksum produced: makes re-pulls instant."""
+        return self.root / "images" / "pulls"
+
+    @property
     def manifests(self) -> Path:
         return self.root / "images" / "manifests"
 

@@ -210,7 +210,7 @@ class PullIndex:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.dir = ctx.home.root / "images" / "pulls"
+        self.dir = ctx.home.pulls
 
     def _path(self, url: str, checksum: Checksum) -> Path:
         key = hashlib.sha256(f"{url}\n{checksum}".encode()).hexdigest()
