@@ -598,7 +598,7 @@ def test_builds_nested_too_deep() -> None:
     [
         (Comment('say "hi"'), '(comment "say \\"hi\\"")'),
         (Workdir("src"), '(workdir "src")'),
-        (Shell(DEFAULT_SHELL), '(shell "/bin/sh" "-c")'),
+        (Shell(DEFAULT_SHELL), '(shell "/bin/bash" "-c")'),
         (Env("PATH", "/bin:/usr/bin"), '(env PATH "/bin:/usr/bin")'),
         (Env("odd name", "x"), '(env "odd name" "x")'),
         (UnixUser(1000, 100), "(user (uid 1000) (gid 100))"),

@@ -40,7 +40,7 @@ from corral.builds.sexp import (
     to_canonical,
 )
 
-DEFAULT_SHELL = ("/bin/sh", "-c")
+DEFAULT_SHELL = ("/bin/bash", "-c")  # obuilder's default: specs written for it run unchanged
 DEFAULT_WORKDIR = "/"
 MAX_BUILD_DEPTH = 16  # nested (build ...) levels; far beyond any real spec, well inside the stack
 _MAX_ID = 2**32 - 1  # uid_t and gid_t are 32 bits; -1 is reserved

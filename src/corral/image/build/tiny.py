@@ -58,6 +58,8 @@ STATIC_FILES: dict[str, tuple[int, str]] = {
         "export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\nPS1='\\h:\\w\\$ '\n",
     ),
     "etc/acpi/PWRF/00000080": (0o755, "#!/bin/sh\nsync\npoweroff -f\n"),
+    # Build specs written for obuilder run their commands with /bin/bash -c by default.
+    "bin/bash": (0o755, '#!/bin/sh\nexec /bin/sh "$@"\n'),
 }
 EMPTY_DIRS = ("proc", "sys", "dev", "run", "tmp", "mnt", "root", "var/log")
 
