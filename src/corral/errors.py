@@ -82,3 +82,9 @@ class CommandFailed(CorralError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+class NodeUnreachable(CorralError):
+    """A node agent did not answer (refused, timed out, or a transport error)."""
+
+    http_status = 502

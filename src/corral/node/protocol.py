@@ -1,0 +1,83 @@
+"""The contract between the control plane and a node (a hypervisor host running corral).
+
+Two implementations share it: `LocalNode` (in-process, for the embedded single-host server) and
+`HttpNode` (a client of `corral node`, the node agent). The node agent's HTTP API is this
+protocol on the wire, with the same pydantic models as bodies. A node uses the instance
+manager of the core library; it never handles QEMU itself.
+
+The core library is synchronous and runs its own event loops (asyncio.run); async code must
+call it in a worker thread (e.g. `asyncio.to_thread` / starlette's `run_in_threadpool`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VmState = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
+
+
+class NodeVmSpec(BaseModel):
+    """What a node needs to create (and start) one VM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str  # a valid hostname; unique on the node
+    image: str | None = None  # a corral image name in the node's store
+    base_disk: str | None = None  # or: a disk file on the node (imported into its store)
+    cpus: int = Field(1, ge=1)
+    memory_mib: int = Field(1024, ge=64)
+    disk_size: int | None = None  # bytes; default the image's size
+    user_data: str | None = None
+    ssh_keys: list[str] = Field(default_factory=list)  # public key lines
+    kernel: str | None = None  # paths on the node (direct kernel boot)
+    initrd: str | None = None
+    cmdline: str | None = None
+    start: bool = True
+
+
+class NodeVm(BaseModel):
+    """One VM as the node sees it (the core library's instance view)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    state: VmState
+    reason: str | None = None
+    cpus: int
+    memory_mib: int
+    disk_size: int
+    ssh_port: int
+    pid: int | None = None
+    image: str
+
+
+class Capacity(BaseModel):
+    """What a node offers and what it runs."""
+
+    cpus: int
+    memory_mib: int
+    disk_bytes: int  # free bytes in the node's state directory
+    arch: str
+    accelerator: str
+    versions: dict[str, str]  # corral, qemu, qemu-img
+
+
+class NodeClient(Protocol):
+    """Every call raises a corral.errors type on failure (NotFound, Conflict, QemuError...);
+    a node that cannot be reached raises NodeUnreachable."""
+
+    async def health(self) -> dict[str, str]: ...
+    async def capacity(self) -> Capacity: ...
+    async def list_vms(self) -> list[NodeVm]: ...
+    async def get_vm(self, name: str) -> NodeVm: ...
+    async def create_vm(self, spec: NodeVmSpec) -> NodeVm: ...
+    async def start_vm(self, name: str) -> NodeVm: ...
+    async def stop_vm(self, name: str, *, force: bool = False) -> NodeVm: ...
+    async def pause_vm(self, name: str) -> NodeVm: ...
+    async def resume_vm(self, name: str) -> NodeVm: ...
+    async def delete_vm(self, name: str) -> None: ...
+    async def console_log(self, name: str) -> bytes: ...
+    def console_stream(self, name: str) -> AsyncIterator[bytes]: ...
