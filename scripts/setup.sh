@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 qemu-utils      # QEMU and qemu-img / qemu-io
   mmdebstrap e2fsprogs            # corral image build debian-12
   openssh-client                  # corral ssh
+  postgresql                      # control-plane tests run against a real PostgreSQL
   cpio xz-utils ca-certificates   # tiny test guest, compressed images
   python3 python3-venv python3-pip
 )
