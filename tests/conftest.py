@@ -48,6 +48,16 @@ def tiny_guest():
     return build_tiny_guest(CACHE / "tiny-guest" / "guest", cache_dir=CACHE / "tiny-guest" / "debs")
 
 
+@pytest.fixture(scope="session")
+def tiny_disk_guest():
+    """The tiny guest with its root filesystem on the disk (what it writes persists)."""
+    from corral.image.build.tiny import build_tiny_guest
+
+    return build_tiny_guest(
+        CACHE / "tiny-disk" / "guest", cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
+    )
+
+
 @pytest.fixture
 def vm_ctx(ctx: Context, tiny_guest) -> Iterator[Context]:
     """A state directory holding the tiny guest as image 'tiny'; every VM is gone afterwards."""

@@ -224,3 +224,20 @@ def test_guest_boots_without_seed_to_a_console_shell(
             assert b"console-42" in vm.serial()
             console.sendall(b"poweroff\n")
             assert vm.proc.wait(timeout=20) == 0
+
+
+@pytest.mark.vm
+def test_root_on_disk_persists_what_the_guest_writes(vm_ctx, tiny_disk_guest) -> None:
+    from helpers import corral
+
+    g = tiny_disk_guest
+    vm_ctx.store.import_image(g.disk, "tinyd", kernel=g.kernel, initrd=g.initrd,
+                              cmdline=g.cmdline)  # fmt: skip
+    assert vm_ctx.qemu_img.info(g.disk, "qcow2").virtual_size == 256 << 20
+    proc = corral(vm_ctx, "launch", "tinyd", "--name", "d1", "--type", "c1m256", "--wait",
+                  "--timeout", "120")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "/dev/vda on / type ext4" in corral(vm_ctx, "exec", "d1", "--", "mount").stdout
+    corral(vm_ctx, "exec", "d1", "--", "sh", "-c", "echo kept > /root/file && sync")
+    assert corral(vm_ctx, "restart", "d1", "--wait", "--timeout", "120").returncode == 0
+    assert corral(vm_ctx, "exec", "d1", "--", "cat", "/root/file").stdout == "kept\n"

@@ -17,8 +17,9 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 
 # Modules are listed in dependency order by the builder.
-while read -r module; do
-    insmod "/lib/modules/$module.ko" || echo "corral-tiny: insmod $module failed"
+while read -r module; do # (already loaded when the root is on the disk: the loader did it)
+    [ -d "/sys/module/$module" ] || insmod "/lib/modules/$module.ko" ||
+        echo "corral-tiny: insmod $module failed"
 done </lib/modules/load-order
 
 # QEMU user-mode networking: the guest is always 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3.

@@ -33,6 +33,9 @@ USERLAND_PACKAGES = ("busybox-static", "dropbear-bin")
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "isofs", "button", "evdev")
 CMDLINE = "console=ttyS0 quiet"
 DROPBEAR_BINARIES = ("usr/sbin/dropbear", "usr/bin/dropbearkey")
+# setpriv switches to a numeric uid:gid for build steps; busybox has no applet that can.
+EXTRA_PACKAGES = ("util-linux", "libcap-ng0")
+BINARIES = (*DROPBEAR_BINARIES, "usr/bin/setpriv")
 
 KERNEL_NAME = "vmlinuz"
 INITRD_NAME = "initrd.gz"
@@ -78,8 +81,14 @@ class Package:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
 
-def build_tiny_guest(workdir: Path, *, cache_dir: Path, disk_size: int = 256 << 20) -> BuiltImage:
+def build_tiny_guest(
+    workdir: Path, *, cache_dir: Path, disk_size: int = 256 << 20, root_on_disk: bool = False
+) -> BuiltImage:
     """Build the tiny test guest into workdir; downloaded .debs are cached in cache_dir.
+
+    By default the guest runs from its initramfs and the disk is blank. With root_on_disk the
+    same root filesystem is an ext4 on the disk and a small initramfs only loads the drivers
+    and switches to it: what the guest writes then persists, which builds need.
 
     A workdir already holding a build from the same package versions (and the same builder) is
     returned as it is; its stamp.json records what it was built from.
@@ -98,23 +107,32 @@ def build_tiny_guest(workdir: Path, *, cache_dir: Path, disk_size: int = 256 << 
     with _locked(workdir / ".lock"):
         old = json.loads(_read(stamp_path) or "{}")
         built = all(p.exists() for p in _outputs(image))
-        inputs = {"builder": _builder_digest(), "disk_size": disk_size, "apt": _apt_digest()}
+        inputs = {"builder": _builder_digest(), "disk_size": disk_size, "apt": _apt_digest(),
+                  "root_on_disk": root_on_disk}  # fmt: skip
         if built and _matches(old, inputs):
             return image  # apt's lists have not changed since, so neither have the versions
         kernel = _kernel_package_name()
-        packages = _resolve([kernel, USERLAND_PACKAGES[0], *_depends_closure(USERLAND_PACKAGES[1])])
+        packages = _resolve(
+            [kernel, USERLAND_PACKAGES[0], *_depends_closure(USERLAND_PACKAGES[1]),
+             *EXTRA_PACKAGES]
+        )  # fmt: skip
         inputs["packages"] = {p.name: p.version for p in packages}
         if not (built and _matches(old, inputs, ignore="apt")):
             stamp_path.unlink(missing_ok=True)
             debs = _download(packages, cache_dir)
             with tempfile.TemporaryDirectory(dir=workdir, prefix=".build-") as tmp:
-                _build(Path(tmp), debs, kernel, image, disk_size)
+                _build(Path(tmp), debs, kernel, image, disk_size, root_on_disk)
         _write_atomic(stamp_path, json.dumps(inputs, indent=1).encode())
     return image
 
 
 def _build(
-    tmp: Path, debs: dict[str, Path], kernel: str, image: BuiltImage, disk_size: int
+    tmp: Path,
+    debs: dict[str, Path],
+    kernel: str,
+    image: BuiltImage,
+    disk_size: int,
+    root_on_disk: bool,
 ) -> None:
     """Unpack the packages under tmp and write kernel, initrd and disk into place."""
     kernel_root, userland, root = tmp / "kernel", tmp / "userland", tmp / "root"
@@ -122,16 +140,59 @@ def _build(
     for deb in debs.values():
         _extract(deb, userland)
     release = kernel.removeprefix("linux-image-")
+    moddir = kernel_root / "lib" / "modules" / release
     assert image.kernel and image.initrd
     _copy_atomic(kernel_root / "boot" / f"vmlinuz-{release}", image.kernel)
-    _populate_root(root, userland, kernel_root / "lib" / "modules" / release)
-    _write_atomic(image.initrd, gzip.compress(_cpio(root), compresslevel=6, mtime=0))
+    _populate_root(root, userland, moddir)
     disk_tmp = image.disk.with_name(f".{image.disk.name}.tmp")
     try:
-        run(["qemu-img", "create", "-q", "-f", "qcow2", disk_tmp, str(disk_size)])
+        if root_on_disk:
+            loader = tmp / "loader"
+            _populate_loader(loader, userland, moddir)
+            initramfs = _cpio(loader)
+            raw = tmp / "root.ext4"
+            size = f"{disk_size // 1024}k"  # a bare number would count blocks
+            run(["mkfs.ext4", "-q", "-F", "-L", "tinyroot", "-d", root, raw, size],
+                timeout=300)  # fmt: skip
+            run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, disk_tmp],
+                timeout=300)  # fmt: skip
+        else:
+            initramfs = _cpio(root)
+            run(["qemu-img", "create", "-q", "-f", "qcow2", disk_tmp, str(disk_size)])
+        _write_atomic(image.initrd, gzip.compress(initramfs, compresslevel=6, mtime=0))
         disk_tmp.replace(image.disk)
     finally:
         disk_tmp.unlink(missing_ok=True)
+
+
+LOADER = """#!/bin/busybox sh
+# corral tiny guest, root on disk: load the drivers, mount /dev/vda, switch to it.
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+while read -r module; do
+    /bin/busybox insmod "/lib/modules/$module.ko"
+done </lib/modules/load-order
+if ! /bin/busybox mount -t ext4 -o rw /dev/vda /newroot; then
+    echo "corral-tiny: cannot mount the root filesystem on /dev/vda"
+    exec /bin/busybox sh
+fi
+/bin/busybox mount --move /dev /newroot/dev
+/bin/busybox umount /proc /sys
+exec /bin/busybox switch_root /newroot /sbin/init
+"""
+
+
+def _populate_loader(loader: Path, userland: Path, moddir: Path) -> None:
+    """The initramfs of a root-on-disk guest: busybox, the drivers and the switch."""
+    for name in ("proc", "sys", "dev", "newroot", "bin"):
+        (loader / name).mkdir(parents=True, exist_ok=True)
+    _install(userland / "bin" / "busybox", loader / "bin" / "busybox", 0o755)
+    order = _module_load_order(moddir, MODULES)
+    for name, path in order:
+        _install(path, loader / "lib" / "modules" / f"{name}.ko", 0o644)
+    (loader / "lib" / "modules" / "load-order").write_text("".join(f"{n}\n" for n, _ in order))
+    _write_file(loader / "init", LOADER, 0o755)
 
 
 def _populate_root(root: Path, userland: Path, moddir: Path) -> None:
@@ -146,7 +207,7 @@ def _populate_root(root: Path, userland: Path, moddir: Path) -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to("/bin/busybox")
     (root / "init").symlink_to("/bin/busybox")  # busybox init, reading /etc/inittab
-    for rel in [*DROPBEAR_BINARIES, *_shared_libraries(userland)]:
+    for rel in [*BINARIES, *_shared_libraries(userland)]:
         _install(userland / rel, root / rel, 0o755)
     (root / "lib64").mkdir(exist_ok=True)
     (root / "lib64" / "ld-linux-x86-64.so.2").symlink_to(
@@ -218,11 +279,11 @@ def _extract(deb: Path, dest: Path) -> None:
 
 
 def _shared_libraries(userland: Path) -> list[str]:
-    """Paths (relative to userland) of the libraries dropbear needs, its loader included."""
+    """Paths (relative to userland) of the libraries the binaries need, the loader included."""
     libdirs = [userland / d for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")]
     env = {"LD_LIBRARY_PATH": ":".join(map(str, libdirs))}
     found = {"lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"}
-    for binary in DROPBEAR_BINARIES:
+    for binary in BINARIES:
         out = run(["ldd", userland / binary], env=env).stdout.decode()
         for line in out.splitlines():
             match = re.search(r"=>\s*(\S+)", line)
