@@ -255,7 +255,7 @@ def test_missing_local_input_and_conflicts(ctx: Context, tmp_path: Path) -> None
         ([], "give a RECIPE or -f ARCHITECTURE_FILE (exactly one)"),
         (["tiny", "-f", "a.yml"], "give a RECIPE or -f ARCHITECTURE_FILE (exactly one)"),
         (["-f", "a.yml", "--owner", "0"], "--owner applies to the files written with --output"),
-        (["-f", "a.yml", "--name", "x"], "--name and --package go with a RECIPE"),
+        (["-f", "a.yml", "--name", "x"], "--name, --packages and --user-data go with a RECIPE"),
         (["tiny", "--output", "o"], "--output, --owner and --no-verify go with -f"),
         (["-f", "missing.yml"], "no such file: missing.yml"),
     ],
