@@ -1,0 +1,249 @@
+"""The node agent's HTTP API: the node protocol on the wire, with its models as bodies.
+
+Routes are thin: each calls one LocalNode method. Every route but /health needs the node's
+bearer token. corral errors are mapped to HTTP once, here, with a JSON body that HttpNode turns
+back into the same error class.
+
+    GET    /health                       no token; {"status": "ok", ...}
+    GET    /capacity                     Capacity
+    GET    /vms                          [NodeVm]
+    POST   /vms                          NodeVmSpec -> 201 NodeVm
+    GET    /vms/{name}                   NodeVm
+    POST   /vms/{name}/start|stop|force-stop|pause|resume   NodeVm
+    DELETE /vms/{name}                   204 (a running VM is ended first)
+    GET    /vms/{name}/console           the serial log so far, text/plain
+    WS     /vms/{name}/console/stream    new console output as binary messages, until the VM stops
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.websockets import WebSocketDisconnect
+
+from corral import __version__
+from corral.context import Context
+from corral.errors import CorralError, InvalidInput
+from corral.node.http import error_body
+from corral.node.local import LocalNode
+from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+
+log = logging.getLogger("corral.node")
+
+_STATUS_KINDS = {401: "unauthorized", 404: "not_found", 405: "invalid_input", 409: "conflict"}
+_UNAUTHORIZED = {
+    "error": "unauthorized",
+    "message": "a valid bearer token is required",
+    "hint": None,
+    "details": [],
+}
+
+
+def create_node_app(ctx: Context, token: str) -> FastAPI:
+    """The node agent for the VMs of `ctx`'s state directory, guarded by `token`."""
+    if not token:
+        raise InvalidInput("the node token must not be empty")
+    app = FastAPI(
+        title="corral node",
+        version=__version__,
+        description="One hypervisor host's VMs, for a corral control plane.",
+    )
+    app.state.node = LocalNode(ctx)
+    app.state.token = token.encode()
+    app.include_router(_open)
+    app.include_router(_guarded)
+    app.add_api_websocket_route("/vms/{name}/console/stream", _console_stream)
+    app.add_exception_handler(CorralError, _corral_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    return app
+
+
+# --- authentication and dependencies --------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="The token from the node's token file.")
+
+
+def _token_ok(app: FastAPI, given: str | None) -> bool:
+    # Constant time: a wrong token must not reveal how much of it was right.
+    return given is not None and hmac.compare_digest(given.encode(), app.state.token)
+
+
+def _authorize(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if not _token_ok(request.app, credentials.credentials if credentials else None):
+        raise HTTPException(401, _UNAUTHORIZED["message"], headers={"WWW-Authenticate": "Bearer"})
+
+
+def _node(request: Request) -> LocalNode:
+    return request.app.state.node  # type: ignore[no-any-return]
+
+
+Node = Annotated[LocalNode, Depends(_node)]
+
+_open = APIRouter()
+_guarded = APIRouter(dependencies=[Depends(_authorize)])
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@_open.get("/health")
+async def health(node: Node) -> dict[str, str]:
+    return await node.health()
+
+
+@_guarded.get("/capacity")
+async def capacity(node: Node) -> Capacity:
+    return await node.capacity()
+
+
+@_guarded.get("/vms")
+async def list_vms(node: Node) -> list[NodeVm]:
+    return await node.list_vms()
+
+
+@_guarded.post("/vms", status_code=201)
+async def create_vm(spec: NodeVmSpec, node: Node) -> NodeVm:
+    return await node.create_vm(spec)
+
+
+@_guarded.get("/vms/{name}")
+async def get_vm(name: str, node: Node) -> NodeVm:
+    return await node.get_vm(name)
+
+
+@_guarded.post("/vms/{name}/start")
+async def start_vm(name: str, node: Node) -> NodeVm:
+    return await node.start_vm(name)
+
+
+@_guarded.post("/vms/{name}/stop")
+async def stop_vm(name: str, node: Node) -> NodeVm:
+    """ACPI powerdown, then QMP quit, then SIGKILL, each after its own deadline."""
+    return await node.stop_vm(name)
+
+
+@_guarded.post("/vms/{name}/force-stop")
+async def force_stop_vm(name: str, node: Node) -> NodeVm:
+    """QMP quit, then SIGKILL: no clean shutdown of the guest."""
+    return await node.stop_vm(name, force=True)
+
+
+@_guarded.post("/vms/{name}/pause")
+async def pause_vm(name: str, node: Node) -> NodeVm:
+    return await node.pause_vm(name)
+
+
+@_guarded.post("/vms/{name}/resume")
+async def resume_vm(name: str, node: Node) -> NodeVm:
+    return await node.resume_vm(name)
+
+
+@_guarded.delete("/vms/{name}", status_code=204)
+async def delete_vm(name: str, node: Node) -> Response:
+    await node.delete_vm(name)
+    return Response(status_code=204)
+
+
+@_guarded.get("/vms/{name}/console", response_class=Response)
+async def console_log(name: str, node: Node) -> Response:
+    """The serial console's output so far (bytes as the guest wrote them)."""
+    return Response(await node.console_log(name), media_type="text/plain")
+
+
+async def _console_stream(websocket: WebSocket, name: str) -> None:
+    """New console output as binary messages; closed (1000) when the VM stops."""
+    node: LocalNode = websocket.app.state.node
+    header = websocket.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not _token_ok(websocket.app, given.strip()):
+        await _deny(websocket, 401, _UNAUTHORIZED)
+        return
+    try:
+        await node.get_vm(name)  # refuse an unknown VM with a status, before the upgrade
+    except CorralError as exc:
+        await _deny(websocket, exc.http_status, error_body(exc))
+        return
+    await websocket.accept()
+
+    async def pump() -> None:
+        async for chunk in node.console_stream(name):
+            await websocket.send_bytes(chunk)
+
+    async def until_disconnect() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    sender = asyncio.create_task(pump())
+    watcher = asyncio.create_task(until_disconnect())
+    try:
+        done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, watcher):
+            task.cancel()
+        for task in (sender, watcher):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if sender not in done:
+        return  # the client went away
+    exc = sender.exception()
+    if isinstance(exc, WebSocketDisconnect):
+        return
+    if exc is None:
+        code, reason = 1000, ""
+    elif isinstance(exc, CorralError):
+        # A close reason holds at most 123 bytes.
+        code, reason = 1011, exc.message.encode()[:120].decode(errors="ignore")
+    else:
+        log.error("console stream of %s failed", name, exc_info=exc)
+        code, reason = 1011, "internal error"
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close(code, reason)
+
+
+async def _deny(websocket: WebSocket, status: int, body: dict[str, Any]) -> None:
+    """Refuse a websocket upgrade with an HTTP answer the client can read."""
+    try:
+        await websocket.send_denial_response(JSONResponse(body, status_code=status))
+    except RuntimeError:  # the server cannot send HTTP answers on websockets: a bare 403
+        await websocket.close(1008)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+async def _corral_error(request: Request, exc: CorralError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=exc.http_status)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        for err in exc.errors()
+    ]
+    first = problems[0] if problems else "invalid request"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    body = {"error": "invalid_input", "message": first + more, "hint": None, "details": problems}
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    body = {
+        "error": _STATUS_KINDS.get(exc.status_code, "error"),
+        "message": str(exc.detail),
+        "hint": None,
+        "details": [],
+    }
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

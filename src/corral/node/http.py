@@ -1,0 +1,273 @@
+"""HttpNode: the node protocol as a client of a node agent (`corral node`, see app.py).
+
+Errors travel as JSON bodies `{"error": KIND, "message": ..., "hint": ..., "details": [...]}`
+and come back out as the same corral error classes, so a remote NotFound is a NotFound. A node
+that cannot be reached (refused, timed out, broken connection) raises NodeUnreachable naming
+its URL. The wire names of the error kinds live here, and the agent encodes with them too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from corral.errors import (
+    Conflict,
+    CorralError,
+    DeadlineExceeded,
+    GuestError,
+    InvalidInput,
+    MissingDependency,
+    NodeUnreachable,
+    NotFound,
+    QemuError,
+)
+from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+
+# Each kind is decoded to its class; a class not listed travels as its nearest listed base.
+ERROR_KINDS: dict[str, type[CorralError]] = {
+    "not_found": NotFound,
+    "conflict": Conflict,
+    "invalid_input": InvalidInput,
+    "missing_dependency": MissingDependency,
+    "qemu_error": QemuError,
+    "guest_error": GuestError,
+    "deadline_exceeded": DeadlineExceeded,
+    "node_unreachable": NodeUnreachable,
+    "error": CorralError,
+}
+_KIND_OF = {cls: kind for kind, cls in ERROR_KINDS.items()}
+# For error answers that are not ours (a proxy's page, an unknown route).
+_BY_STATUS: dict[int, type[CorralError]] = {
+    404: NotFound,
+    405: InvalidInput,
+    409: Conflict,
+    422: InvalidInput,
+    502: NodeUnreachable,
+    503: NodeUnreachable,
+    504: NodeUnreachable,
+}
+
+
+def error_kind(exc: CorralError) -> str:
+    return next(_KIND_OF[cls] for cls in type(exc).__mro__ if cls in _KIND_OF)
+
+
+def error_body(exc: CorralError) -> dict[str, Any]:
+    return {
+        "error": error_kind(exc),
+        "message": exc.message,
+        "hint": exc.hint,
+        "details": exc.details,
+    }
+
+
+M = TypeVar("M", bound=BaseModel)
+_VMS = TypeAdapter(list[NodeVm])
+
+
+class HttpNode:
+    """A node agent at `base_url`, authenticated with its bearer token.
+
+    Holds one connection pool, made on first use in the running event loop: keep one HttpNode
+    per node for the life of that loop, and `aclose()` it (or use `async with`).
+    `timeout` bounds quick calls; `slow_timeout` bounds create, start, stop and delete, which
+    may import a base disk or wait out a guest's shutdown.
+    """
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 30.0, slow_timeout: float = 600.0
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"a node URL starts with http:// or https://, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.slow_timeout = slow_timeout
+        self._token = token
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpNode({self.base_url!r})"  # never the token
+
+    async def __aenter__(self) -> HttpNode:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- the protocol ---------------------------------------------------------------------
+
+    async def health(self) -> dict[str, str]:
+        body = (await self._request("GET", "/health")).json()
+        if not isinstance(body, dict):
+            raise self._unexpected("GET /health", "not an object")
+        return {str(k): str(v) for k, v in body.items()}
+
+    async def capacity(self) -> Capacity:
+        return self._parse(Capacity, await self._request("GET", "/capacity"))
+
+    async def list_vms(self) -> list[NodeVm]:
+        response = await self._request("GET", "/vms")
+        try:
+            return _VMS.validate_json(response.content)
+        except ValidationError as exc:
+            raise self._unexpected("GET /vms", exc) from exc
+
+    async def get_vm(self, name: str) -> NodeVm:
+        return self._parse(NodeVm, await self._request("GET", _vm(name)))
+
+    async def create_vm(self, spec: NodeVmSpec) -> NodeVm:
+        response = await self._request("POST", "/vms", body=spec.model_dump(), slow=True)
+        return self._parse(NodeVm, response)
+
+    async def start_vm(self, name: str) -> NodeVm:
+        return self._parse(NodeVm, await self._request("POST", _vm(name, "start"), slow=True))
+
+    async def stop_vm(self, name: str, *, force: bool = False) -> NodeVm:
+        action = "force-stop" if force else "stop"
+        return self._parse(NodeVm, await self._request("POST", _vm(name, action), slow=True))
+
+    async def pause_vm(self, name: str) -> NodeVm:
+        return self._parse(NodeVm, await self._request("POST", _vm(name, "pause")))
+
+    async def resume_vm(self, name: str) -> NodeVm:
+        return self._parse(NodeVm, await self._request("POST", _vm(name, "resume")))
+
+    async def delete_vm(self, name: str) -> None:
+        await self._request("DELETE", _vm(name), slow=True)
+
+    async def console_log(self, name: str) -> bytes:
+        return (await self._request("GET", _vm(name, "console"))).content
+
+    async def console_stream(self, name: str) -> AsyncIterator[bytes]:
+        """New console output of the VM, until it stops (or the node closes the stream).
+
+        To stop early, cancel the consuming task or use `contextlib.aclosing`: a bare `break`
+        leaves the websocket open until the generator is garbage-collected.
+        """
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosedError, InvalidHandshake, InvalidStatus
+
+        url = "ws" + self.base_url.removeprefix("http") + _vm(name, "console", "stream")
+        try:
+            ws = await connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {self._token}"},
+                open_timeout=self.timeout,
+                max_size=4 << 20,
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            raise self._error(
+                response.status_code, response.body or b"", response.headers.get("content-type")
+            ) from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise NodeUnreachable(
+                f"node {self.base_url} is unreachable: {_reason(exc)}", hint=_HINT
+            ) from exc
+        async with ws:
+            try:
+                async for message in ws:
+                    yield message if isinstance(message, bytes) else message.encode()
+            except ConnectionClosedError as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1011:  # the node's own error
+                    raise CorralError(exc.rcvd.reason or "the node ended the stream") from exc
+                raise NodeUnreachable(
+                    f"console stream from node {self.base_url} broke: {_reason(exc)}"
+                ) from exc
+
+    # --- the wire -------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            )
+        return self._client
+
+    async def _request(
+        self, method: str, path: str, *, body: Any = None, slow: bool = False
+    ) -> httpx.Response:
+        timeout = self.slow_timeout if slow else self.timeout
+        try:
+            response = await self._http().request(
+                method,
+                path,
+                json=body,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            )
+        except httpx.TimeoutException as exc:
+            raise NodeUnreachable(
+                f"node {self.base_url} did not answer {method} {path} within {timeout:g} s",
+                hint=_HINT,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(
+                f"node {self.base_url} is unreachable: {_reason(exc)}", hint=_HINT
+            ) from exc
+        if response.is_error:
+            raise self._error(
+                response.status_code, response.content, response.headers.get("content-type")
+            )
+        return response
+
+    def _error(self, status: int, body: bytes, content_type: str | None) -> CorralError:
+        if status == 401:
+            return NodeUnreachable(
+                f"node {self.base_url} refused the token",
+                hint="give the token from the node's token file (corral node --token-file)",
+            )
+        data: Any = None
+        if content_type and content_type.startswith("application/json"):
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            cls = ERROR_KINDS.get(str(data.get("error")), CorralError)
+            hint = data.get("hint")
+            details = data.get("details")
+            return cls(
+                data["message"],
+                hint=hint if isinstance(hint, str) else None,
+                details=[str(d) for d in details] if isinstance(details, list) else None,
+            )
+        text = body.decode(errors="replace").strip().splitlines()
+        cls = _BY_STATUS.get(status, CorralError)
+        suffix = f": {text[0][:200]}" if text else ""
+        return cls(f"node {self.base_url} answered HTTP {status}{suffix}")
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise self._unexpected(where, exc) from exc
+
+    def _unexpected(self, where: str, why: object) -> CorralError:
+        first = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+        return CorralError(f"node {self.base_url} sent an unexpected answer to {where}: {first}")
+
+
+_HINT = "is `corral node` running there, and is the address right?"
+
+
+def _vm(name: str, *parts: str) -> str:
+    return "/".join(("/vms", quote(name, safe=""), *parts))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

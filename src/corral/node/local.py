@@ -1,0 +1,262 @@
+"""LocalNode: the node protocol in-process, on top of the core library's instance manager.
+
+Used by the node agent (`corral node`, see app.py) and by an embedded control plane that is its
+own node. The core library is synchronous and runs its own event loops, so every call into it
+goes to a worker thread; nothing here blocks the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from corral import __version__
+from corral.context import Context
+from corral.errors import Conflict, InvalidInput, NotFound
+from corral.instance import lifecycle
+from corral.instance.keys import KEY_PREFIXES
+from corral.instance.launch import launch
+from corral.instance.options import make_options
+from corral.instance.record import check_instance_name
+from corral.instance.view import instance_view
+from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+
+CONSOLE_POLL = 0.2  # seconds between looks at a quiet serial log
+CONSOLE_CHUNK = 1 << 20  # most bytes read from the serial log at once
+
+
+class LocalNode:
+    """This host as a node: VMs of `ctx`'s state directory, driven through the core library."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._locks_guard = threading.Lock()
+        self._import_locks: dict[str, threading.Lock] = {}
+
+    # --- host -----------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, str]:
+        # Unauthenticated on the wire: say that the agent answers, and little else.
+        return {"status": "ok", "version": __version__}
+
+    async def capacity(self) -> Capacity:
+        return await asyncio.to_thread(self._capacity)
+
+    def _capacity(self) -> Capacity:
+        host = self.ctx.host  # probed once per context (cached per host on disk)
+        return Capacity(
+            cpus=os.cpu_count() or 1,
+            memory_mib=_mem_total_mib(),
+            disk_bytes=_free_bytes(self.ctx.home.root),
+            arch=platform.machine(),
+            accelerator=host.accelerator,
+            versions={
+                "corral": __version__,
+                "qemu": host.qemu.version,
+                "qemu-img": host.qemu_img.version,
+            },
+        )
+
+    # --- VMs ------------------------------------------------------------------------------
+
+    async def list_vms(self) -> list[NodeVm]:
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> list[NodeVm]:
+        home = self.ctx.home
+        return [
+            NodeVm.model_validate(instance_view(home, record, seen))
+            for record, seen in lifecycle.list_instances(self.ctx)
+        ]
+
+    async def get_vm(self, name: str) -> NodeVm:
+        return await asyncio.to_thread(self._view, name)
+
+    def _view(self, name: str) -> NodeVm:
+        record, seen = lifecycle.status(self.ctx, name)
+        return NodeVm.model_validate(instance_view(self.ctx.home, record, seen))
+
+    async def create_vm(self, spec: NodeVmSpec) -> NodeVm:
+        return await asyncio.to_thread(self._create, spec)
+
+    def _create(self, spec: NodeVmSpec) -> NodeVm:
+        # Cheap checks first: a bad name must not cost the import of a large base disk.
+        check_instance_name(spec.name)
+        if (spec.image is None) == (spec.base_disk is None):
+            raise InvalidInput("give exactly one of image and base_disk")
+        keys = _check_key_lines(spec.ssh_keys)
+        if spec.disk_size is not None and spec.disk_size <= 0:
+            raise InvalidInput(
+                f"disk_size must be a positive number of bytes, not {spec.disk_size}"
+            )
+        if self.ctx.home.instance(spec.name).dir.exists():
+            raise Conflict(f"an instance named {spec.name!r} already exists")
+        image = spec.image if spec.image is not None else self._base_image(spec.base_disk or "")
+        with tempfile.TemporaryDirectory(prefix="corral-node-") as tmp:
+            key_files = []
+            if keys:
+                # The library takes key files (as `launch --ssh-key` does); write the lines to one.
+                key_file = Path(tmp) / "keys.pub"
+                key_file.write_text("".join(f"{key}\n" for key in keys))
+                key_files.append(key_file)
+            options = make_options(
+                name=spec.name,
+                cpus=spec.cpus,
+                memory=spec.memory_mib,
+                disk_size=spec.disk_size,
+                ssh_keys=key_files,
+                user_data=spec.user_data,
+                kernel=spec.kernel,
+                initrd=spec.initrd,
+                cmdline=spec.cmdline,
+            )
+            launch(self.ctx, image, options)
+        if not spec.start:
+            # The library always boots what it launches; quit at once, before the guest does
+            # anything (QMP quit, no ACPI). A later start boots it with the same identity.
+            lifecycle.stop(self.ctx, spec.name, force=True)
+        return self._view(spec.name)
+
+    def _base_image(self, path_text: str) -> str:
+        """Import a disk file of the node into the store once; return its image name.
+
+        The name is derived from (real path, size, mtime), so a file seen before maps to its
+        image without being read again, across restarts; a changed file gets a new name (and the
+        store keeps one copy of identical content whatever the name).
+        """
+        path = Path(path_text)
+        if not path.is_absolute():
+            raise InvalidInput(f"base_disk must be an absolute path on the node, not {path_text!r}")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFound(f"no such file on the node: {path}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read base disk {path}: {exc.strerror}") from exc
+        if not path.is_file():
+            raise InvalidInput(f"base disk {path} is not a regular file")
+        key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+        name = "base-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        with self._locks_guard:
+            lock = self._import_locks.setdefault(name, threading.Lock())
+        with lock:
+            if not self.ctx.store.exists(name):
+                try:
+                    self.ctx.store.import_image(path, name, origin=f"node-base-disk:{path}")
+                except Conflict:
+                    pass  # another process on this host imported it meanwhile
+        return name
+
+    async def start_vm(self, name: str) -> NodeVm:
+        return await asyncio.to_thread(self._then_view, lifecycle.start, name)
+
+    async def stop_vm(self, name: str, *, force: bool = False) -> NodeVm:
+        def stop(ctx: Context, name: str) -> object:
+            return lifecycle.stop(ctx, name, force=force)
+
+        return await asyncio.to_thread(self._then_view, stop, name)
+
+    async def pause_vm(self, name: str) -> NodeVm:
+        return await asyncio.to_thread(self._then_view, lifecycle.pause, name)
+
+    async def resume_vm(self, name: str) -> NodeVm:
+        return await asyncio.to_thread(self._then_view, lifecycle.resume, name)
+
+    def _then_view(self, operation: Callable[[Context, str], object], name: str) -> NodeVm:
+        operation(self.ctx, name)
+        return self._view(name)
+
+    async def delete_vm(self, name: str) -> None:
+        """Remove a VM whatever its state: a running QEMU is ended first (the caller decides)."""
+        await asyncio.to_thread(lifecycle.remove, self.ctx, name, force=True)
+
+    # --- console --------------------------------------------------------------------------
+
+    async def console_log(self, name: str) -> bytes:
+        return await asyncio.to_thread(self._console_log, name)
+
+    def _console_log(self, name: str) -> bytes:
+        lifecycle.status(self.ctx, name)  # NotFound for an unknown VM
+        try:
+            return self.ctx.home.instance(name).serial_log.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    async def console_stream(self, name: str) -> AsyncIterator[bytes]:
+        """Yield what is appended to the serial log from now on, until the VM is not running."""
+        path = self.ctx.home.instance(name).serial_log
+        await asyncio.to_thread(lifecycle.status, self.ctx, name)  # NotFound before anything
+        position = await asyncio.to_thread(_size, path)
+        while True:
+            # Look at the VM before reading: output written before it stopped is still sent.
+            running = await asyncio.to_thread(self._running, name)
+            while True:
+                chunk, position = await asyncio.to_thread(_read_from, path, position)
+                if not chunk:
+                    break
+                yield chunk
+            if not running:
+                return
+            await asyncio.sleep(CONSOLE_POLL)
+
+    def _running(self, name: str) -> bool:
+        try:
+            _, seen = lifecycle.status(self.ctx, name)
+        except NotFound:
+            return False  # deleted while we followed it
+        return seen.pid is not None or seen.state in ("creating", "starting")
+
+
+def _check_key_lines(lines: list[str]) -> list[str]:
+    keys = []
+    for index, line in enumerate(lines):
+        key = line.strip()
+        if not key.startswith(KEY_PREFIXES) or "\n" in key or "\r" in key:
+            raise InvalidInput(
+                f"ssh_keys[{index}] is not one ssh public key line",
+                hint="give the contents of a .pub file, e.g. 'ssh-ed25519 AAAA... me@host'",
+            )
+        keys.append(key)
+    return keys
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, position: int) -> tuple[bytes, int]:
+    """Read what follows `position` in the file; start over if the file was replaced shorter."""
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) < position:
+                position = 0
+            f.seek(position)
+            chunk = f.read(CONSOLE_CHUNK)
+    except FileNotFoundError:
+        return b"", 0
+    return chunk, position + len(chunk)
+
+
+def _mem_total_mib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024  # the value is in KiB
+    return 0
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the file system of the state directory (or its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free

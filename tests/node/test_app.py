@@ -1,0 +1,124 @@
+"""The node agent's HTTP API on the wire: authentication, error bodies and status codes.
+
+No VM boots here; test_http.py drives real VMs through HttpNode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from corral.context import Context
+from corral.errors import InvalidInput
+from corral.node.app import create_node_app
+
+TOKEN = "node-test-token-0123456789"  # as in conftest.py
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GUARDED = [
+    ("GET", "/capacity"),
+    ("GET", "/vms"),
+    ("POST", "/vms"),
+    ("GET", "/vms/v1"),
+    *[("POST", f"/vms/v1/{op}") for op in ("start", "stop", "force-stop", "pause", "resume")],
+    ("DELETE", "/vms/v1"),
+    ("GET", "/vms/v1/console"),
+]
+
+
+def test_health_needs_no_token(agent: str) -> None:
+    response = httpx.get(f"{agent}/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+     {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": TOKEN}],
+    ids=["none", "wrong", "basic", "longer", "no-scheme"],
+)  # fmt: skip
+def test_every_other_route_needs_the_token(agent: str, headers: dict[str, str]) -> None:
+    for method, path in GUARDED:
+        response = httpx.request(method, f"{agent}{path}", headers=headers, json={})
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"] == "unauthorized"
+
+
+def test_an_empty_token_is_refused(ctx: Context) -> None:
+    with pytest.raises(InvalidInput, match="must not be empty"):
+        create_node_app(ctx, "")
+
+
+def test_errors_are_json_with_kind_message_and_hint(agent: str) -> None:
+    response = httpx.get(f"{agent}/vms/ghost", headers=AUTH)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "not_found",
+        "message": "no instance named 'ghost'",
+        "hint": "see: corral ls",
+        "details": [],
+    }
+    response = httpx.post(f"{agent}/vms/ghost/pause", headers=AUTH)
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+    response = httpx.get(f"{agent}/vms/Bad_Name", headers=AUTH)
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_input")
+    response = httpx.get(f"{agent}/nowhere", headers=AUTH)
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"name": "v1", "image": "tiny", "cpus": 0}, "body.cpus"),
+        ({"name": "v1", "image": "tiny", "memory_mib": 1}, "body.memory_mib"),
+        ({"name": "v1", "image": "tiny", "colour": "red"}, "body.colour"),
+        ({"image": "tiny"}, "body.name"),
+        ([], "body"),
+    ],
+)
+def test_a_bad_spec_is_422_invalid_input(agent: str, body: object, where: str) -> None:
+    response = httpx.post(f"{agent}/vms", headers=AUTH, json=body)
+    assert response.status_code == 422
+    error = response.json()
+    assert error["error"] == "invalid_input"
+    assert error["message"].startswith(where)
+
+
+def test_a_spec_the_library_refuses_is_422(agent: str) -> None:
+    body = {"name": "v1", "image": "tiny", "base_disk": "/x"}
+    response = httpx.post(f"{agent}/vms", headers=AUTH, json=body)
+    assert response.status_code == 422
+    assert response.json()["message"] == "give exactly one of image and base_disk"
+    response = httpx.post(f"{agent}/vms", headers=AUTH, json={"name": "v1", "image": "nope"})
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+def test_console_websocket_refuses_with_a_status(agent: str) -> None:
+    url = "ws" + agent.removeprefix("http") + "/vms/ghost/console/stream"
+
+    async def status(headers: dict[str, str]) -> tuple[int, bytes]:
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(url, additional_headers=headers, open_timeout=5)
+        return caught.value.response.status_code, caught.value.response.body or b""
+
+    code, body = asyncio.run(status({}))
+    assert code == 401 and b"unauthorized" in body
+    code, body = asyncio.run(status({"Authorization": "Bearer wrong"}))
+    assert code == 401
+    code, body = asyncio.run(status(AUTH))
+    assert code == 404 and b"no instance named 'ghost'" in body
+
+
+def test_openapi_describes_the_protocol(agent: str) -> None:
+    spec = httpx.get(f"{agent}/openapi.json").json()
+    assert {"/health", "/capacity", "/vms", "/vms/{name}", "/vms/{name}/console"} <= set(
+        spec["paths"]
+    )
+    assert "NodeVmSpec" in spec["components"]["schemas"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/vms"]["post"]["responses"].keys() >= {"201"}
