@@ -108,3 +108,21 @@ def test_parse_forward(text: str, forward: Forward) -> None:
 def test_parse_forward_rejects(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_forward(text)
+
+
+def test_node_names_and_serials() -> None:
+    drives = (
+        Drive("disk0", Path("/w/top.qcow2"), "qcow2", node_name="top0"),
+        Drive("cache1", Path("/c/cache.qcow2"), "qcow2", serial="cc-0123456789abcdef"),
+    )
+    argv = build_argv("qemu", spec(drives=drives))
+    assert "node-name=top0" in values(argv, "-drive")[0]
+    assert "virtio-blk-pci,drive=cache1,serial=cc-0123456789abcdef" in values(argv, "-device")
+
+
+def test_isolated_machines_get_a_restricted_nic_and_a_second_one() -> None:
+    argv = build_argv("qemu", spec(isolated=True))
+    first, second = values(argv, "-netdev")
+    assert first == "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18000-:22"
+    assert second == "user,id=net1,net=10.0.3.0/24"
+    assert "virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:c0:ff:03" in values(argv, "-device")

@@ -226,3 +226,36 @@ class BuildStore:
 
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(m) for m in self.all_meta()]
+
+
+def store_size(store: BuildStore) -> int:
+    return sum(m.size for m in store.all_meta())
+
+
+def prune(
+    store: BuildStore,
+    *,
+    older_than_s: float | None = None,
+    keep_bytes: int | None = None,
+) -> list[LayerMeta]:
+    """Remove layers, least recently used leaves first, until the limits hold.
+
+    Callers hold the store lock exclusively, so no running build loses a layer it stands on.
+    With older_than_s, only layers unused for longer; with keep_bytes, stop at that size.
+    """
+    removed: list[LayerMeta] = []
+    now = datetime.now(UTC)
+    while keep_bytes is None or store_size(store) > keep_bytes:
+        kids = store.children()
+        leaves = [m for m in store.all_meta() if m.id not in kids]
+        if older_than_s is not None:
+            leaves = [
+                m for m in leaves
+                if (now - datetime.fromisoformat(m.last_used_at)).total_seconds() >= older_than_s
+            ]  # fmt: skip
+        if not leaves:
+            break
+        victim = min(leaves, key=lambda m: m.last_used_at)
+        shutil.rmtree(store.layer_dir(victim.id), ignore_errors=True)
+        removed.append(victim)
+    return removed

@@ -129,6 +129,19 @@ def prune(
                  for p in pruned])  # fmt: skip
 
 
+def import_build(
+    layer: str = typer.Argument(..., help="A build layer ID (as printed by `Got:`)."),
+    name: str = typer.Option(..., "--name", help="Name of the new image."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing image."),
+) -> None:
+    """Make an image of a build's result (a layer on the spec's base image)."""
+    from corral.builds.publish import import_build
+
+    manifest = import_build(get_context(), layer, name, replace=replace)
+    out.print(f"{manifest.name}: from build {layer[:16]}", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     for command in (configure, convert, resize, export, tag, prune):
         app.command()(command)
+    app.command("import-build")(import_build)

@@ -42,10 +42,11 @@ def instance_digests(ctx: Context) -> dict[str, list[str]]:
 
 
 def instance_blobs(ctx: Context) -> set[str]:
-    """Every blob an instance needs: its image (with the chain) and its kernel and initrd."""
+    """Every blob instances and build layers need: images (with chains), kernels, initrds."""
+    from corral.builds.store import BuildStore
     from corral.instance import registry
 
-    keep: set[str] = set()
+    keep: set[str] = BuildStore(ctx.home).referenced_blobs()
     for _, record in registry.records(ctx.home):
         keep.add(record.image_digest)
         if record.boot is not None:

@@ -101,6 +101,13 @@ class QemuImg:
             args += ["-B", str(backing), "-F", backing_fmt or "qcow2"]
         self._run(*args, src, dst, timeout=3600)
 
+    def rebase(self, path: Path, backing: Path, backing_fmt: str) -> None:
+        """Put `path` on a new backing file, writing into it whatever the old chain changed."""
+        self._run(
+            "rebase", "-q", "-f", "qcow2", "-b", str(backing), "-F", backing_fmt, path,
+            timeout=3600,
+        )  # fmt: skip
+
     def rebase_unsafe(self, path: Path, backing: str, backing_fmt: str) -> None:
         """Rewrite only the backing file name in the header (the data is known to match)."""
         self._run("rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", backing_fmt, path)

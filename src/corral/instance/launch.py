@@ -100,6 +100,10 @@ def _write_seed(
 
 def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRecord:
     """Create and start an instance; on any failure nothing of it is left behind."""
+    if image_name.startswith("build:"):
+        from corral.builds.publish import image_for
+
+        image_name = image_for(ctx, image_name)
     image = ctx.store.get(image_name)
     disk_size = validate(options, image)
     corral_key = ensure_corral_key(ctx.home.ssh_key)

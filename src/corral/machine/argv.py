@@ -8,6 +8,12 @@ from corral.machine.spec import Drive, MachineSpec
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
+# The second NIC of an isolated machine: the guest finds it by its MAC address; the host is
+# 10.0.3.2 on it.
+OUTSIDE_NET = "10.0.3.0/24"
+OUTSIDE_MAC = "52:54:00:c0:ff:03"
+
+
 def _opts(*pairs: str) -> str:
     return ",".join(pairs)
 
@@ -26,14 +32,31 @@ def drive_args(drive: Drive) -> list[str]:
         "cache=writeback",
     ]
     options += ["readonly=on"] if drive.readonly else ["discard=unmap"]
-    return ["-drive", _opts(*options), "-device", f"virtio-blk-pci,drive={drive.id}"]
+    if drive.node_name:
+        options.append(f"node-name={drive.node_name}")
+    device = f"virtio-blk-pci,drive={drive.id}"
+    if drive.serial:
+        device += f",serial={_escape(drive.serial)}"
+    return ["-drive", _opts(*options), "-device", device]
 
 
 def network_args(spec: MachineSpec) -> list[str]:
     rules = [
         f"hostfwd={f.protocol}:{f.host_addr}:{f.host_port}-:{f.guest_port}" for f in spec.forwards
     ]
-    return ["-netdev", _opts("user", "id=net0", *rules), "-device", "virtio-net-pci,netdev=net0"]
+    if not spec.isolated:
+        return [
+            "-netdev",
+            _opts("user", "id=net0", *rules),
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]
+    return [
+        "-netdev", _opts("user", "id=net0", "restrict=on", *rules),
+        "-device", "virtio-net-pci,netdev=net0,id=nic0",
+        "-netdev", _opts("user", "id=net1", f"net={OUTSIDE_NET}"),
+        "-device", f"virtio-net-pci,netdev=net1,id=nic1,mac={OUTSIDE_MAC}",
+    ]  # fmt: skip
 
 
 def build_argv(qemu: str, spec: MachineSpec) -> list[str]:

@@ -52,6 +52,8 @@ class Drive:
     path: Path
     format: str
     readonly: bool = False
+    node_name: str | None = None  # for QMP commands that address the image node
+    serial: str | None = None  # what the guest reads from /sys/block/vdX/serial (<= 20 chars)
 
 
 @dataclass(frozen=True)
@@ -76,4 +78,7 @@ class MachineSpec:
     serial_log: Path
     pidfile: Path
     boot: DirectBoot | None = None
+    # Builds: the first NIC reaches only the forwards (no outside world); a second NIC, link
+    # down until QMP set_link raises it, gives a step the network it asks for.
+    isolated: bool = False
     extra_args: tuple[str, ...] = field(default=())

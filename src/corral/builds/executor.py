@@ -1,0 +1,371 @@
+"""Running a build spec: each `run`/`copy` step a cached qcow2 layer, one VM per build.
+
+The recipe for a step: work out its ID from its parent and inputs -> take the step's lock ->
+if it is published, replay its log (cache hit) -> else make sure a VM stands on the parent
+layer (the running one, or boot one) -> run the step -> checkpoint the VM's disk and publish
+it as the step's layer. Consecutive uncached steps share one VM, so an N-step build boots the
+guest once. A failed step publishes nothing; its VM and disk are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.builds import copying
+from corral.builds.commands import (
+    CacheMount,
+    extract_script,
+    run_script,
+    stage_secret_script,
+    user_ids,
+)
+from corral.builds.keys import Step, StepContext, base_id, step_id
+from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
+from corral.builds.store import Boot, BuildStore, LayerMeta
+from corral.builds.vm import BuildVm, cache_serial
+from corral.context import Context
+from corral.errors import CorralError, InvalidInput
+from corral.fsutil import locked
+
+Sink = Callable[[bytes], None]
+CACHE_DISK_SIZE = 20 << 30  # sparse: what a cache may grow to
+
+
+class BuildFailed(CorralError):
+    """A step of the build failed (its command exited non-zero, or its VM did)."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    context: Path
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
+    cpus: int = 2
+    memory_mib: int = 2048
+    boot_timeout: float = 300
+    jobs: int = 2
+
+
+def _manifest_bytes(entries: Iterable[copying.Entry]) -> bytes:
+    return "\n".join(
+        json.dumps([e.path, e.kind, e.digest, e.target, e.mode]) for e in entries
+    ).encode()
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class Runner:
+    """The VM a spec's steps run in: booted on demand, checkpointed after each step."""
+
+    def __init__(self, ctx: Context, store: BuildStore, options: BuildOptions, boot: Boot,
+                 caches: list[str]) -> None:  # fmt: skip
+        self.ctx, self.store, self.options, self.boot = ctx, store, options, boot
+        self.cache_names = sorted(set(caches))
+        self.vm: BuildVm | None = None
+        self.tmp: Path | None = None  # the directory of the VM's current top disk
+        self.layer: str | None = None  # the layer the current top stands on
+        self.held: list[int] = []  # lock fds: a VM slot and the caches
+
+    async def on(self, layer: str) -> BuildVm:
+        """A VM whose disk is exactly `layer` (plus nothing yet)."""
+        if self.vm is not None and self.layer == layer:
+            return self.vm
+        await self.close()
+        self.held.append(await _take_slot(self.store, self.options.jobs))
+        caches = {}
+        for name in self.cache_names:  # sorted: two builds never wait on each other in a cycle
+            path = self.store.cache_disk(name)
+            self.held.append(await _lock(path.with_suffix(".lock")))
+            if not path.exists():
+                self.ctx.qemu_img.create(path, CACHE_DISK_SIZE)
+            caches[name] = path
+        self.tmp = self.store.new_tmp()
+        top = self.tmp / "disk.qcow2"
+        disk, fmt = self.store.disk(layer, self.ctx.home.blobs)
+        # A published layer is named relative to its siblings, so the chain survives renames.
+        backing = str(disk) if disk.parent == self.ctx.home.blobs else f"../{layer}/disk.qcow2"
+        await asyncio.to_thread(_create_top, self.ctx, top, backing, fmt, self.tmp)
+        self.vm = await BuildVm.boot(
+            self.ctx, self.store, self.boot, top, caches=caches, cpus=self.options.cpus,
+            memory_mib=self.options.memory_mib, timeout=self.options.boot_timeout,
+        )  # fmt: skip
+        self.layer = layer
+        return self.vm
+
+    async def commit(self, meta: LayerMeta, log: bytes) -> None:
+        """The step succeeded: its disk becomes layer meta.id; the VM goes on above it."""
+        assert self.vm is not None and self.tmp is not None
+        new_tmp = self.store.new_tmp()
+        await self.vm.checkpoint(new_tmp / "disk.qcow2")
+        self.store.publish(self.tmp, meta, log)
+        await self.vm.relink(f"../{meta.id}/disk.qcow2")
+        self.tmp, self.layer = new_tmp, meta.id
+
+    async def close(self) -> None:
+        if self.vm is not None:
+            await self.vm.close()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        for fd in self.held:
+            os.close(fd)
+        self.vm, self.tmp, self.layer, self.held = None, None, None, []
+
+
+def _create_top(ctx: Context, top: Path, backing: str, fmt: str, where: Path) -> None:
+    from corral.run import run
+
+    run([ctx.config.qemu_img, "create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt, top],
+        cwd=where, timeout=60)  # fmt: skip
+    _check_chain(ctx, top)
+
+
+def _check_chain(ctx: Context, top: Path) -> None:
+    """Every backing file of a build disk is a build layer or an image blob."""
+    roots = [BuildStore(ctx.home).layers.resolve(), ctx.home.blobs.resolve()]
+    for link in ctx.qemu_img.chain(top, "qcow2"):
+        if link.backing_file:
+            path = Path(link.backing_file).resolve()
+            if not any(path.is_relative_to(r) for r in roots):
+                raise InvalidInput(f"{top}: backing file {link.backing_file} is outside corral")
+
+
+async def _lock(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+    return fd
+
+
+async def _take_slot(store: BuildStore, jobs: int) -> int:
+    """One of `jobs` host-wide VM slots: at most that many build VMs run at once."""
+    store.ensure()
+    while True:
+        for slot in range(max(1, jobs)):
+            fd = os.open(store.locks / f"vm-slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+        await asyncio.sleep(0.2)
+
+
+class Builder:
+    def __init__(self, ctx: Context, options: BuildOptions, out: Sink) -> None:
+        self.ctx, self.options, self.out = ctx, options, out
+        self.store = BuildStore(ctx.home)
+
+    def say(self, text: str) -> None:
+        self.out(text.encode())
+
+    async def build(self, spec: Spec) -> str:
+        """Build spec (its child builds first) and return the final layer's ID."""
+        self.store.ensure()
+        self.store.purge_tmp()
+        final = await self._spec(spec, {})
+        self.say(f'Got: "{final}"\n')
+        return final
+
+    async def _spec(self, spec: Spec, outer: Mapping[str, str]) -> str:
+        results = dict(outer)
+        for child in spec.builds:  # a child sees the outer builds and its earlier siblings
+            results[child.name] = await self._spec(child.spec, results)
+        image = self.ctx.store.get(spec.base)
+        boot = Boot(image.name, image.digest, image.format, image.kernel, image.initrd,
+                    image.cmdline, image.default_user)  # fmt: skip
+        parent = base_id(image.digest)
+        self.say(f"(from {spec.base})\n")
+        if not self.store.exists(parent):
+            tmp = self.store.new_tmp()
+            self.store.publish(tmp, LayerMeta(parent, None, f"(from {spec.base})", boot), b"")
+        self.say(f'---> using "{parent}" from cache\n')
+        caches = [c.id for op in spec.ops if isinstance(op, Run) for c in op.cache]
+        runner = Runner(self.ctx, self.store, self.options, boot, caches)
+        try:
+            context = StepContext()
+            for op, workdir in zip(spec.ops, effective_workdirs(spec.ops), strict=True):
+                if isinstance(op, Run | Copy):
+                    step = Step(0, op, context, workdir)
+                    parent = await self._step(step, parent, boot, results, runner)
+                else:
+                    self.say(f"{workdir}: {format_op(op)}\n")
+                    context = context.apply(op)
+        finally:
+            await runner.close()
+        return parent
+
+    def _inputs(
+        self, step: Step, results: Mapping[str, str]
+    ) -> tuple[dict[str, bytes], bytes | None]:
+        op = step.op
+        if isinstance(op, Run):
+            missing = [s.id for s in op.secrets if s.id not in self.options.secrets]
+            if missing:
+                raise InvalidInput(
+                    f"secret {missing[0]!r} is not given", hint=f"--secret {missing[0]}:FILE"
+                )
+            return {s.id: self.options.secrets[s.id] for s in op.secrets}, None
+        if op.from_build is not None:
+            # A child build's layer is immutable and named by its inputs: it stands for its files.
+            return {}, f"build:{results[op.from_build]}".encode()
+        entries = copying.manifest(self.options.context, op.src, op.exclude)
+        return {}, _manifest_bytes(entries)
+
+    async def _step(self, step: Step, parent: str, boot: Boot, results: Mapping[str, str],
+                    runner: Runner) -> str:  # fmt: skip
+        secrets, manifest = self._inputs(step, results)
+        sid = step_id(parent, step, secrets=secrets, copy_manifest=manifest)
+        self.say(f"{step.workdir_shown}: {format_op(step.op)}\n")
+        async with self._claim(sid) as followed:
+            if self.store.exists(sid):
+                if not followed:
+                    self.out(self.store.log(sid))
+                self.store.touch(sid)
+                self.say(f'---> using "{sid}" from cache\n')
+                return sid
+            log = bytearray()
+            live = open(self.store.live_log(sid), "wb")  # noqa: SIM115 - closed below
+
+            def sink(data: bytes) -> None:
+                self.out(data)
+                log.extend(data)
+                live.write(data)
+                live.flush()
+
+            try:
+                vm = await runner.on(parent)
+                code = await self._execute(vm, step, secrets, results, sink)
+                if code != 0:
+                    await runner.close()
+                    raise BuildFailed(
+                        f"step failed with exit code {code}: {format_op(step.op)}",
+                        hint="nothing of this step was cached; fix it and build again",
+                    )
+                meta = LayerMeta(sid, parent, format_op(step.op), boot)
+                await runner.commit(meta, bytes(log))
+            finally:
+                live.close()
+                self.store.live_log(sid).unlink(missing_ok=True)
+        self.say(f'---> saved as "{sid}"\n')
+        return sid
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, sid: str) -> AsyncIterator[bool]:
+        """Hold the step's lock; while another build holds it, follow that build's output."""
+        with self.store.step_lock(sid, blocking=False) as got:
+            if got:
+                yield False
+                return
+        self.say("(another build is running this step; following it)\n")
+        follower = asyncio.create_task(self._follow(self.store.live_log(sid)))
+        fd = await _lock(self.store.locks / f"{sid}.lock")
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        try:
+            yield True
+        finally:
+            os.close(fd)
+
+    async def _follow(self, path: Path) -> None:
+        position = 0
+        while True:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+                f.seek(position)
+                data = f.read()
+                if data:
+                    self.out(data)
+                    position += len(data)
+            await asyncio.sleep(0.1)
+
+    async def _execute(self, vm: BuildVm, step: Step, secrets: Mapping[str, bytes],
+                       results: Mapping[str, str], sink: Sink) -> int:  # fmt: skip
+        op = step.op
+        if isinstance(op, Run):
+            for index, secret in enumerate(op.secrets):
+                await vm.run(stage_secret_script(index), sink=sink, stdin=secrets[secret.id])
+            mounts = [
+                CacheMount(c.id, cache_serial(c.id), c.target) for c in op.cache
+            ]  # fmt: skip
+            network = "host" in op.network
+            if network:
+                await vm.set_network(True)
+            try:
+                return await vm.run(run_script(step.context, op, mounts), sink=sink)
+            finally:
+                if network:
+                    await vm.set_network(False)
+        ids = (await vm.output(f'{user_ids(step.context.user)}; echo "$U $G"')).split()
+        uid, gid = int(ids[0]), int(ids[1])
+        script = extract_script(step.context.user, copying.extract_command(uid, gid))
+        if op.from_build is None:
+            entries = copying.manifest(self.options.context, op.src, op.exclude)
+            members = copying.plan(entries, op.src, op.dst, step.context.workdir)
+            stream = copying.tar_stream(self.options.context, members, uid, gid)
+            return await vm.run(script, sink=sink, stdin=_aiter(stream))
+        with tempfile.TemporaryFile() as exported:
+            await self._export(results[op.from_build], op, exported)
+            exported.seek(0)
+            stream = copying.retarget_tar(exported, op.src, op.dst, step.context.workdir, uid, gid)
+            return await vm.run(script, sink=sink, stdin=_aiter(stream))
+
+    async def _export(self, layer: str, op: Copy, into: object) -> None:
+        """Boot a VM on a child build's result and tar the copy's sources out of it."""
+        meta = self.store.meta(layer)
+        child = Runner(self.ctx, self.store, self.options, meta.boot, [])
+        try:
+            vm = await child.on(layer)
+            errors = bytearray()
+            script = " ".join(
+                __import__("shlex").quote(a)
+                for a in copying.guest_export_command(op.src, op.exclude)
+            )
+
+            def write(data: bytes) -> None:
+                into.write(data)  # type: ignore[attr-defined]
+
+            code = await _run_split(vm, script, write, errors.extend)
+            if code != 0:
+                raise BuildFailed(
+                    f"copying {', '.join(op.src)} from build {op.from_build!r} failed: "
+                    f"{errors.decode(errors='replace').strip()[-200:]}"
+                )
+        finally:
+            await child.close()
+
+
+async def _run_split(vm: BuildVm, script: str, stdout: Sink, stderr: Sink) -> int:
+    """Run as root with stdout and stderr kept apart (a tar on stdout must stay clean)."""
+    command = shlex.join(vm._as_root(script))
+    async with vm.conn.create_process(command, encoding=None) as proc:
+
+        async def pump(reader: object, sink: Sink) -> None:
+            while chunk := await reader.read(65536):  # type: ignore[attr-defined]
+                sink(chunk)
+
+        proc.stdin.write_eof()
+        await asyncio.gather(pump(proc.stdout, stdout), pump(proc.stderr, stderr))
+        await proc.wait()
+        return proc.exit_status if proc.exit_status is not None and proc.exit_status >= 0 else 255
+
+
+def build(ctx: Context, spec: Spec, options: BuildOptions, out: Sink) -> str:
+    """Run a build to the end; return the final layer ID.
+
+    Builds hold the store lock shared; pruning takes it exclusively, so it never removes a
+    layer that a running build stands on.
+    """
+    with locked(BuildStore(ctx.home).locks / "store.lock", shared=True):
+        return asyncio.run(Builder(ctx, options, out).build(spec))

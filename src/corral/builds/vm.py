@@ -1,0 +1,253 @@
+"""A build VM: one QEMU booted from a layer and kept for as many steps as it can serve.
+
+It is a machine of the core library's kind (the same argv builder, spawn and QMP), with what
+builds need on top: its root disk is the top of a layer chain, checkpointed after each step by
+a QMP live external snapshot (the finished top becomes the step's layer, the VM goes on writing
+to a new file), its first NIC is restricted to the ssh forward, and a second NIC is raised only
+for steps that ask for the network. Commands run over one SSH connection as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from qemu.qmp import QMPClient
+
+from corral.builds.store import Boot, BuildStore
+from corral.context import Context
+from corral.errors import CorralError, DeadlineExceeded, QemuError
+from corral.fsutil import locked
+from corral.guest.ready import wait_ready_async
+from corral.guest.ssh import SshTarget, close, connect
+from corral.instance import registry
+from corral.instance.keys import ensure_corral_key
+from corral.instance.state import console_tail
+from corral.layout import InstanceFiles
+from corral.machine.argv import build_argv
+from corral.machine.ports import pick_ports
+from corral.machine.process import is_our_qemu, kill, spawn, wait_gone, wait_started_async
+from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec
+from corral.seed.iso import write_seed_iso
+from corral.seed.render import SeedInput, render_seed_files
+
+Sink = Callable[[bytes], None]
+
+
+def cache_serial(name: str) -> str:
+    """The virtio serial a cache disk carries (at most 20 characters): how the guest finds it."""
+    import hashlib
+
+    return "cc" + hashlib.sha256(name.encode()).hexdigest()[:18]
+
+
+@dataclass
+class BuildVm:
+    ctx: Context
+    files: InstanceFiles
+    pid: int
+    port: int
+    user: str  # the image's login user; commands become root through sudo when it is not
+    conn: asyncssh.SSHClientConnection
+    qmp: QMPClient
+    top: Path
+    top_node: str = "top0"
+    snapshots: int = 0
+    closed: bool = field(default=False)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def boot(
+        cls,
+        ctx: Context,
+        store: BuildStore,
+        boot: Boot,
+        top: Path,
+        *,
+        caches: Mapping[str, Path] = {},
+        cpus: int = 2,
+        memory_mib: int = 2048,
+        timeout: float = 300,
+        console: Sink | None = None,
+    ) -> BuildVm:
+        """Start a VM on the disk `top` and wait until it answers over SSH."""
+        store.ensure()
+        rundir = store.runs / f"{os.getpid()}-{secrets.token_hex(4)}"
+        rundir.mkdir(mode=0o700)
+        files = InstanceFiles(rundir)
+        key = ensure_corral_key(ctx.home.ssh_key)
+        seed = SeedInput(instance_id=f"build-{rundir.name}", hostname="build", user=boot.user,
+                         ssh_keys=(key,))  # fmt: skip
+        write_seed_iso(files.seed, render_seed_files(seed))
+        drives = [Drive("disk0", top, "qcow2", node_name="top0")]
+        drives += [
+            Drive(f"cache{i}", path, "qcow2", serial=cache_serial(name))
+            for i, (name, path) in enumerate(sorted(caches.items()))
+        ]
+        drives.append(Drive("seed", files.seed, "raw", readonly=True))
+        kernel = ctx.store.blob(boot.kernel) if boot.kernel else None
+        if kernel is None:
+            raise CorralError(f"image {boot.image!r} has no kernel: builds boot images directly")
+        pid = 0
+        try:
+            # Hold the host-wide ports lock until QEMU has bound its forward.
+            with locked(ctx.home.ports_lock):
+                (port,) = pick_ports(ctx.config.port_range, registry.reserved_ports(ctx.home), 1)
+                spec = MachineSpec(
+                    name="corral-build", cpus=cpus, memory_mib=memory_mib,
+                    accelerator=ctx.host.accelerator, drives=tuple(drives),
+                    forwards=(Forward(port, 22),), qmp_socket=files.qmp,
+                    serial_socket=files.serial_socket, serial_log=files.serial_log,
+                    pidfile=files.pidfile, isolated=True,
+                    boot=DirectBoot(kernel, ctx.store.blob(boot.initrd) if boot.initrd else None,
+                                    boot.cmdline or "console=ttyS0"),
+                )  # fmt: skip
+                proc = spawn(
+                    build_argv(ctx.host.qemu.path, spec), cwd=rundir, log=files.qemu_stderr
+                )
+                pid = proc.pid
+                await wait_started_async(pid, files.qmp, files.qemu_stderr)
+            qmp = QMPClient("corral-build")
+            await qmp.connect(str(files.qmp))
+            await qmp.execute("set_link", {"name": "nic1", "up": False})
+            target = SshTarget(port=port, user=boot.user, key=ctx.home.ssh_key)
+            following = _follow(files.serial_log, console) if console else None
+            try:
+                await wait_ready_async(
+                    target, timeout=timeout, alive=lambda: is_our_qemu(pid, files.qmp)
+                )
+            except CorralError as exc:
+                raise DeadlineExceeded(
+                    f"the build VM did not answer SSH within {timeout:g}s ({exc.message})",
+                    details=["last console lines:", *console_tail(files, 15)],
+                ) from exc
+            finally:
+                if following is not None:
+                    following.cancel()
+            conn = await connect(target)
+        except BaseException:
+            if pid:
+                kill(pid)
+                wait_gone(pid, 10)
+            shutil.rmtree(rundir, ignore_errors=True)
+            raise
+        return cls(ctx, files, pid, port, boot.user, conn, qmp, top)
+
+    async def close(self) -> None:
+        """End the VM (its unfinished top is the caller's to discard)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await close(self.conn)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.qmp.execute("quit"), 5)
+        with contextlib.suppress(Exception):
+            await self.qmp.disconnect()
+        if not await asyncio.to_thread(wait_gone, self.pid, 10):
+            kill(self.pid)
+            await asyncio.to_thread(wait_gone, self.pid, 10)
+        shutil.rmtree(self.files.dir, ignore_errors=True)
+
+    # --- commands --------------------------------------------------------------------------
+
+    def _as_root(self, script: str) -> list[str]:
+        return ["sh", "-c", script] if self.user == "root" else ["sudo", "-n", "sh", "-c", script]
+
+    async def run(
+        self,
+        script: str,
+        *,
+        sink: Sink,
+        stdin: bytes | AsyncIterator[bytes] | None = None,
+    ) -> int:
+        """Run a shell script as root, passing stdout and stderr (merged) to sink."""
+        import shlex
+
+        command = shlex.join(self._as_root(script))
+        async with self.conn.create_process(command, encoding=None) as proc:
+
+            async def pump(reader: Any) -> None:
+                while chunk := await reader.read(65536):
+                    sink(chunk)
+
+            async def feed() -> None:
+                if isinstance(stdin, bytes):
+                    proc.stdin.write(stdin)
+                elif stdin is not None:
+                    async for chunk in stdin:
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                proc.stdin.write_eof()
+
+            await asyncio.gather(pump(proc.stdout), pump(proc.stderr), feed())
+            await proc.wait()
+            status = proc.exit_status
+        return status if status is not None and status >= 0 else 255
+
+    async def output(self, script: str) -> bytes:
+        """Run a script as root and return its stdout (raising if it fails)."""
+        chunks: list[bytes] = []
+        code = await self.run(script, sink=chunks.append)
+        if code != 0:
+            raise CorralError(f"build VM: {script!r} failed ({code}): {b''.join(chunks)[-300:]!r}")
+        return b"".join(chunks)
+
+    async def set_network(self, up: bool) -> None:
+        await self.qmp.execute("set_link", {"name": "nic1", "up": up})
+
+    # --- layers ----------------------------------------------------------------------------
+
+    async def checkpoint(self, new_top: Path) -> None:
+        """Freeze the disk as it stands as the current top's final state; go on in new_top.
+
+        The guest flushes its caches, the VM pauses, QEMU switches to a new overlay whose
+        backing file is the old top, and the VM resumes: the old top is never written again.
+        """
+        await self.output("sync")
+        self.snapshots += 1
+        node = f"top{self.snapshots}"
+        await self.qmp.execute("stop")
+        try:
+            await self.qmp.execute(
+                "blockdev-snapshot-sync",
+                {"device": "disk0", "snapshot-file": str(new_top), "snapshot-node-name": node,
+                 "format": "qcow2", "mode": "absolute-paths"},
+            )  # fmt: skip
+        except Exception as exc:
+            raise QemuError(f"live snapshot failed: {exc}") from exc
+        finally:
+            await self.qmp.execute("cont")
+        self.top, self.top_node = new_top, node
+
+    async def relink(self, backing: str) -> None:
+        """Rewrite the current top's backing file name (its parent has just been published)."""
+        await self.qmp.execute(
+            "change-backing-file",
+            {"device": "disk0", "image-node-name": self.top_node, "backing-file": backing},
+        )
+
+
+def _follow(path: Path, sink: Sink) -> asyncio.Task[None]:
+    async def go() -> None:
+        position = 0
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                with open(path, "rb") as f:
+                    f.seek(position)
+                    data = f.read()
+                if data:
+                    sink(data)
+                    position += len(data)
+            await asyncio.sleep(0.2)
+
+    return asyncio.create_task(go())
