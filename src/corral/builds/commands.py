@@ -17,6 +17,7 @@ from corral.builds.spec import NamedUser, Run, UnixUser, User
 from corral.machine.argv import OUTSIDE_MAC
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETPRIV = "/usr/bin/setpriv"  # util-linux's, in every Debian (and in the tiny guest)
 SECRETS_DIR = "/run/corral-secrets"  # a tmpfs: secrets never reach a disk layer
 
 q = shlex.quote
@@ -55,7 +56,8 @@ def _drop(user: User | None) -> str:
     if user is None:
         return ""
     groups = "--init-groups" if isinstance(user, NamedUser) else "--clear-groups"
-    return f'setpriv --reuid="$U" --regid="$G" {groups} -- '
+    # By path: busybox's shell may prefer its own (weaker) setpriv applet to the one on PATH.
+    return f'{SETPRIV} --reuid="$U" --regid="$G" {groups} -- '
 
 
 def _cache_lines(caches: Sequence[CacheMount]) -> tuple[list[str], list[str]]:

@@ -309,7 +309,8 @@ class Builder:
                     await vm.set_network(False)
         ids = (await vm.output(f'{user_ids(step.context.user)}; echo "$U $G"')).split()
         uid, gid = int(ids[0]), int(ids[1])
-        script = extract_script(step.context.user, copying.extract_command(uid, gid))
+        dirs = copying.parent_dirs(op.src, op.dst, step.context.workdir)
+        script = extract_script(step.context.user, copying.extract_command(uid, gid, dirs))
         if op.from_build is None:
             entries = copying.manifest(self.options.context, op.src, op.exclude)
             members = copying.plan(entries, op.src, op.dst, step.context.workdir)
@@ -318,7 +319,14 @@ class Builder:
         with tempfile.TemporaryFile() as exported:
             await self._export(results[op.from_build], op, exported)
             exported.seek(0)
-            stream = copying.retarget_tar(exported, op.src, op.dst, step.context.workdir, uid, gid)
+            stream = copying.retarget_tar(
+                exported,
+                op.src,
+                op.dst,
+                step.context.workdir,
+                uid,
+                gid,  # type: ignore[arg-type]
+            )
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
 
     async def _export(self, layer: str, op: Copy, into: object) -> None:

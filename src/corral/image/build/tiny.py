@@ -209,6 +209,11 @@ def _populate_root(root: Path, userland: Path, moddir: Path) -> None:
     (root / "init").symlink_to("/bin/busybox")  # busybox init, reading /etc/inittab
     for rel in [*BINARIES, *_shared_libraries(userland)]:
         _install(userland / rel, root / rel, 0o755)
+    for rel in BINARIES:  # a real binary wins over a busybox applet of the same name
+        for applet_dir in ("bin", "sbin", "usr/bin", "usr/sbin"):
+            link = root / applet_dir / Path(rel).name
+            if link.is_symlink() and str(link.readlink()) == "/bin/busybox":
+                link.unlink()
     (root / "lib64").mkdir(exist_ok=True)
     (root / "lib64" / "ld-linux-x86-64.so.2").symlink_to(
         "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
@@ -416,6 +421,8 @@ def _read(path: Path) -> str | None:
 
 def _install(src: Path, dest: Path, mode: int) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink():  # never write through a link: its target is a path on this host
+        dest.unlink()
     shutil.copyfile(src, dest)
     dest.chmod(mode)
 

@@ -1,0 +1,301 @@
+"""`corral build` on real QEMU with the tiny guest whose root is on its disk."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.builds import executor as executor_module
+from corral.builds.executor import BuildFailed, BuildOptions, build
+from corral.builds.spec import parse_spec
+from corral.builds.store import BuildStore, prune
+from corral.context import Context
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture
+def bctx(vm_ctx: Context, tiny_disk_guest) -> Context:
+    g = tiny_disk_guest
+    vm_ctx.store.import_image(g.disk, "tinyd", kernel=g.kernel, initrd=g.initrd,
+                              cmdline=g.cmdline)  # fmt: skip
+    return vm_ctx
+
+
+@pytest.fixture
+def boots(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts build VM boots (each a QEMU start)."""
+    count: list[int] = []
+    real = executor_module.BuildVm.boot
+
+    async def counting(*args: object, **kw: object):
+        count.append(1)
+        return await real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(executor_module.BuildVm, "boot", counting)
+    return count
+
+
+def run_build(ctx: Context, text: str, context: Path, **kw: object) -> tuple[str, str]:
+    out = bytearray()
+    options = BuildOptions(
+        **{"context": context, "cpus": 1, "memory_mib": 256, "boot_timeout": 120, **kw}
+    )  # type: ignore[arg-type]
+    final = build(ctx, parse_spec(text), options, out.extend)
+    return final, out.decode()
+
+
+def guest(ctx: Context, layer: str, command: str) -> str:
+    """Boot an instance from a build result and run a command in it."""
+    from corral.client import Corral
+
+    c = Corral(ctx.config)
+    c.ctx = ctx
+    vm = c.launch(f"build:{layer}", name=f"chk-{layer[:8]}", instance_type="c1m256", wait=True,
+                  timeout=120)  # fmt: skip
+    try:
+        result = vm.execute(["sh", "-c", command])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout.decode()
+    finally:
+        vm.delete()
+
+
+def test_steps_env_workdir_user_one_boot_and_cache(bctx: Context, tmp_path: Path,
+                                                   boots: list[int]) -> None:  # fmt: skip
+    spec = """
+    ((from tinyd)
+     (run (shell "echo 'builder:x:1001:1001::/home/builder:/bin/sh' >> /etc/passwd
+                  echo 'builder:x:1001:' >> /etc/group; mkdir -p /home/builder
+                  chown 1001:1001 /home/builder"))
+     (env B "2")
+     (env A "1")
+     (env B "3")
+     (workdir "/srv")
+     (workdir "app")
+     (run (shell "env | grep -E '^(A|B)=' > /srv/app/env.txt; pwd > /srv/app/pwd.txt"))
+     (user (name builder))
+     (run (shell "id -u > /home/builder/named; echo $HOME > /home/builder/home"))
+     (user (uid 1234) (gid 4321))
+     (run (shell "id -u; id -g")))
+    """
+    final, out = run_build(bctx, spec, tmp_path)
+    assert len(boots) == 1  # four uncached steps, one boot
+    assert re.findall(r'---> saved as "([0-9a-f]{64})"', out)[-1] == final
+    assert out.endswith(f'Got: "{final}"\n')
+    assert "/srv/app: (run (shell " in out  # obuilder's WORKDIR: (op ...) lines
+    assert "1234\n4321\n" in out
+    files = guest(bctx, final, "cat /srv/app/env.txt /srv/app/pwd.txt /home/builder/named "
+                               "/home/builder/home")  # fmt: skip
+    assert files == "A=1\nB=3\n/srv/app\n1001\n/home/builder\n"  # env in the spec's order
+
+    again, out = run_build(bctx, spec, tmp_path)
+    assert again == final
+    assert len(boots) == 1  # fully cached: no VM at all
+    assert out.count("from cache") == 5  # the base and the four steps
+    assert "1234\n4321\n" in out  # the cached step's log is replayed
+
+
+def test_failed_step_is_not_cached_and_retried(bctx: Context, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+    spec = """
+    ((from tinyd)
+     (run (shell "echo first > /root/first"))
+     (copy (src "fail") (dst "/root/fail"))
+     (run (shell "test \\"$(cat /root/fail)\\" = 0 || { echo boom; exit 3; }")))
+    """
+    with pytest.raises(BuildFailed, match="exit code 3"):
+        run_build(bctx, spec, tmp_path)
+    store = BuildStore(bctx.home)
+    published = {m.id for m in store.all_meta()}
+    assert not list(store.layers.glob("tmp-*"))  # the failed step left no disk behind
+    assert not list(store.runs.iterdir())  # nor a VM
+    flag.write_text("0")  # changes the copy's manifest: the copy and what follows rebuild
+    final, out = run_build(bctx, spec, tmp_path)
+    assert out.count("from cache") == 2  # the base and the first run step
+    assert final not in published
+
+
+def test_copy_exclude_symlink_and_from_a_child_build(bctx: Context, tmp_path: Path) -> None:
+    (tmp_path / "src" / ".git").mkdir(parents=True)
+    (tmp_path / "src" / ".git" / "HEAD").write_text("ref")
+    (tmp_path / "src" / "main.c").write_text("int main;")
+    (tmp_path / "src" / "link").symlink_to("main.c")
+    spec = """
+    ((build dev
+       ((from tinyd)
+        (run (shell "mkdir -p /out && echo built-in-dev > /out/artifact"))))
+     (from tinyd)
+     (copy (src "src") (dst "/app/") (exclude ".git"))
+     (copy (from (build dev)) (src "/out/artifact") (dst "/app/artifact")))
+    """
+    final, out = run_build(bctx, spec, tmp_path)
+    listing = guest(bctx, final, "cd /app && ls -a | sort | tr '\\n' ' '; readlink link; "
+                                 "cat artifact")  # fmt: skip
+    assert listing == ". .. artifact link main.c main.c\nbuilt-in-dev\n"
+    (tmp_path / "src" / ".git" / "HEAD").write_text("changed")  # excluded: no rebuild
+    again, out = run_build(bctx, spec, tmp_path)
+    assert again == final and "saved as" not in out
+
+
+def test_cache_persists_across_builds(bctx: Context, tmp_path: Path) -> None:
+    spec = """
+    ((from tinyd)
+     (run (cache (counter (target "/var/cache/counter")))
+          (shell "n=$(cat /var/cache/counter/n 2>/dev/null || echo 0); echo $((n+1)) > /var/cache/counter/n; cat /var/cache/counter/n")))
+    """  # noqa: E501
+    _, first = run_build(bctx, spec, tmp_path)
+    assert "\n1\n" in first
+    assert prune(BuildStore(bctx.home), keep_bytes=0)  # the step must run again...
+    _, second = run_build(bctx, spec, tmp_path)
+    assert "\n2\n" in second  # the cache kept what the first build left in it
+
+
+def test_secrets_never_reach_a_layer(bctx: Context, tmp_path: Path) -> None:
+    secret = b"corral-very-secret-value-5f2a"
+    spec = """
+    ((from tinyd)
+     (run (secrets (token (target "/run/token")))
+          (shell "cat /run/token > /dev/null; test -s /run/token && echo secret-seen")))
+    """
+    _, out = run_build(bctx, spec, tmp_path, secrets={"token": secret})
+    assert "secret-seen" in out
+    store = BuildStore(bctx.home)
+    layers = [store.layer_dir(m.id) / "disk.qcow2" for m in store.all_meta() if m.parent]
+    assert layers
+    for disk in layers:  # the layer files as stored, and the whole disk as a guest sees it
+        assert secret not in disk.read_bytes()
+        flat = tmp_path / "flat.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(disk), str(flat)],
+                       check=True)  # fmt: skip
+        assert secret not in flat.read_bytes()
+    with pytest.raises(Exception, match="secret 'token' is not given"):
+        run_build(bctx, spec.replace("token", "token"), tmp_path)
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"reached-the-host")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_network_only_when_asked(bctx: Context, tmp_path: Path, host_server: int) -> None:
+    url = f"http://10.0.3.2:{host_server}/"
+    spec = f"""
+    ((from tinyd)
+     (run (shell "timeout 5 wget -q -O - {url} || echo no-network"))
+     (run (network host) (shell "timeout 20 wget -q -O - {url}; echo")))
+    """
+    _, out = run_build(bctx, spec, tmp_path)
+    first, second = out.split("(network host)")
+    assert "no-network" in first
+    assert "reached-the-host" in second
+
+
+def test_two_identical_builds_at_once_run_each_step_once(bctx: Context, tmp_path: Path) -> None:
+    spec = """
+    ((from tinyd)
+     (run (shell "sleep 2; echo slow-step-done > /root/a"))
+     (run (shell "cat /root/a")))
+    """
+    results: dict[int, tuple[str, str]] = {}
+
+    def one(i: int) -> None:
+        results[i] = run_build(bctx, spec, tmp_path)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    (a, out_a), (b, out_b) = results[0], results[1]
+    assert a == b
+    assert out_a.count("saved as") + out_b.count("saved as") == 2  # each step ran once
+    assert "slow-step-done" in out_a and "slow-step-done" in out_b  # the other followed it
+
+
+def test_a_guest_that_never_answers_fails_with_its_console(bctx: Context, tmp_path: Path) -> None:
+    spec = '((from tinyd) (run (shell "true")))'
+    with pytest.raises(Exception, match=r"did not answer SSH within 0\.5s") as info:
+        run_build(bctx, spec, tmp_path, boot_timeout=0.5)
+    assert "last console lines:" in info.value.details  # type: ignore[attr-defined]
+    store = BuildStore(bctx.home)
+    assert not list(store.layers.glob("tmp-*")) and not list(store.runs.iterdir())
+
+
+def test_interrupted_build_leaves_no_temporary_layer(bctx: Context, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    (tmp_path / "spec").write_text('((from tinyd) (run (shell "sleep 60")))')
+    env = {**os.environ, "CORRAL_HOME": str(bctx.home.root),
+           "CORRAL_CACHE_DIR": str(bctx.config.cache_dir)}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli.app", "build", "-f", str(tmp_path / "spec"),
+         "--cpus", "1", "--memory", "256M", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    store = BuildStore(bctx.home)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (store.runs.is_dir() and any(store.runs.iterdir())):
+        time.sleep(0.1)
+    time.sleep(4)  # the VM boots and the step starts
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list(store.layers.glob("tmp-*"))
+    assert not list(store.runs.iterdir())
+    assert [m for m in store.all_meta() if m.parent] == []
+
+
+def test_build_store_commands(bctx: Context, tmp_path: Path) -> None:
+    import json
+
+    from helpers import corral
+
+    (tmp_path / "spec").write_text(
+        '((from tinyd) (run (shell "echo a > /a")) (run (shell "echo b > /b")))'
+    )
+    proc = corral(bctx, "build", "-f", str(tmp_path / "spec"), "--cpus", "1", "--memory",
+                  "256M", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    final = re.findall(r'Got: "([0-9a-f]{64})"', proc.stdout)[0]
+    layers = json.loads(corral(bctx, "build", "ls", "--json").stdout)
+    assert {layer["id"] for layer in layers} >= {final}
+    parent = next(layer["parent"] for layer in layers if layer["id"] == final)
+    refused = corral(bctx, "build", "rm", parent)
+    assert refused.returncode == 1 and "child layer" in refused.stderr
+    assert corral(bctx, "image", "import-build", final[:12], "--name", "built").returncode == 0
+    assert corral(bctx, "build", "rm", final).returncode == 0
+    assert corral(bctx, "build", "prune", "--keep-bytes", "0").returncode == 0
+    assert [layer for layer in json.loads(corral(bctx, "build", "ls", "--json").stdout)
+            if layer["parent"]] == []  # fmt: skip
+    health = corral(bctx, "build", "healthcheck", "--image", "tinyd")
+    assert (health.returncode, health.stdout.strip()) == (0, "ok")
+    bad = corral(bctx, "build", "-f", str(tmp_path / "missing.spec"), str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot read")
+    (tmp_path / "typo.spec").write_text('((from tinyd)\n (run (shel "x")))')
+    bad = corral(bctx, "build", "-f", str(tmp_path / "typo.spec"), str(tmp_path))
+    assert bad.returncode == 2
+    assert "typo.spec:2:" in bad.stderr and "did you mean 'shell'" in bad.stderr
