@@ -108,9 +108,9 @@ class Runner:
         """The step succeeded: its disk becomes layer meta.id; the VM goes on above it."""
         assert self.vm is not None and self.tmp is not None
         new_tmp = self.store.new_tmp()
-        await self.vm.checkpoint(new_tmp / "disk.qcow2")
+        # The next top names this step's disk where publication is about to put it.
+        await self.vm.checkpoint(new_tmp / "disk.qcow2", f"../{meta.id}/disk.qcow2")
         self.store.publish(self.tmp, meta, log)
-        await self.vm.relink(f"../{meta.id}/disk.qcow2")
         self.tmp, self.layer = new_tmp, meta.id
 
     async def close(self) -> None:

@@ -59,6 +59,7 @@ class BuildVm:
     conn: asyncssh.SSHClientConnection
     qmp: QMPClient
     top: Path
+    size: int  # the disk's virtual size: every layer of a chain has the same
     top_node: str = "top0"
     snapshots: int = 0
     closed: bool = field(default=False)
@@ -94,6 +95,7 @@ class BuildVm:
             for i, (name, path) in enumerate(sorted(caches.items()))
         ]
         drives.append(Drive("seed", files.seed, "raw", readonly=True))
+        size = ctx.qemu_img.info(top, "qcow2").virtual_size  # before QEMU holds its lock
         kernel = ctx.store.blob(boot.kernel) if boot.kernel else None
         if kernel is None:
             raise CorralError(f"image {boot.image!r} has no kernel: builds boot images directly")
@@ -140,7 +142,7 @@ class BuildVm:
                 wait_gone(pid, 10)
             shutil.rmtree(rundir, ignore_errors=True)
             raise
-        return cls(ctx, files, pid, port, boot.user, conn, qmp, top)
+        return cls(ctx, files, pid, port, boot.user, conn, qmp, top, size)
 
     async def close(self) -> None:
         """End the VM (its unfinished top is the caller's to discard)."""
@@ -207,12 +209,18 @@ class BuildVm:
 
     # --- layers ----------------------------------------------------------------------------
 
-    async def checkpoint(self, new_top: Path) -> None:
+    async def checkpoint(self, new_top: Path, backing: str) -> None:
         """Freeze the disk as it stands as the current top's final state; go on in new_top.
 
-        The guest flushes its caches, the VM pauses, QEMU switches to a new overlay whose
-        backing file is the old top, and the VM resumes: the old top is never written again.
+        new_top is created here, naming its backing file `backing` (where the current top will
+        be once published); the guest flushes its caches, the VM pauses, QEMU switches to the
+        new file with the current top as its backing, and the VM resumes: the old top is never
+        written again. QEMU opens the new file as it is ("existing" mode) and never rewrites
+        backing names itself, so headers stay short, relative names whatever the chain length.
         """
+        await asyncio.to_thread(
+            self.ctx.qemu_img.create_on, new_top, Path(backing), "qcow2", self.size
+        )
         await self.output("sync")
         self.snapshots += 1
         node = f"top{self.snapshots}"
@@ -221,20 +229,13 @@ class BuildVm:
             await self.qmp.execute(
                 "blockdev-snapshot-sync",
                 {"device": "disk0", "snapshot-file": str(new_top), "snapshot-node-name": node,
-                 "format": "qcow2", "mode": "absolute-paths"},
+                 "format": "qcow2", "mode": "existing"},
             )  # fmt: skip
         except Exception as exc:
             raise QemuError(f"live snapshot failed: {exc}") from exc
         finally:
             await self.qmp.execute("cont")
         self.top, self.top_node = new_top, node
-
-    async def relink(self, backing: str) -> None:
-        """Rewrite the current top's backing file name (its parent has just been published)."""
-        await self.qmp.execute(
-            "change-backing-file",
-            {"device": "disk0", "image-node-name": self.top_node, "backing-file": backing},
-        )
 
 
 def _follow(path: Path, sink: Sink) -> asyncio.Task[None]:
