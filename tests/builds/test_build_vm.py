@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import re
 import subprocess
 import threading
@@ -299,3 +300,18 @@ def test_build_store_commands(bctx: Context, tmp_path: Path) -> None:
     bad = corral(bctx, "build", "-f", str(tmp_path / "typo.spec"), str(tmp_path))
     assert bad.returncode == 2
     assert "typo.spec:2:" in bad.stderr and "did you mean 'shell'" in bad.stderr
+
+
+def test_a_long_chain_of_steps(bctx: Context, tmp_path: Path, boots: list[int]) -> None:
+    steps = "\n".join(f' (run (shell "echo {i} > /root/s{i}"))' for i in range(12))
+    final, out = run_build(bctx, f"((from tinyd)\n{steps})", tmp_path)
+    assert len(boots) == 1 and out.count("saved as") == 12
+    assert guest(bctx, final, "cat /root/s0 /root/s11") == "0\n11\n"
+    disk = BuildStore(bctx.home).layer_dir(final) / "disk.qcow2"
+    chain = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "--backing-chain", "-f", "qcow2", str(disk)],
+        check=True, capture_output=True,
+    ).stdout)  # fmt: skip
+    assert len(chain) == 13  # twelve layers and the base image
+    names = [link["backing-filename"] for link in chain[:-2]]  # the layers' own headers
+    assert all(re.fullmatch(r"\.\./[0-9a-f]{64}/disk\.qcow2", name) for name in names)
