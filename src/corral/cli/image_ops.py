@@ -8,18 +8,9 @@ from pathlib import Path
 import typer
 
 from corral.cli.context import get_context
+from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
-from corral.errors import InvalidInput
 from corral.units import human_size, parse_instance_type, parse_size
-
-
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
 
 
 def configure(
@@ -41,8 +32,8 @@ def configure(
 
     itype = parse_instance_type(instance_type)
     options = ConfigureOptions(
-        user_data=_read(user_data) or b"", meta_data=_read(meta_data),
-        vendor_data=_read(vendor_data), network_config=_read(network_config),
+        user_data=read_file(user_data) or b"", meta_data=read_file(meta_data),
+        vendor_data=read_file(vendor_data), network_config=read_file(network_config),
         sysprep=sysprep, timeout=timeout, cpus=itype.cpus, memory_mib=itype.memory_mib,
     )  # fmt: skip
 

@@ -125,10 +125,9 @@ def build(
     if output or owner or no_verify:
         raise InvalidInput("--output, --owner and --no-verify go with -f, not with a RECIPE")
     assert recipe is not None
-    try:
-        data = user_data.read_bytes() if user_data else None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {user_data}: {exc.strerror}") from None
+    from corral.cli.files import read_file
+
+    data = read_file(user_data)
     wanted = [p for item in packages for p in item.split(",") if p.strip()]
     manifest = build_recipe(
         get_context(), recipe, name=name, packages=wanted, user_data=data, replace=replace,

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from corral.cli.context import get_context
+from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
 from corral.errors import InvalidInput
 from corral.instance import lifecycle
@@ -79,10 +80,10 @@ def launch(
         disk_size=disk_size,
         volumes=volumes,
         ssh_keys=ssh_keys or _default_keys(),
-        user_data=_read(user_data),
-        network_config=_read(network_config),
-        vendor_data=_read(vendor_data),
-        meta_data=_read(meta_data),
+        user_data=read_file(user_data),
+        network_config=read_file(network_config),
+        vendor_data=read_file(vendor_data),
+        meta_data=read_file(meta_data),
         kernel=kernel,
         initrd=initrd,
         cmdline=cmdline,
@@ -106,15 +107,6 @@ def _argv(command: list[str] | None) -> list[str]:
     # Options parsing stops at NAME, so a literal "--" separator reaches us: drop it.
     command = list(command or [])
     return command[1:] if command[:1] == ["--"] else command
-
-
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def wait(name: str, timeout: float = TIMEOUT) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import hashlib
 import os
 import pwd
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from corral.context import Context
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
-from corral.fsutil import CHUNK, copy_hashing
+from corral.fsutil import CHUNK, copy_hashing, hash_file
 from corral.image.fetch.archfile import ArchFile, ArchImage, Input, parse_archfile
 from corral.image.fetch.download import Fetcher, Options
 from corral.image.fetch.pull import ProgressFactory, fetch_blob
@@ -283,7 +282,7 @@ def _build_one(
             if owner is not None:
                 os.chown(out_tmp, owner.uid, owner.gid)
         else:
-            digest = _sha256(disk)
+            digest = hash_file(disk)
         manifest = ctx.store.adopt(
             disk, digest, image.name, label=image.where, default_user=image.user,
             origin=f"build:{archfile.absolute()}#{image.key}", replace=replace,
@@ -296,14 +295,6 @@ def _build_one(
         if out_tmp is not None:
             out_tmp.unlink(missing_ok=True)
         disk.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
