@@ -315,3 +315,29 @@ def test_a_long_chain_of_steps(bctx: Context, tmp_path: Path, boots: list[int]) 
     assert len(chain) == 13  # twelve layers and the base image
     names = [link["backing-filename"] for link in chain[:-2]]  # the layers' own headers
     assert all(re.fullmatch(r"\.\./[0-9a-f]{64}/disk\.qcow2", name) for name in names)
+
+
+def test_jobs_bounds_the_build_vms_at_once(bctx: Context, tmp_path: Path) -> None:
+    from helpers import qemu_pids
+
+    most = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            most[0] = max(most[0], len(qemu_pids(bctx)))
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    specs = [f'((from tinyd) (run (shell "echo {i} > /root/j; sleep 1")))' for i in range(2)]
+    threads = [threading.Thread(target=run_build, args=(bctx, s, tmp_path), kwargs={"jobs": 1})
+               for s in specs]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    done.set()
+    watcher.join()
+    assert most[0] == 1
+    assert len([m for m in BuildStore(bctx.home).all_meta() if m.parent]) == 2  # both built
