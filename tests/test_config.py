@@ -76,3 +76,44 @@ def test_catalog_must_be_a_table(tmp_path: Path) -> None:
     file.write_text('catalog = "ubuntu"\n')
     with pytest.raises(InvalidInput, match="catalog must be a table"):
         load_config(env={}, file=file)
+
+
+def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
+    file = tmp_path / "config.toml"
+    file.write_text(
+        'database = "postgresql+psycopg://corral@db/corral"\n'
+        "cpu_overcommit = 8\nmemory_overcommit = 1.5\nhealth_interval = 2\ndown_after = 6\n"
+        'developer_ssh_keys = ["ssh-ed25519 AAAA me@laptop"]\n'
+        'vm_default_image = "debian-12"\n'
+    )
+    test_hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    env = {
+        "CORRAL_ALLOCATION_TOKEN_HASH": test_hash.upper(),
+        "CORRAL_DEVELOPER_SSH_KEYS": '["ssh-rsa AAAB olivier@lanius"]',  # aleph-vm's JSON form
+        "CORRAL_DOWN_AFTER": "9.5",
+    }
+    config = load_config(env=env, file=file)
+    assert config.database == "postgresql+psycopg://corral@db/corral"
+    assert (config.cpu_overcommit, config.memory_overcommit) == (8.0, 1.5)
+    assert (config.health_interval, config.down_after) == (2.0, 9.5)
+    assert config.allocation_token_hash == test_hash
+    assert config.developer_ssh_keys == ("ssh-rsa AAAB olivier@lanius",)
+    assert config.vm_default_image == "debian-12"
+    defaults = load_config(env={}, file=tmp_path / "none.toml")
+    assert (defaults.database, defaults.allocation_token_hash) == (None, None)
+    assert defaults.developer_ssh_keys == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CORRAL_CPU_OVERCOMMIT": "0"}, "cpu_overcommit must be a positive number"),
+        ({"CORRAL_HEALTH_INTERVAL": "often"}, "health_interval must be a positive number"),
+        ({"CORRAL_ALLOCATION_TOKEN_HASH": "test"}, "64 hex digits"),
+        ({"CORRAL_DEVELOPER_SSH_KEYS": "ssh-rsa AAAB"}, "JSON list"),
+        ({"CORRAL_DEVELOPER_SSH_KEYS": '{"a": 1}'}, "list of ssh public key lines"),
+    ],
+)
+def test_bad_control_plane_values(tmp_path: Path, env: dict[str, str], words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        load_config(env=env, file=tmp_path / "none.toml")

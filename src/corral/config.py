@@ -5,7 +5,9 @@ The result is a frozen value passed down explicitly; nothing reads the environme
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +54,16 @@ class Config:
     # as the built-in catalog: distros.NAME and images."ALIAS").
     catalog_file: Path | None = None
     catalog: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # Control plane (`corral serve`). No database: an SQLite file in the state directory and
+    # this machine as its one host, in-process.
+    database: str | None = None
+    cpu_overcommit: float = 4.0  # vCPUs schedulable per host CPU
+    memory_overcommit: float = 1.0  # bytes schedulable per byte of host memory
+    health_interval: float = 5.0  # seconds between health checks of each host
+    down_after: float = 15.0  # seconds without an answer before a host is marked down
+    allocation_token_hash: str | None = None  # sha256 hex of aleph-vm's X-Auth-Signature
+    developer_ssh_keys: tuple[str, ...] = ()  # added to every VM's cloud-init
+    vm_default_image: str | None = None  # image for VMs that name only a boot source
 
 
 _ENV = {
@@ -64,6 +76,14 @@ _ENV = {
     "CORRAL_DEBIAN_MIRROR": "debian_mirror",
     "CORRAL_CACHE_DIR": "cache_dir",
     "CORRAL_CATALOG_FILE": "catalog_file",
+    "CORRAL_DATABASE": "database",
+    "CORRAL_CPU_OVERCOMMIT": "cpu_overcommit",
+    "CORRAL_MEMORY_OVERCOMMIT": "memory_overcommit",
+    "CORRAL_HEALTH_INTERVAL": "health_interval",
+    "CORRAL_DOWN_AFTER": "down_after",
+    "CORRAL_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
+    "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
+    "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
 }
 _KEYS = set(_ENV.values()) | {"catalog"}
 
@@ -103,6 +123,17 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
             changes[key] = value
         elif key == "port_range":
             changes[key] = parse_port_range(value)
+        elif key in _POSITIVE_FLOATS:
+            changes[key] = _positive_float(key, value)
+        elif key == "allocation_token_hash":
+            text = str(value).strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", text):
+                raise InvalidInput(
+                    f"allocation_token_hash must be 64 hex digits (sha256), not {value!r}"
+                )
+            changes[key] = text
+        elif key == "developer_ssh_keys":
+            changes[key] = parse_key_list(value)
         elif key == "accelerator":
             if value not in ("auto", "kvm", "tcg"):
                 raise InvalidInput(f"accelerator must be auto, kvm or tcg, not {value!r}")
@@ -110,6 +141,33 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
         else:
             changes[key] = str(value)
     return replace(base, **changes)
+
+
+_POSITIVE_FLOATS = ("cpu_overcommit", "memory_overcommit", "health_interval", "down_after")
+
+
+def _positive_float(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise InvalidInput(f"{key} must be a positive number, not {value!r}")
+    return number
+
+
+def parse_key_list(value: Any) -> tuple[str, ...]:
+    """Accept a list of ssh public key lines, or the same list as JSON text (aleph-vm's form)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"developer_ssh_keys must be a JSON list of key lines: {exc}"
+            ) from exc
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput("developer_ssh_keys must be a list of ssh public key lines")
+    return tuple(k.strip() for k in value if k.strip())
 
 
 def parse_port_range(value: Any) -> tuple[int, int]:

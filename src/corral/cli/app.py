@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from corral.cli import build_cmd, image_ops, images, instances, node_cmd
+from corral.cli import build_cmd, image_ops, images, instances, node_cmd, serve_cmd
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
 from corral.errors import CorralError
@@ -31,6 +31,7 @@ app.add_typer(images.app, name="image")
 instances.register(app)
 build_cmd.register(app)
 node_cmd.register(app)
+serve_cmd.register(app)
 
 
 @app.command()

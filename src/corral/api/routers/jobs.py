@@ -1,0 +1,68 @@
+"""/jobs: what long operations are doing, and /events: every state change as it happens."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from corral.api.deps import Authenticated, Plane
+from corral.api.errors import ERRORS
+from corral.api.schemas import JobPublic
+
+router = APIRouter(dependencies=[Authenticated], responses=ERRORS)  # type: ignore[arg-type]
+
+
+@router.get("/jobs/{job_id}", tags=["jobs"])
+async def get_job(job_id: uuid.UUID, plane: Plane) -> JobPublic:
+    return JobPublic.model_validate(await plane.jobs.get(job_id))
+
+
+@router.get("/jobs", tags=["jobs"])
+async def list_jobs(
+    plane: Plane,
+    vm_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> list[JobPublic]:
+    """The newest jobs first."""
+    jobs = await plane.jobs.list(vm_id=vm_id, limit=limit, offset=offset)
+    return [JobPublic.model_validate(j) for j in jobs]
+
+
+@router.get(
+    "/events",
+    tags=["events"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
+async def events(
+    request: Request,
+    plane: Plane,
+    kind: Annotated[list[Literal["host", "vm", "job"]], Query(max_length=3)] = [],  # noqa: B006
+) -> StreamingResponse:
+    """Server-sent events, one per state change of a host, VM or job made from now on:
+    `event:` is the kind, `data:` the JSON event. Each control-plane process streams the
+    changes it made (see the README on several processes)."""
+    subscription = plane.bus.subscribe(plane.settings.event_keepalive)
+    wanted = set(kind)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield "retry: 2000\n: subscribed\n\n"
+            async for item in subscription:
+                if item is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                number, event = item
+                if wanted and event.kind not in wanted:
+                    continue
+                yield f"id: {number}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+        finally:
+            subscription.close()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

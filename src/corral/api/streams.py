@@ -1,0 +1,70 @@
+"""Streaming to clients: websockets fed from node streams, and server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from corral.api.deps import token_valid, websocket_token
+from corral.control.plane import ControlPlane
+from corral.errors import CorralError
+
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+
+async def accept_authorised(
+    websocket: WebSocket, plane: ControlPlane, *, extra_ok: bool = False
+) -> bool:
+    """Accept the websocket if it carries a valid token; else refuse it (HTTP 403)."""
+    if not (extra_ok or await token_valid(plane, websocket_token(websocket))):
+        await websocket.close(code=POLICY_VIOLATION, reason="unknown, revoked or missing token")
+        return False
+    await websocket.accept()
+    return True
+
+
+async def pump(
+    websocket: WebSocket, source: AsyncIterator[Any], send: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Send what `source` yields until it ends or the client goes away, then close."""
+
+    async def forward() -> None:
+        async for item in source:
+            await send(item)
+
+    async def watch() -> None:
+        # A client that disconnects is noticed here even while the source is quiet.
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    sender = asyncio.ensure_future(forward())
+    watcher = asyncio.ensure_future(watch())
+    code, reason = 1000, ""
+    try:
+        done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is not None:
+            exc = sender.exception()
+            if isinstance(exc, WebSocketDisconnect):
+                return
+            code = INTERNAL_ERROR
+            reason = exc.message[:120] if isinstance(exc, CorralError) else "stream failed"
+        if watcher in done:
+            return
+    finally:
+        for task in (sender, watcher):
+            task.cancel()
+        await asyncio.gather(sender, watcher, return_exceptions=True)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+    with contextlib.suppress(Exception):
+        await websocket.close(code=code, reason=reason)

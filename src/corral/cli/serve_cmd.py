@@ -1,0 +1,193 @@
+"""`corral serve`, `corral db upgrade` and `corral token create|ls|revoke`: the control plane.
+
+With no --database (and no `database` in the config), the control plane keeps an SQLite file
+in the state directory and this machine is its one host, `local`, served in-process.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from corral.cli.context import get_context
+from corral.cli.output import err, print_json
+from corral.errors import InvalidInput
+
+DatabaseOption = typer.Option(
+    None,
+    "--database",
+    metavar="URL",
+    help="sqlite:////path/corral.db or postgresql+psycopg://USER@HOST/DB "
+    "(default: corral.db in the state directory).",
+)
+
+
+def _settings(database: str | None, **overrides: Any) -> Any:
+    from corral.control.settings import Settings
+
+    return Settings.from_config(get_context().config, database=database, **overrides)
+
+
+def _database(database: str | None) -> Any:
+    from corral.db.engine import Database
+
+    return Database(_settings(database).database_url, pool_size=1)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or PORT."""
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", listen
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 < number < 65536:
+        raise InvalidInput(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+    return host, number
+
+
+def serve(
+    listen: str = typer.Option(
+        "127.0.0.1:8000", "--listen", metavar="HOST:PORT", help="Where to listen."
+    ),
+    database: str | None = DatabaseOption,
+    developer_ssh_keys: str | None = typer.Option(
+        None,
+        "--developer-ssh-keys",
+        metavar="JSON",
+        help="A JSON list of ssh public keys added to every VM.",
+    ),
+) -> None:
+    """Run the control plane: the REST API (Swagger UI at /swagger-ui) and its schedulers."""
+    import uvicorn
+
+    from corral.api.app import create_app
+    from corral.config import parse_key_list
+    from corral.control.tokens import TokenService
+    from corral.db.migrate import upgrade
+
+    host, port = parse_listen(listen)
+    overrides: dict[str, Any] = {}
+    if developer_ssh_keys is not None:
+        overrides["developer_ssh_keys"] = parse_key_list(developer_ssh_keys)
+    settings = _settings(database, **overrides)
+    db = _database(database)
+    try:
+        upgrade(db)
+        if not TokenService(db).any():
+            err.print("note: no API tokens yet: create one with `corral token create NAME`")
+    finally:
+        db.dispose()
+    mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
+    err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=5,  # event streams and console websockets never end on their own
+    )
+
+
+def db_upgrade(database: str | None = DatabaseOption) -> None:
+    """Apply the database migrations (`corral serve` also does, on start)."""
+    from corral.db.migrate import upgrade
+
+    db = _database(database)
+    try:
+        revision = upgrade(db)
+        print(f"database at revision {revision}: {db.engine.url.render_as_string()}")
+    finally:
+        db.dispose()
+
+
+def token_create(
+    name: str = typer.Argument(..., help="A name for the token, e.g. who or what uses it."),
+    database: str | None = DatabaseOption,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create an API token and print it (it is shown this once)."""
+    from corral.control.tokens import TokenService
+
+    db = _database(database)
+    try:
+        _upgrade(db)
+        row, token = TokenService(db).create(name)
+    finally:
+        db.dispose()
+    if json_out:
+        print_json({"id": str(row.id), "name": row.name, "token": token})
+        return
+    print(token)
+    if sys.stderr.isatty():
+        err.print("this token is shown once: keep it (use it as `Authorization: Bearer TOKEN`)")
+
+
+def token_ls(
+    database: str | None = DatabaseOption,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List API tokens (never their secrets)."""
+    from corral.control.tokens import TokenService
+
+    db = _database(database)
+    try:
+        _upgrade(db)
+        rows = TokenService(db).list()
+    finally:
+        db.dispose()
+    items = [
+        {
+            "id": str(t.id),
+            "name": t.name,
+            "created_at": t.created_at.isoformat(),
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+        }
+        for t in rows
+    ]
+    if json_out:
+        print_json(items)
+        return
+    print(f"{'NAME':<24} {'CREATED':<26} STATE")
+    for item in items:
+        state = f"revoked {item['revoked_at'][:19]}" if item["revoked_at"] else "active"
+        print(f"{item['name']:<24} {item['created_at'][:19]:<26} {state}")
+
+
+def token_revoke(
+    name: str = typer.Argument(..., help="The token's name (or id)."),
+    database: str | None = DatabaseOption,
+) -> None:
+    """Revoke an API token: requests carrying it are refused from now on."""
+    from corral.control.tokens import TokenService
+
+    db = _database(database)
+    try:
+        _upgrade(db)
+        row = TokenService(db).revoke(name)
+    finally:
+        db.dispose()
+    print(f"revoked {row.name}")
+
+
+def _upgrade(db: Any) -> None:
+    from corral.db.migrate import upgrade
+
+    upgrade(db)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    db = typer.Typer(help="The control plane's database.", no_args_is_help=True)
+    db.command("upgrade")(db_upgrade)
+    app.add_typer(db, name="db")
+    token = typer.Typer(help="API tokens for the control plane.", no_args_is_help=True)
+    token.command("create")(token_create)
+    token.command("ls")(token_ls)
+    token.command("revoke")(token_revoke)
+    app.add_typer(token, name="token")

@@ -1,0 +1,153 @@
+"""Jobs: long operations (node calls) that run after the request that asked for them returned.
+
+A service records the job (pending) in the same transaction as the change that needs it, and
+hands the runner its work once that transaction has committed. The runner marks it running,
+awaits the work, and marks it completed or failed (with the error's message) in one transaction
+together with whatever the work's result changes (a VM's status, say). Jobs run in the process
+that accepted the request; if that process stops first, they are marked failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from corral.control.events import emit
+from corral.db.models import Job, utcnow
+from corral.db.repositories import JobRepository
+from corral.errors import CorralError, NotFound
+
+if TYPE_CHECKING:
+    from corral.control.plane import ControlPlane
+
+# Run in the transaction that marks the job running; what it returns is given to the work.
+Prepare = Callable[[Session], Any]
+# Applied in the transaction that finishes the job.
+Finish = Callable[[Session], None]
+Work = Callable[[Any], Awaitable[Finish | None]]
+OnError = Callable[[CorralError], Awaitable[Finish | None]]
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    def spawn(
+        self,
+        job_id: uuid.UUID,
+        work: Work,
+        on_error: OnError | None = None,
+        prepare: Prepare | None = None,
+    ) -> None:
+        """Run `work` for the recorded job; call from the event loop."""
+        run = self._run(job_id, work, on_error, prepare)
+        task = asyncio.get_running_loop().create_task(run)
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+    async def wait(self, job_id: uuid.UUID, timeout: float | None = None) -> None:
+        """Wait until a job this process runs has finished (returns at once for others)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Cancel what still runs; those jobs are marked failed."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(
+        self, job_id: uuid.UUID, work: Work, on_error: OnError | None, prepare: Prepare | None
+    ) -> None:
+        plane = self.plane
+        try:
+            try:
+                prepared = await plane.write(_start, job_id, prepare)
+                finish = await work(prepared)
+            except CorralError as exc:
+                finish = await _after_error(on_error, exc)
+                await plane.write(_end, job_id, "failed", exc.message, finish)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: record it rather than lose it
+                log.exception("job %s failed unexpectedly", job_id)
+                await plane.write(_end, job_id, "failed", f"internal error: {exc!r}", None)
+            else:
+                await plane.write(_end, job_id, "completed", None, finish)
+        except asyncio.CancelledError:
+            message = "the control plane stopped before the job finished"
+            await asyncio.shield(plane.write(_end, job_id, "failed", message, None))
+        except Exception:
+            log.exception("could not record the end of job %s", job_id)
+
+
+async def _after_error(on_error: OnError | None, exc: CorralError) -> Finish | None:
+    if on_error is None:
+        return None
+    try:
+        return await on_error(exc)
+    except Exception:
+        log.exception("recovering from a failed job failed")
+        return None
+
+
+def _start(session: Session, job_id: uuid.UUID, prepare: Prepare | None) -> Any:
+    moved = JobRepository(session).running(job_id, utcnow())
+    if moved is not None:
+        kind, vm_id = moved
+        emit(session, "job", "updated", job_id, "running", {"kind": kind, "vm_id": _str(vm_id)})
+    return None if prepare is None else prepare(session)
+
+
+def _end(
+    session: Session, job_id: uuid.UUID, status: str, error: str | None, finish: Finish | None
+) -> None:
+    if finish is not None:
+        finish(session)
+    moved = JobRepository(session).finished(job_id, status, error, utcnow())
+    if moved is not None:
+        kind, vm_id = moved
+        data = {"kind": kind, "vm_id": _str(vm_id), "error": error}
+        emit(session, "job", "updated", job_id, status, data)
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class JobService:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def get(self, job_id: uuid.UUID) -> Job:
+        job = await self.plane.read(lambda s: JobRepository(s).get(job_id))
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    async def list(self, *, vm_id: uuid.UUID | None, limit: int, offset: int) -> list[Job]:
+        def query(session: Session) -> list[Job]:
+            return list(JobRepository(session).recent(vm_id=vm_id, limit=limit, offset=offset))
+
+        return await self.plane.read(query)
+
+    def fail_unfinished(self, session: Session, reason: str) -> int:
+        """Mark every pending or running job failed (an embedded server that restarted)."""
+        jobs = JobRepository(session).unfinished()
+        for job in jobs:
+            job.status, job.error, job.finished_at = "failed", reason, utcnow()
+        return len(jobs)

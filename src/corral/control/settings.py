@@ -1,0 +1,53 @@
+"""The control plane's settings: one frozen value, built from the corral config or by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.config import Config
+from corral.db.engine import check_url
+
+LOCAL_HOST = "local"  # the name of this machine as a host, in embedded mode
+IN_PROCESS = "in-process"  # the address of a host served by an in-process LocalNode
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
+    health_interval: float = 5.0  # seconds between health checks; 0 turns them off
+    down_after: float = 15.0  # seconds without an answer before a host is `down`
+    node_timeout: float = 10.0  # seconds a health check may take
+    allocation_token_hash: str | None = None
+    developer_ssh_keys: tuple[str, ...] = ()
+    vm_default_image: str | None = None  # for VMs that name only a boot source (qarax's VM_ROOTFS)
+    event_keepalive: float = 15.0  # seconds between keep-alive comments on a quiet /events
+    allocation_timeout: float = 300.0  # seconds POST /control/allocations waits for its jobs
+    migrate: bool = True  # apply the migrations on start
+    # Embedded mode: register this machine as host `local`, served in-process by a LocalNode
+    # on `config`'s state directory.
+    local_node: bool = False
+    config: Config | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_config(cls, config: Config, *, database: str | None = None, **overrides) -> Settings:  # type: ignore[no-untyped-def]
+        """Settings for `corral serve`: no database anywhere means embedded mode."""
+        url = database or config.database
+        embedded = url is None
+        if url is None:
+            url = f"sqlite:///{config.home / 'corral.db'}"
+        values = dict(
+            database_url=check_url(url),
+            cpu_overcommit=config.cpu_overcommit,
+            memory_overcommit=config.memory_overcommit,
+            health_interval=config.health_interval,
+            down_after=config.down_after,
+            allocation_token_hash=config.allocation_token_hash,
+            developer_ssh_keys=config.developer_ssh_keys,
+            vm_default_image=config.vm_default_image,
+            local_node=embedded,
+            config=config,
+        )
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,116 @@
+"""API tokens: `corral_<key>_<secret>`, shown once at creation, stored as a sha256.
+
+A token is found by its public key, and the sha256 of what the client sent is compared with the
+stored one in constant time (hmac.compare_digest). Revoked tokens stay listed, marked revoked.
+A token found valid is trusted for `CACHE_SECONDS` before it is looked up again, so a busy
+client does not cost a database read per request: a revocation takes effect at once in the
+process that made it, and within that time in others (another server, `corral token revoke`).
+Synchronous on purpose: `corral token ...` uses it without an event loop, the API in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+
+from corral.db.engine import Database
+from corral.db.models import ApiToken, utcnow
+from corral.db.repositories import TokenRepository
+from corral.errors import Conflict, InvalidInput, NotFound
+
+PREFIX = "corral"
+CACHE_SECONDS = 1.0
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _split(token: str) -> str | None:
+    """The public key of a well-formed token, else None."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 12 or len(token) > 200:
+        return None
+    return parts[1]
+
+
+class TokenService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._valid: dict[str, float] = {}  # sha256 of a valid token -> when it was looked up
+
+    def create(self, name: str) -> tuple[ApiToken, str]:
+        """A new token; the plaintext is returned here and never again."""
+        if (
+            not name
+            or len(name) > 63
+            or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        ):
+            raise InvalidInput(
+                f"invalid token name {name!r}: letters, digits, '-', '_' and '.', at most 63"
+            )
+        key = secrets.token_hex(6)
+        token = f"{PREFIX}_{key}_{secrets.token_urlsafe(32)}"
+        with self.db.write() as session:
+            tokens = TokenRepository(session)
+            if tokens.name_taken(name):
+                raise Conflict(f"a token named {name!r} already exists")
+            row = tokens.add(
+                ApiToken(id=uuid.uuid4(), name=name, key=key, token_hash=sha256_hex(token))
+            )
+        return row, token
+
+    def list(self) -> list[ApiToken]:
+        with self.db.read() as session:
+            return list(TokenRepository(session).list())
+
+    def revoke(self, ref: str) -> ApiToken:
+        """Revoke a token by name or id."""
+        with self.db.write() as session:
+            tokens = TokenRepository(session)
+            row = tokens.by_name(ref)
+            if row is None:
+                try:
+                    row = tokens.get(uuid.UUID(ref))
+                except ValueError:
+                    row = None
+            if row is None:
+                raise NotFound(f"no token named {ref!r}", hint="corral token ls")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            self._valid.pop(row.token_hash, None)
+            return row
+
+    def authenticate(self, token: str) -> bool:
+        return self.cached(token) or self.lookup(token)
+
+    def cached(self, token: str) -> bool:
+        """Whether the token was found valid less than CACHE_SECONDS ago (no database)."""
+        seen = self._valid.get(sha256_hex(token))
+        return seen is not None and time.monotonic() - seen < CACHE_SECONDS
+
+    def lookup(self, token: str) -> bool:
+        key = _split(token)
+        if key is None:
+            return False
+        with self.db.read() as session:
+            found = TokenRepository(session).by_key(key)
+        if found is None:
+            return False
+        stored, revoked = found
+        digest = sha256_hex(token)
+        valid = hmac.compare_digest(stored, digest) and not revoked
+        if valid:
+            if len(self._valid) > 10_000:
+                self._valid.clear()
+            self._valid[digest] = time.monotonic()
+        else:
+            self._valid.pop(digest, None)
+        return valid
+
+    def any(self) -> bool:
+        with self.db.read() as session:
+            return any(t.revoked_at is None for t in TokenRepository(session).list())

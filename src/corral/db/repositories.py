@@ -1,0 +1,269 @@
+"""Repositories: queries, add and flush over one Session. They never commit or decide.
+
+Row locks (`FOR UPDATE`) are asked for by the service, which knows why it needs them; on SQLite
+they are no-ops and the write transaction (BEGIN IMMEDIATE) gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from corral.db import statements as sql
+from corral.db.models import (
+    Allocation,
+    ApiToken,
+    Base,
+    BootSource,
+    Host,
+    Job,
+    StorageObject,
+    StoragePool,
+    Vm,
+    VmTag,
+)
+
+M = TypeVar("M", bound=Base)
+
+
+class Repository(Generic[M]):
+    model: type[M]
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, id: uuid.UUID, *, lock: bool = False) -> M | None:
+        if lock:
+            stmt = select(self.model).where(self.model.id == id).with_for_update()  # type: ignore[attr-defined]
+            return self.session.scalars(stmt).first()
+        return self.session.get(self.model, id)
+
+    def by_name(self, name: str) -> M | None:
+        return self.session.scalars(select(self.model).where(self.model.name == name)).first()  # type: ignore[attr-defined]
+
+    @property
+    def conn(self) -> Connection:
+        # Session.connection() is not free; a transaction keeps one connection throughout.
+        conn = self.session.info.get("connection")
+        if conn is None:
+            conn = self.session.info["connection"] = self.session.connection()
+        return conn  # type: ignore[no-any-return]
+
+    def name_taken(self, name: str) -> bool:
+        table = self.model.__table__
+        stmt = select(table.c.id).where(table.c.name == name).limit(1)  # type: ignore[attr-defined]
+        return self.conn.execute(stmt).first() is not None
+
+    def list(self, *, limit: int | None = None, offset: int = 0) -> Sequence[M]:
+        stmt = select(self.model).order_by(self.model.created_at, self.model.id)  # type: ignore[attr-defined]
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return self.session.scalars(stmt.offset(offset)).all()
+
+    def add(self, obj: M) -> M:
+        self.session.add(obj)
+        self.session.flush()
+        return obj
+
+    def delete(self, obj: M) -> None:
+        self.session.delete(obj)
+        self.session.flush()
+
+
+class HostRepository(Repository[Host]):
+    model = Host
+
+    def pick(
+        self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float, lock: str | None
+    ) -> uuid.UUID | None:
+        """The `up` host with room for vcpus and memory and the most free memory, if any.
+
+        lock None: no row locks (SQLite: the transaction holds the only write lock).
+        lock "skip": FOR UPDATE SKIP LOCKED, a host other transactions hold is passed over.
+        lock "all": FOR UPDATE on every `up` host, in id order (so two such transactions
+        cannot deadlock), then the choice is made on their current values.
+        """
+        params = {
+            "vcpus": vcpus,
+            "memory": memory,
+            "cpu_ratio": cpu_ratio,
+            "memory_ratio": memory_ratio,
+        }
+        if lock == "all":
+            rows = self.conn.execute(sql.LOCK_UP_HOSTS, params).all()
+            fits = [r for r in rows if r[1] >= vcpus and r[2] >= memory]
+            return max(fits, key=lambda r: r[2])[0] if fits else None
+        stmt = sql.PICK_HOST_SKIP_LOCKED if lock == "skip" else sql.PICK_HOST
+        return self.conn.execute(stmt, params).scalar()
+
+    def reserve(self, host_id: uuid.UUID, vcpus: int, memory: int) -> None:
+        self.conn.execute(
+            sql.RESERVE, {"host_id": host_id, "add_vcpus": vcpus, "add_memory": memory}
+        )
+
+    def with_status(self, *statuses: str) -> Sequence[Host]:
+        return self.session.scalars(select(Host).where(Host.status.in_(statuses))).all()
+
+    def usage(self, host_id: uuid.UUID) -> tuple[int, int]:
+        """(vcpus, memory) reserved by the host's VMs that are not shut down, summed afresh."""
+        stmt = select(
+            func.coalesce(func.sum(Vm.boot_vcpus), 0), func.coalesce(func.sum(Vm.memory_size), 0)
+        ).where(Vm.host_id == host_id, Vm.status != "shutdown")
+        vcpus, memory = self.session.execute(stmt).one()
+        return int(vcpus), int(memory)
+
+    def has_vms(self, host_id: uuid.UUID) -> bool:
+        return bool(self.session.scalar(select(exists().where(Vm.host_id == host_id))))
+
+
+class StoragePoolRepository(Repository[StoragePool]):
+    model = StoragePool
+
+    def has_objects(self, pool_id: uuid.UUID) -> bool:
+        stmt = select(exists().where(StorageObject.storage_pool_id == pool_id))
+        return bool(self.session.scalar(stmt))
+
+
+class StorageObjectRepository(Repository[StorageObject]):
+    model = StorageObject
+
+    def users(self, object_id: uuid.UUID) -> list[str]:
+        """Names of the boot sources and VMs that use the object ('boot source X', 'VM Y')."""
+        boot = select(BootSource.name).where(
+            or_(BootSource.kernel_image_id == object_id, BootSource.initrd_image_id == object_id)
+        )
+        vms = select(Vm.name).where(Vm.image_object_id == object_id)
+        return [f"boot source {n!r}" for n in self.session.scalars(boot.limit(5))] + [
+            f"VM {n!r}" for n in self.session.scalars(vms.limit(5))
+        ]
+
+
+class BootSourceRepository(Repository[BootSource]):
+    model = BootSource
+
+    def users(self, boot_source_id: uuid.UUID) -> list[str]:
+        stmt = select(Vm.name).where(Vm.boot_source_id == boot_source_id).limit(5)
+        return [f"VM {n!r}" for n in self.session.scalars(stmt)]
+
+
+class VmRepository(Repository[Vm]):
+    model = Vm
+
+    def find(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        status: str | None = None,
+        host_id: uuid.UUID | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Sequence[Vm]:
+        stmt = select(Vm)
+        if status is not None:
+            stmt = stmt.where(Vm.status == status)
+        if host_id is not None:
+            stmt = stmt.where(Vm.host_id == host_id)
+        for tag in sorted(set(tags)):  # every tag must be present
+            stmt = stmt.where(exists().where(and_(VmTag.vm_id == Vm.id, VmTag.tag == tag)))
+        stmt = stmt.order_by(Vm.created_at, Vm.id).limit(limit).offset(offset)
+        return self.session.scalars(stmt).all()
+
+    def on_host(self, host_id: uuid.UUID) -> Sequence[Vm]:
+        return self.session.scalars(select(Vm).where(Vm.host_id == host_id)).all()
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute(sql.VM_NAME_TAKEN, {"name": name}).first() is not None
+
+    def insert(self, values: dict[str, Any], tags: Sequence[str]) -> None:
+        self.conn.execute(sql.INSERT_VM, values)
+        if tags:
+            self.conn.execute(sql.INSERT_TAGS, [{"vm_id": values["id"], "tag": t} for t in tags])
+
+    def state(self, vm_id: uuid.UUID) -> Row[Any] | None:
+        """(name, status, status_reason, host_id) of a VM, without loading the whole row."""
+        return self.conn.execute(sql.VM_STATE, {"vm_id": vm_id}).first()
+
+    def set_status(self, vm_id: uuid.UUID, status: str, reason: str | None) -> None:
+        params = {"vm_id": vm_id, "to_status": status, "to_reason": reason}
+        self.conn.execute(sql.VM_SET_STATUS, params)
+
+    def node_spec(self, vm_id: uuid.UUID) -> Row[Any] | None:
+        """In one statement: what a node needs to create the VM, and where its host is."""
+        return self.conn.execute(sql.VM_NODE_SPEC, {"vm_id": vm_id}).first()
+
+    def by_ref(self, ref: str) -> Vm | None:
+        """A VM by id or by name."""
+        try:
+            vm = self.get(uuid.UUID(ref))
+        except ValueError:
+            vm = None
+        return vm if vm is not None else self.by_name(ref)
+
+
+class JobRepository(Repository[Job]):
+    model = Job
+
+    def active_for_vm(self, vm_id: uuid.UUID) -> Job | None:
+        stmt = select(Job).where(Job.vm_id == vm_id, Job.status.in_(("pending", "running")))
+        return self.session.scalars(stmt.limit(1)).first()
+
+    def recent(self, *, vm_id: uuid.UUID | None, limit: int, offset: int) -> Sequence[Job]:
+        stmt = select(Job)
+        if vm_id is not None:
+            stmt = stmt.where(Job.vm_id == vm_id)
+        stmt = stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+        return self.session.scalars(stmt).all()
+
+    def insert(self, values: dict[str, Any]) -> None:
+        self.conn.execute(sql.INSERT_JOB, values)
+
+    def running(self, job_id: uuid.UUID, at: datetime) -> tuple[str, uuid.UUID | None] | None:
+        """pending -> running; the job's (kind, vm_id), or None if it was not pending."""
+        row = self.conn.execute(sql.JOB_RUNNING, {"job_id": job_id, "at": at}).first()
+        return None if row is None else (row[0], row[1])
+
+    def finished(
+        self, job_id: uuid.UUID, status: str, error: str | None, at: datetime
+    ) -> tuple[str, uuid.UUID | None] | None:
+        """-> completed or failed; the job's (kind, vm_id), or None if it had finished."""
+        params = {"job_id": job_id, "to_status": status, "to_error": error, "at": at}
+        row = self.conn.execute(sql.JOB_FINISHED, params).first()
+        return None if row is None else (row[0], row[1])
+
+    def unfinished(self) -> Sequence[Job]:
+        return self.session.scalars(select(Job).where(Job.status.in_(("pending", "running")))).all()
+
+
+class TokenRepository(Repository[ApiToken]):
+    model = ApiToken
+
+    def by_key(self, key: str) -> tuple[str, bool] | None:
+        """(sha256 of the token, revoked) for the token with this public key."""
+        row = self.conn.execute(sql.TOKEN_BY_KEY, {"key": key}).first()
+        return None if row is None else (row[0], row[1] is not None)
+
+
+class AllocationRepository(Repository[Allocation]):
+    model = Allocation
+
+    def vm_ids(self) -> set[uuid.UUID]:
+        return set(self.session.scalars(select(Allocation.vm_id)))
+
+    def remove(self, vm_ids: Sequence[uuid.UUID]) -> None:
+        if vm_ids:
+            self.session.execute(delete(Allocation).where(Allocation.vm_id.in_(vm_ids)))
+            self.session.flush()
