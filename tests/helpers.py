@@ -13,21 +13,34 @@ from corral.context import Context
 def corral(ctx: Context, *args: str, input: bytes | None = None, timeout: float = 600,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """Run the corral CLI against ctx's state directory and return the finished process."""
-    full_env = {
-        **os.environ,
-        "CORRAL_HOME": str(ctx.config.home),
-        "CORRAL_CACHE_DIR": str(ctx.config.cache_dir),
-        "CORRAL_CONFIG": "/nonexistent",
-        **(env or {}),
-    }
     return subprocess.run(
         [sys.executable, "-m", "corral.cli.app", *args],
         input=input.decode() if input is not None else None,
         capture_output=True,
         text=True,
-        env=full_env,
+        env=_env(ctx, env),
         timeout=timeout,
     )
+
+
+def corral_popen(ctx: Context, *args: str) -> subprocess.Popen[bytes]:
+    """Start the corral CLI against ctx's state directory; stdout is a pipe (stderr too)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "corral.cli.app", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(ctx, None),
+    )
+
+
+def _env(ctx: Context, extra: dict[str, str] | None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CORRAL_HOME": str(ctx.config.home),
+        "CORRAL_CACHE_DIR": str(ctx.config.cache_dir),
+        "CORRAL_CONFIG": "/nonexistent",
+        **(extra or {}),
+    }
 
 
 def qemu_pids(ctx: Context) -> set[int]:

@@ -234,6 +234,8 @@ def test_list_filters_and_pagination(api: Api) -> None:
     assert names("?tags=b") == ["b0", "b1", "b2"]
     assert names("?tags=a&tags=b") == []
     assert names(f"?host_id={h2['id']}") == ["b0", "b1", "b2"]
+    assert names("?name=b1") == ["b1"]
+    assert names("?name=b") == []  # exact, not a prefix
     first = api.ok("GET", "/vms?limit=1")[0]
     api.act(first["id"], "start")
     assert names("?status=running") == ["a0"]

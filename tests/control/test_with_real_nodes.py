@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -388,3 +389,43 @@ def test_two_node_agents_spread_fail_over_and_reconcile(
             client.__exit__(None, None, None)
             for agent in agents:
                 agent.kill()
+
+
+def test_the_cli_manages_real_vms_through_the_embedded_server(
+    vm_ctx: Context, tmp_path: Path
+) -> None:
+    """`corral --remote` from another state directory: the VM runs under the server's."""
+    from control.livesrv import LiveServer
+    from helpers import corral
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/corral.db",
+        local_node=True,
+        config=vm_ctx.config,
+        health_interval=0,
+    )
+    live = LiveServer(create_app(settings)).start()
+    client_ctx = Context(replace(Config(), home=tmp_path / "client", cache_dir=CACHE / "host"))
+    try:
+        token = live.token()
+
+        def run(*args: str) -> str:
+            proc = corral(client_ctx, "--remote", live.url, "--token", token, *args, timeout=300)
+            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+            return proc.stdout
+
+        assert "r1 is running on host local" in run(
+            "launch", TINY, "--name", "r1", "--cpus", "1", "--memory", "256M"
+        )
+        record, seen = lifecycle.status(vm_ctx, "r1")  # a real QEMU, in the server's state
+        assert seen.state == "running" and record.memory_mib == 256
+        _wait_for("the guest's shell prompt", lambda: "r1:/#" in run("logs", "r1"))
+        assert run("stop", "r1").strip() == "r1 shutdown"
+        assert lifecycle.status(vm_ctx, "r1")[1].state == "stopped"
+        assert run("start", "r1").strip() == "r1 running"
+        assert lifecycle.status(vm_ctx, "r1")[1].state == "running"
+        assert run("rm", "--force", "r1").strip() == "removed r1"
+        assert [r.name for r, _ in lifecycle.list_instances(vm_ctx)] == []
+        assert json.loads(run("ls", "--json")) == []
+    finally:
+        live.stop()

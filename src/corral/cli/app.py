@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from corral.cli import build_cmd, image_ops, images, instances, node_cmd, serve_cmd
+from corral.cli import build_cmd, image_ops, images, instances, node_cmd, remote_cmd, serve_cmd
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
 from corral.errors import CorralError
@@ -32,6 +32,27 @@ instances.register(app)
 build_cmd.register(app)
 node_cmd.register(app)
 serve_cmd.register(app)
+app.add_typer(remote_cmd.app, name="remote")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    remote: str | None = typer.Option(
+        None,
+        "--remote",
+        envvar="CORRAL_REMOTE",
+        metavar="NAME|URL",
+        help="Manage VMs on a control plane (corral serve) instead of this machine: "
+        "a saved remote (corral remote add) or a URL.",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="CORRAL_TOKEN", help="API token for --remote URL."
+    ),
+) -> None:
+    """Run QEMU virtual machines from cloud images."""
+    if remote:
+        remote_cmd.select(remote, token, ctx.invoked_subcommand)
 
 
 @app.command()

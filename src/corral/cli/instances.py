@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from corral.cli import remote_cmd
 from corral.cli.context import get_context
 from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
@@ -67,6 +68,11 @@ def launch(
     timeout: float = TIMEOUT,
 ) -> None:
     """Launch an image as a new VM (detached: it keeps running after this command)."""
+    given = dict(locals())  # every option by name: a remote launch checks which it can take
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.launch(plane, **given)
+        return
     ctx = get_context()
     if no_seed and (user_data or network_config or vendor_data or meta_data):
         raise InvalidInput(
@@ -199,6 +205,10 @@ def logs(
     name: str, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing.")
 ) -> None:
     """Print the serial console log."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.logs(plane, name, follow)
+        return
     from corral.cli.console import print_log
 
     ctx = get_context()
@@ -212,6 +222,10 @@ def stop(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for powerdown."),
 ) -> None:
     """Stop a VM: ACPI powerdown, then QMP quit, then SIGKILL."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.act(plane, name, "force-stop" if force else "stop")
+        return
     lifecycle.stop(
         get_context(),
         name,
@@ -228,6 +242,10 @@ def start(
     timeout: float = TIMEOUT,
 ) -> None:
     """Boot a stopped VM again, with the same disk, identity and ports."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.act(plane, name, "start")
+        return
     lifecycle.start(get_context(), name)
     if wait:
         _wait(name, timeout)
@@ -241,6 +259,10 @@ def restart(
     timeout: float = TIMEOUT,
 ) -> None:
     """Stop and start a VM."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.restart(plane, name, force)
+        return
     lifecycle.restart(get_context(), name, force=force)
     if wait:
         _wait(name, timeout)
@@ -249,12 +271,20 @@ def restart(
 
 def pause(name: str) -> None:
     """Pause a running VM's vCPUs."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.act(plane, name, "pause")
+        return
     lifecycle.pause(get_context(), name)
     out.print(f"{name} paused", markup=False)
 
 
 def resume(name: str) -> None:
     """Resume a paused VM."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.act(plane, name, "resume")
+        return
     lifecycle.resume(get_context(), name)
     out.print(f"{name} running", markup=False)
 
@@ -264,6 +294,10 @@ def rm(
     force: bool = typer.Option(False, "--force", "-f", help="Remove even if running."),
 ) -> None:
     """Remove VMs with their disks, seeds, sockets and ports."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.rm(plane, names, force)
+        return
     for name in names:
         lifecycle.remove(get_context(), name, force=force)
         out.print(f"removed {name}", markup=False)
@@ -271,6 +305,10 @@ def rm(
 
 def ls(json_out: bool = JSON) -> None:
     """List instances."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.ls(plane, json_out)
+        return
     ctx = get_context()
     items = [instance_view(ctx.home, r, s) for r, s in lifecycle.list_instances(ctx)]
     if json_out:
@@ -296,6 +334,10 @@ def ls(json_out: bool = JSON) -> None:
 
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one instance."""
+    if (plane := remote_cmd.active()) is not None:
+        with plane:
+            remote_cmd.inspect(plane, name, json_out)
+        return
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)
     data = instance_view(ctx.home, record, seen)

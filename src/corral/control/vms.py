@@ -187,11 +187,17 @@ class VmService:
         host_id: uuid.UUID | None,
         limit: int,
         offset: int,
+        name: str | None = None,
     ) -> list[Vm]:
         def find(session: Session) -> list[Vm]:
             return list(
                 VmRepository(session).find(
-                    tags=tags, status=status, host_id=host_id, limit=limit, offset=offset
+                    tags=tags,
+                    status=status,
+                    host_id=host_id,
+                    name=name,
+                    limit=limit,
+                    offset=offset,
                 )
             )
 

@@ -169,10 +169,13 @@ class VmRepository(Repository[Vm]):
         tags: Sequence[str] = (),
         status: str | None = None,
         host_id: uuid.UUID | None = None,
+        name: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Sequence[Vm]:
         stmt = select(Vm)
+        if name is not None:
+            stmt = stmt.where(Vm.name == name)
         if status is not None:
             stmt = stmt.where(Vm.status == status)
         if host_id is not None:

@@ -32,11 +32,12 @@ async def list_vms(
     tags: Annotated[list[str], Query(max_length=64, description="every one of these tags")] = [],  # noqa: B006
     status: VmStatus | None = None,
     host_id: uuid.UUID | None = None,
+    name: Annotated[str | None, Query(max_length=255, description="exactly this name")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[VmPublic]:
     vms = await plane.vms.list(
-        tags=tags, status=status, host_id=host_id, limit=limit, offset=offset
+        tags=tags, status=status, host_id=host_id, name=name, limit=limit, offset=offset
     )
     return [VmPublic.model_validate(vm) for vm in vms]
 

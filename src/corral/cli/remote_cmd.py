@@ -1,0 +1,242 @@
+"""`corral --remote NAME|URL ...`: the instance commands against a control plane, and
+`corral remote add|ls|rm` to save control planes by name.
+
+With a remote selected, launch, ls, inspect, logs, stop, start, restart, pause, resume and rm go
+to the control plane's REST API instead of this machine's state directory; the rest of the
+instance commands need the VM's SSH port or console socket on this machine and say so.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from corral.cli.context import get_context
+from corral.cli.files import read_file
+from corral.cli.output import note, out, print_json, print_table
+from corral.errors import InvalidInput
+from corral.remote.api import ControlPlane
+from corral.remote.saved import Remote
+from corral.units import human_size
+
+MIB = 1 << 20
+# The commands that work with --remote; admin commands that only make sense here run here.
+REMOTE_COMMANDS = ("launch", "ls", "inspect", "logs", "stop", "start", "restart", "pause",
+                   "resume", "rm")  # fmt: skip
+LOCAL_ANYWAY = ("remote", "version", "serve", "db", "token", "node")
+
+_selected: list[Remote] = []
+
+
+def select(target: str, token: str | None, command: str | None) -> None:
+    """Called by the root callback: check the command can run remotely, resolve the remote."""
+    from corral.remote import saved
+
+    if command in LOCAL_ANYWAY:
+        return
+    if command not in REMOTE_COMMANDS:
+        raise InvalidInput(
+            f"`corral {command}` works on this machine only, not with --remote",
+            hint=f"with --remote: {', '.join(REMOTE_COMMANDS)} (unset CORRAL_REMOTE to run "
+            "it here)",
+        )
+    _selected[:] = [saved.resolve(remotes_file(), target, token)]
+
+
+def active() -> ControlPlane | None:
+    return ControlPlane(_selected[0]) if _selected else None
+
+
+def remotes_file() -> Path:
+    return get_context().config.home / "remotes.json"
+
+
+# --- corral remote add | ls | rm ------------------------------------------------------------
+
+app = typer.Typer(help="Control planes saved by name, for --remote NAME.", no_args_is_help=True)
+
+
+@app.command("add")
+def remote_add(
+    name: str = typer.Argument(..., help="A short name for it."),
+    url: str = typer.Argument(..., help="The control plane, e.g. http://10.0.0.5:8000."),
+    token: str = typer.Option(..., "--token", envvar="CORRAL_TOKEN", help="An API token."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a remote of this name."),
+    no_check: bool = typer.Option(False, "--no-check", help="Do not contact it now."),
+) -> None:
+    """Save a control plane's URL and token (in STATE/remotes.json, mode 0600)."""
+    from corral.remote import saved
+
+    remote = Remote(name, saved.check_url(url), saved.check_token(token))
+    if not no_check:
+        with ControlPlane(remote) as plane:
+            hosts = plane.host_names()  # proves the URL and the token
+        note(f"{url}: reached, {len(hosts)} host(s)")
+    saved.add(remotes_file(), name, url, token, replace=replace)
+    out.print(f"saved remote {name}: use `corral --remote {name} ls`", markup=False)
+
+
+@app.command("ls")
+def remote_ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List saved control planes (never their tokens)."""
+    from corral.remote import saved
+
+    remotes = sorted(saved.load(remotes_file()).values(), key=lambda r: r.name or "")
+    if json_out:
+        print_json([{"name": r.name, "url": r.url} for r in remotes])
+        return
+    print_table(("NAME", "URL"), [(r.name, r.url) for r in remotes])
+
+
+@app.command("rm")
+def remote_rm(name: str = typer.Argument(..., help="The remote's name.")) -> None:
+    """Forget a saved control plane."""
+    from corral.remote import saved
+
+    saved.remove(remotes_file(), name)
+    out.print(f"removed remote {name}", markup=False)
+
+
+# --- the instance commands, remotely ----------------------------------------------------------
+
+
+def launch(plane: ControlPlane, image: str, **given: Any) -> None:
+    """`corral launch` on the control plane: scheduled onto a host, created and started."""
+    from corral.instance.options import make_options
+
+    unsupported = [flag for flag, value in _LOCAL_ONLY_LAUNCH.items() if given.get(value)]
+    if unsupported:
+        raise InvalidInput(
+            f"{', '.join(unsupported)}: not available with --remote",
+            hint="the control plane takes cpus, memory, disk size, ssh keys and user-data",
+        )
+    options = make_options(
+        name=given["name"],
+        instance_type=given["instance_type"],
+        cpus=given["cpus"],
+        memory=given["memory"],
+        disk_size=given["disk_size"],
+    )
+    keys = given["ssh_keys"] or _default_keys()
+    body: dict[str, Any] = {
+        "name": options.name,
+        "hypervisor": "qemu",
+        "image": image,
+        "boot_vcpus": options.cpus,
+        "max_vcpus": options.cpus,
+        "memory_size": options.memory_mib * MIB,
+        "ssh_keys": [_public_key(p) for p in keys],
+        "start": True,
+    }
+    if options.disk_size is not None:
+        body["disk_size"] = options.disk_size
+    if given["user_data"] is not None:
+        body["user_data"] = read_file(given["user_data"]).decode("utf-8", "replace")
+    vm = plane.create(body)
+    host = plane.host_names().get(vm["host_id"], vm["host_id"])
+    if given["wait"]:
+        note(f"{vm['name']}: running on its host (the guest is not reachable from here)")
+    out.print(f"{vm['name']} is {vm['status']} on host {host} ({plane.remote.url})", markup=False)
+    out.print(f"  logs:     corral --remote {_ref(plane)} logs {vm['name']}", markup=False)
+    out.print(f"  stop:     corral --remote {_ref(plane)} stop {vm['name']}", markup=False)
+
+
+_LOCAL_ONLY_LAUNCH = {
+    "--volume": "volumes",
+    "--network-config": "network_config",
+    "--vendor-data": "vendor_data",
+    "--meta-data": "meta_data",
+    "--kernel": "kernel",
+    "--initrd": "initrd",
+    "--cmdline": "cmdline",
+    "--forward": "forwards",
+    "--no-seed": "no_seed",
+}
+
+
+def _default_keys() -> list[Path]:
+    key = get_context().config.ssh_key
+    return [key] if key else []
+
+
+def _public_key(path: Path) -> str:
+    text = read_file(path).decode("utf-8", "replace").strip()
+    if not text or "PRIVATE KEY" in text:
+        raise InvalidInput(f"{path}: not an ssh public key", hint="give the .pub file")
+    return text.splitlines()[0]
+
+
+def _ref(plane: ControlPlane) -> str:
+    return plane.remote.name or plane.remote.url
+
+
+def ls(plane: ControlPlane, json_out: bool) -> None:
+    vms = plane.vms()
+    hosts = plane.host_names()
+    for vm in vms:
+        vm["host"] = hosts.get(vm["host_id"], vm["host_id"])
+    if json_out:
+        print_json(vms)
+        return
+    print_table(
+        ("NAME", "STATE", "HOST", "IMAGE", "CPUS", "MEMORY", "DISK"),
+        [
+            (
+                vm["name"],
+                vm["status"],
+                vm["host"],
+                vm["image"] or vm["boot_source_id"] or vm["image_object_id"],
+                vm["boot_vcpus"],
+                f"{vm['memory_size'] // MIB}M",
+                human_size(vm["disk_size"]) if vm["disk_size"] else "",
+            )
+            for vm in vms
+        ],
+    )
+
+
+def inspect(plane: ControlPlane, name: str, json_out: bool) -> None:
+    vm = plane.vm(name)
+    vm["host"] = plane.host_names().get(vm["host_id"], vm["host_id"])
+    if json_out:
+        print_json(vm)
+        return
+    for key, value in vm.items():
+        out.print(f"{key + ':':15} {value}", markup=False)
+
+
+def logs(plane: ControlPlane, name: str, follow: bool) -> None:
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    if follow:
+        plane.follow_console(name, write)
+    else:
+        write(plane.console(name))
+
+
+def act(plane: ControlPlane, name: str, action: str) -> None:
+    vm = plane.act(name, action)
+    out.print(f"{name} {vm['status']}", markup=False)
+
+
+def restart(plane: ControlPlane, name: str, force: bool) -> None:
+    if plane.vm(name)["status"] in ("running", "paused"):
+        plane.act(name, "force-stop" if force else "stop")
+    act(plane, name, "start")
+
+
+def rm(plane: ControlPlane, names: list[str], force: bool) -> None:
+    for name in names:
+        status = plane.vm(name)["status"]
+        if status in ("running", "paused") and not force:
+            raise InvalidInput(
+                f"VM {name!r} is {status}",
+                hint=f"stop it first, or: corral --remote {_ref(plane)} rm --force {name}",
+            )
+        plane.delete(name)
+        out.print(f"removed {name}", markup=False)
