@@ -16,6 +16,7 @@ from control.conftest import Api
 from corral.cli import serve_cmd
 from corral.db.engine import Database
 from corral.db.models import ApiToken
+from corral.errors import CorralError
 
 PROTECTED = [
     ("GET", "/hosts"),
@@ -119,3 +120,14 @@ def test_listen_addresses() -> None:
     assert serve_cmd.parse_listen("8080") == ("127.0.0.1", 8080)
     with pytest.raises(Exception, match="HOST:PORT"):
         serve_cmd.parse_listen("localhost:http")
+
+
+def test_an_unreachable_database_is_one_error_without_its_password() -> None:
+    app = typer.Typer()
+    serve_cmd.register(app)
+    url = "postgresql+psycopg://corral:s3cret@127.0.0.1:1/corral"
+    for args in (["db", "upgrade"], ["token", "create", "alice"], ["serve"]):
+        result = CliRunner().invoke(app, [*args, "--database", url])
+        assert isinstance(result.exception, CorralError), (args, result.exception)
+        assert "Connection refused" in result.exception.message
+        assert "s3cret" not in result.exception.message and "***" in result.exception.message

@@ -6,14 +6,16 @@ in the state directory and this machine is its one host, `local`, served in-proc
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
-from corral.errors import InvalidInput
+from corral.errors import CorralError, InvalidInput
 
 DatabaseOption = typer.Option(
     None,
@@ -30,10 +32,25 @@ def _settings(database: str | None, **overrides: Any) -> Any:
     return Settings.from_config(get_context().config, database=database, **overrides)
 
 
-def _database(database: str | None) -> Any:
-    from corral.db.engine import Database
+@contextlib.contextmanager
+def _database(database: str | None) -> Iterator[Any]:
+    """The database, migrated, and disposed of afterwards; one that cannot be reached is a
+    one-line error naming it (password hidden), not a driver's traceback."""
+    from sqlalchemy.exc import OperationalError
 
-    return Database(_settings(database).database_url, pool_size=1)
+    from corral.db.engine import Database
+    from corral.db.migrate import upgrade
+
+    db = Database(_settings(database).database_url, pool_size=1)
+    try:
+        upgrade(db)
+        yield db
+    except OperationalError as exc:
+        where = db.engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise CorralError(f"database {where}: {reason}") from None
+    finally:
+        db.dispose()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -69,20 +86,15 @@ def serve(
     from corral.api.app import create_app
     from corral.config import parse_key_list
     from corral.control.tokens import TokenService
-    from corral.db.migrate import upgrade
 
     host, port = parse_listen(listen)
     overrides: dict[str, Any] = {}
     if developer_ssh_keys is not None:
         overrides["developer_ssh_keys"] = parse_key_list(developer_ssh_keys)
     settings = _settings(database, **overrides)
-    db = _database(database)
-    try:
-        upgrade(db)
+    with _database(database) as db:
         if not TokenService(db).any():
             err.print("note: no API tokens yet: create one with `corral token create NAME`")
-    finally:
-        db.dispose()
     mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
     err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
     uvicorn.run(
@@ -96,14 +108,11 @@ def serve(
 
 def db_upgrade(database: str | None = DatabaseOption) -> None:
     """Apply the database migrations (`corral serve` also does, on start)."""
-    from corral.db.migrate import upgrade
+    from corral.db.migrate import current
 
-    db = _database(database)
-    try:
-        revision = upgrade(db)
-        print(f"database at revision {revision}: {db.engine.url.render_as_string()}")
-    finally:
-        db.dispose()
+    with _database(database) as db:
+        where = db.engine.url.render_as_string(hide_password=True)
+        print(f"database at revision {current(db)}: {where}")
 
 
 def token_create(
@@ -114,12 +123,8 @@ def token_create(
     """Create an API token and print it (it is shown this once)."""
     from corral.control.tokens import TokenService
 
-    db = _database(database)
-    try:
-        _upgrade(db)
+    with _database(database) as db:
         row, token = TokenService(db).create(name)
-    finally:
-        db.dispose()
     if json_out:
         print_json({"id": str(row.id), "name": row.name, "token": token})
         return
@@ -135,12 +140,8 @@ def token_ls(
     """List API tokens (never their secrets)."""
     from corral.control.tokens import TokenService
 
-    db = _database(database)
-    try:
-        _upgrade(db)
+    with _database(database) as db:
         rows = TokenService(db).list()
-    finally:
-        db.dispose()
     items = [
         {
             "id": str(t.id),
@@ -166,19 +167,9 @@ def token_revoke(
     """Revoke an API token: requests carrying it are refused from now on."""
     from corral.control.tokens import TokenService
 
-    db = _database(database)
-    try:
-        _upgrade(db)
+    with _database(database) as db:
         row = TokenService(db).revoke(name)
-    finally:
-        db.dispose()
     print(f"revoked {row.name}")
-
-
-def _upgrade(db: Any) -> None:
-    from corral.db.migrate import upgrade
-
-    upgrade(db)
 
 
 def register(app: typer.Typer) -> None:
