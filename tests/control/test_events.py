@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,9 +15,11 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from control.conftest import MIB
+from control.conftest import MIB, TEMPLATE
 from control.fakes import Fleet
 from control.livesrv import LiveServer
+from control.postgres import PostgresServer
+from corral.api.app import create_app
 from corral.control.settings import Settings
 
 
@@ -132,3 +135,61 @@ def test_every_state_change_is_an_event(live: LiveServer, fleet: Fleet) -> None:
 
 def test_events_need_a_token(live: LiveServer) -> None:
     assert httpx.get(f"{live.url}/events").status_code == 401
+
+
+def test_processes_sharing_postgresql_stream_each_others_events(postgres: PostgresServer) -> None:
+    """Two control planes on one database: a subscriber of one hears what the other changed,
+    and only once; a change that was rolled back is never heard of."""
+    url = postgres.url(postgres.create_database(template=TEMPLATE))
+    settings = Settings(database_url=url, health_interval=0, event_keepalive=0.1)
+    fleet = Fleet()
+    fleet.add("10.0.0.1", 7000)
+    first = LiveServer(create_app(settings, node_factory=fleet)).start()
+    second = LiveServer(create_app(settings, node_factory=fleet)).start()
+    try:
+        token = first.token()
+        assert first.plane.relay.listening.wait(10) and second.plane.relay.listening.wait(10)
+        client = httpx.Client(base_url=second.url, headers={"Authorization": f"Bearer {token}"})
+        with listen(first, token) as heard_by_first, listen(second, token) as heard_by_second:
+            body = {"name": "h", "address": "10.0.0.1", "port": 7000}
+            host = client.post("/hosts", json=body).json()
+            assert client.post("/hosts", json=body).status_code == 409  # rolled back
+            assert client.post(f"/hosts/{host['id']}/init").status_code == 200
+            expected = [
+                ("host", "created", "unknown"),
+                ("host", "updated", "initializing"),
+                ("host", "updated", "up"),
+            ]
+            for events in (heard_by_first, heard_by_second):
+                got = take(events, 3)
+                assert [(e["event"], e["action"], e["status"]) for e in got] == expected
+                assert got[0]["id"] == host["id"] and got[0]["data"]["name"] == "h"
+            time.sleep(0.3)
+            assert heard_by_first.empty() and heard_by_second.empty()  # each once, no more
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_event_payloads_stay_under_the_notification_limit() -> None:
+    from corral.api.schemas import Event
+    from corral.control.relay import PAYLOAD_LIMIT, decode, encode
+
+    events = [
+        Event(
+            kind="vm",
+            action="updated",
+            id=uuid.uuid4(),
+            status="running",
+            data={"name": f"vm{i}", "reason": "x" * 300},
+        )
+        for i in range(100)
+    ]
+    events.append(Event(kind="job", action="updated", id=uuid.uuid4(), data={"e": "y" * 9000}))
+    payloads = encode(events, "me")
+    assert len(payloads) > 1 and all(len(p.encode()) < PAYLOAD_LIMIT for p in payloads)
+    assert decode(payloads[0], "me") == []  # our own
+    back = [e for p in payloads for e in decode(p, "sibling")]
+    assert [e.id for e in back] == [e.id for e in events]
+    assert back[0].data == events[0].data and back[-1].data == {}  # too big: what, not details
+    assert decode("not json", "sibling") == []

@@ -2,9 +2,8 @@
 
 Services record an event in the write transaction's session (`emit`); the database hands the
 list to the bus once the transaction has committed, so a subscriber never hears of a change
-that was rolled back. The bus lives in one process: with several control-plane processes
-sharing a PostgreSQL database, each streams the changes it made itself (and those its own health
-checker saw), not its siblings'.
+that was rolled back. The bus lives in one process; with several control-plane processes
+sharing a PostgreSQL database, corral.control.relay brings each the events of its siblings.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
 from corral.control.jobs import JobRunner, JobService
 from corral.control.nodes import NodeFactory, NodeRegistry, default_factory
+from corral.control.relay import EventRelay
 from corral.control.settings import IN_PROCESS, LOCAL_HOST, Settings
 from corral.control.storage import BootSourceService, StorageObjectService, StoragePoolService
 from corral.control.tokens import TokenService
@@ -56,6 +57,10 @@ class ControlPlane:
         self.db = Database(settings.database_url, pool_size=DB_THREADS)
         self.bus = EventBus()
         self.db.after_commit = self.bus.publish
+        # Several processes may share a PostgreSQL database: each streams its siblings' events.
+        self.relay = EventRelay(self.db.url, self.bus.publish) if self.db.is_postgresql else None
+        if self.relay is not None:
+            self.db.before_commit = self.relay.send
         self.nodes = NodeRegistry(node_factory or default_factory(settings))
         self.runner = JobRunner(self)
         self.jobs = JobService(self)
@@ -116,6 +121,8 @@ class ControlPlane:
         from corral.db.migrate import upgrade
 
         self.bus.bind(asyncio.get_running_loop())
+        if self.relay is not None:
+            self.relay.start()
         if self.settings.migrate:
             await anyio.to_thread.run_sync(upgrade, self.db)
         if self.db.is_sqlite:
@@ -132,6 +139,8 @@ class ControlPlane:
         await self.health.stop()
         await self.runner.close()
         await self.nodes.close()
+        if self.relay is not None:
+            await anyio.to_thread.run_sync(self.relay.stop)
         if self._writer is not None:
             await anyio.to_thread.run_sync(self._writer.close)
         await anyio.to_thread.run_sync(self.db.dispose)

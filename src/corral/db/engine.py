@@ -64,6 +64,8 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         # Called with session.info["events"] once a write transaction has committed.
         self.after_commit: Callable[[list[Any]], None] | None = None
+        # Called with the session and its events just before a write transaction commits.
+        self.before_commit: Callable[[Session, list[Any]], None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -82,8 +84,10 @@ class Database:
             with self._sessions() as session:
                 session.connection(execution_options={_WRITE: True})  # BEGIN (IMMEDIATE)
                 yield session
-                session.commit()
                 events = session.info.pop("events", None)
+                if events and self.before_commit is not None:
+                    self.before_commit(session, events)
+                session.commit()
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()

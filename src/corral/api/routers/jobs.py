@@ -45,8 +45,8 @@ async def events(
     kind: Annotated[list[Literal["host", "vm", "job"]], Query(max_length=3)] = [],  # noqa: B006
 ) -> StreamingResponse:
     """Server-sent events, one per state change of a host, VM or job made from now on:
-    `event:` is the kind, `data:` the JSON event. Each control-plane process streams the
-    changes it made (see the README on several processes)."""
+    `event:` is the kind, `data:` the JSON event. With several control-plane processes on one
+    PostgreSQL database, each streams the changes all of them make."""
     subscription = plane.bus.subscribe(plane.settings.event_keepalive)
     wanted = set(kind)
 
