@@ -64,9 +64,10 @@ def _wait_job(
         time.sleep(0.1)
 
 
-def test_qarax_walkthrough_on_the_embedded_server(
-    vm_ctx: Context, tiny_guest: Any, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("where", ["embedded", "node-agent"])
+def test_qarax_walkthrough(vm_ctx: Context, tiny_guest: Any, tmp_path: Path, where: str) -> None:
+    """On the embedded server (this machine is host `local`), and on a control plane whose
+    host is a `corral node` agent process reached over HTTP."""
     # The pool: a directory holding the kernel and initramfs, as qarax's step 1 asks.
     pool_dir = tmp_path / "images"
     pool_dir.mkdir()
@@ -74,15 +75,23 @@ def test_qarax_walkthrough_on_the_embedded_server(
     shutil.copy(tiny_guest.initrd, pool_dir / "initramfs.gz")
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/corral.db",
-        local_node=True,
+        local_node=where == "embedded",
         config=vm_ctx.config,
         vm_default_image=TINY,  # the root disk, as qarax's VM_ROOTFS
         health_interval=0,
     )
+    agent = Agent(vm_ctx.home.root, "127.0.0.1", "node-token") if where == "node-agent" else None
     client, auth = _client(settings)
     try:
+        if agent is not None:
+            agent.start()
+            body = {"name": "node1", "address": "127.0.0.1", "port": agent.port,
+                    "token": agent.token}  # fmt: skip
+            host = _ok(client.post("/hosts", headers=auth, json=body), 201)
+            _ok(client.post(f"/hosts/{host['id']}/init", headers=auth))
         hosts = _ok(client.get("/hosts", headers=auth))
-        assert [(h["name"], h["status"]) for h in hosts] == [("local", "up")]
+        name = "local" if agent is None else "node1"
+        assert [(h["name"], h["status"]) for h in hosts] == [(name, "up")]
         assert hosts[0]["cpus"] >= 1 and hosts[0]["versions"]["qemu"]
 
         # Step 1 — Register a storage pool
@@ -229,6 +238,8 @@ def test_qarax_walkthrough_on_the_embedded_server(
         assert lifecycle.list_instances(vm_ctx) == []
     finally:
         client.__exit__(None, None, None)
+        if agent is not None:
+            agent.kill()
 
 
 # --- two node agents ------------------------------------------------------------------------
