@@ -10,6 +10,7 @@ packages=(
   openssh-client                  # corral ssh
   postgresql                      # control-plane tests run against a real PostgreSQL
   cpio xz-utils ca-certificates   # tiny test guest, compressed images
+  busybox                         # copy-step tests run the guest side under busybox ash
   python3 python3-venv python3-pip
 )
 

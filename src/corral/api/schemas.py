@@ -79,10 +79,11 @@ Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
 ]
+VM_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 VmName = Annotated[
     str,
     StringConstraints(
-        min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+        min_length=1, max_length=63, pattern=VM_NAME_PATTERN
     ),  # a hostname: the node uses it as the instance name
 ]
 Tag = Annotated[

@@ -36,6 +36,7 @@ from corral.builds.vm import BuildVm, cache_serial
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput
 from corral.fsutil import locked
+from corral.guest.ssh import remote_process
 
 Sink = Callable[[bytes], None]
 CACHE_DISK_SIZE = 20 << 30  # sparse: what a cache may grow to
@@ -357,7 +358,7 @@ class Builder:
 async def _run_split(vm: BuildVm, script: str, stdout: Sink, stderr: Sink) -> int:
     """Run as root with stdout and stderr kept apart (a tar on stdout must stay clean)."""
     command = shlex.join(vm._as_root(script))
-    async with vm.conn.create_process(command, encoding=None) as proc:
+    async with remote_process(vm.conn, command) as proc:
 
         async def pump(reader: object, sink: Sink) -> None:
             while chunk := await reader.read(65536):  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from corral.context import Context
 from corral.errors import CorralError, DeadlineExceeded, QemuError
 from corral.fsutil import locked
 from corral.guest.ready import wait_ready_async
-from corral.guest.ssh import SshTarget, close, connect
+from corral.guest.ssh import SshTarget, close, connect, remote_process
 from corral.instance import registry
 from corral.instance.keys import ensure_corral_key
 from corral.instance.state import console_tail
@@ -152,7 +152,8 @@ class BuildVm:
         with contextlib.suppress(Exception):
             await close(self.conn)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.qmp.execute("quit"), 5)
+            async with asyncio.timeout(5):
+                await self.qmp.execute("quit")
         with contextlib.suppress(Exception):
             await self.qmp.disconnect()
         if not await asyncio.to_thread(wait_gone, self.pid, 10):
@@ -176,7 +177,7 @@ class BuildVm:
         import shlex
 
         command = shlex.join(self._as_root(script))
-        async with self.conn.create_process(command, encoding=None) as proc:
+        async with remote_process(self.conn, command) as proc:
 
             async def pump(reader: Any) -> None:
                 while chunk := await reader.read(65536):

@@ -50,7 +50,8 @@ class Subscription:
             self.close()
             raise StopAsyncIteration
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout=self._keepalive)
+            async with asyncio.timeout(self._keepalive):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

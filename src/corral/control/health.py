@@ -74,8 +74,10 @@ class HealthMonitor:
         now = time.monotonic()
         try:
             node = self.plane.nodes.for_host(where)
-            await asyncio.wait_for(node.health(), timeout)
-            seen = await asyncio.wait_for(node.list_vms(), timeout)
+            async with asyncio.timeout(timeout):
+                await node.health()
+            async with asyncio.timeout(timeout):
+                seen = await node.list_vms()
         except (CorralError, TimeoutError) as exc:
             reason = getattr(exc, "message", None) or "timed out"
             # A host first seen failing gets `down_after` from now.

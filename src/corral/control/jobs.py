@@ -57,7 +57,8 @@ class JobRunner:
         """Wait until a job this process runs has finished (returns at once for others)."""
         task = self._tasks.get(job_id)
         if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
 
     @property
     def running(self) -> int:

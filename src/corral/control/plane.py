@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from corral.control.allocations import AllocationService
@@ -34,7 +34,7 @@ from corral.db.engine import Database
 from corral.db.models import Host
 from corral.db.repositories import HostRepository
 from corral.db.writer import BatchWriter
-from corral.errors import Conflict, CorralError
+from corral.errors import Conflict, CorralError, InvalidInput
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -186,6 +186,9 @@ class _database_errors:
                 table, column = match.group(1) or match.group(3), match.group(2) or match.group(4)
                 raise Conflict(f"that {column} is already taken ({table})") from exc
             raise Conflict(f"the change conflicts with the stored data: {exc.orig}") from exc
+        if isinstance(exc, DataError):  # e.g. a NUL byte, which PostgreSQL text cannot hold
+            message = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise InvalidInput(f"a value the database cannot store: {message}") from exc
         if isinstance(exc, OperationalError):
             if getattr(exc.orig, "sqlstate", None) in _RETRY_STATES:
                 raise _Retry from exc

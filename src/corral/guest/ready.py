@@ -46,13 +46,14 @@ async def ssh_banner(target: SshTarget, timeout: float = BANNER_TIMEOUT) -> bool
     SSH handshake attempted too early would hang until its own timeout; the greeting is cheap.
     """
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.host, target.port), timeout
-        )
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(target.host, target.port)
     except (OSError, TimeoutError):
         return False
     try:
-        return (await asyncio.wait_for(reader.read(8), timeout)).startswith(b"SSH-")
+        async with asyncio.timeout(timeout):
+            greeting = await reader.read(8)
+        return greeting.startswith(b"SSH-")
     except (OSError, TimeoutError):
         return False
     finally:

@@ -12,7 +12,7 @@ import io
 import logging
 import shlex
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,14 +88,30 @@ async def run_on(
     timeout: float | None = None,
 ) -> ExecResult:
     """Run a command and collect its output."""
-    result = await asyncio.wait_for(
-        conn.run(command_line(command), input=stdin, encoding=None, check=False), timeout
-    )
+    async with asyncio.timeout(timeout):
+        result = await conn.run(command_line(command), input=stdin, encoding=None, check=False)
     return ExecResult(
         result.exit_status if result.exit_status is not None and result.exit_status >= 0 else 255,
         result.stdout or b"",
         result.stderr or b"",
     )
+
+
+@contextlib.asynccontextmanager
+async def remote_process(
+    conn: asyncssh.SSHClientConnection, command: str
+) -> AsyncIterator[asyncssh.SSHClientProcess[bytes]]:
+    """A remote process whose channel is closed on the way out without waiting for it.
+
+    Without a PTY a command outlives the closing of its channel (no hangup), and the server
+    closes the channel only when the command ends: waiting there would hold up a Ctrl-C or a
+    cancelled step for as long as the command runs. Whoever cancels ends the VM or connection.
+    """
+    proc = await conn.create_process(command, encoding=None)
+    try:
+        yield proc
+    finally:
+        proc.close()
 
 
 async def stream_on(
@@ -107,7 +123,7 @@ async def stream_on(
     stdin: asyncio.StreamReader | None = None,
 ) -> int:
     """Run a command, passing its output to the sinks as it arrives; return its exit code."""
-    async with conn.create_process(command_line(command), encoding=None) as proc:
+    async with remote_process(conn, command_line(command)) as proc:
 
         async def pump(reader: asyncssh.SSHReader[bytes], sink: Sink) -> None:
             while chunk := await reader.read(65536):

@@ -27,8 +27,10 @@ async def qmp_execute_async(
     """Run one QMP command and return its result; failures become QemuError."""
     client = QMPClient("corral")
     try:
-        await asyncio.wait_for(client.connect(str(socket)), timeout)
-        return await asyncio.wait_for(client.execute(command, arguments), timeout)
+        async with asyncio.timeout(timeout):
+            await client.connect(str(socket))
+        async with asyncio.timeout(timeout):
+            return await client.execute(command, arguments)
     except (QMPError, OSError, EOFError, TimeoutError) as exc:
         raise QemuError(f"QMP {command} on {socket} failed: {exc or type(exc).__name__}") from exc
     finally:
@@ -42,7 +44,8 @@ async def qmp_session_async(
     """Run several commands over one connection, in order."""
     client = QMPClient("corral")
     try:
-        await asyncio.wait_for(client.connect(str(socket)), 10)
+        async with asyncio.timeout(10):
+            await client.connect(str(socket))
         return [await client.execute(name, args) for name, args in commands]
     except (QMPError, OSError, EOFError, TimeoutError) as exc:
         raise QemuError(f"QMP on {socket} failed: {exc or type(exc).__name__}") from exc

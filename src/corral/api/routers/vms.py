@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query, Response, WebSocket
 
 from corral.api.deps import Authenticated, Plane
 from corral.api.errors import ERRORS
-from corral.api.schemas import JobPublic, VmAction, VmCreate, VmCreated, VmPublic, VmStatus
+from corral.api.schemas import (
+    VM_NAME_PATTERN,
+    JobPublic,
+    VmAction,
+    VmCreate,
+    VmCreated,
+    VmPublic,
+    VmStatus,
+)
 from corral.api.streams import accept_authorised, pump
 from corral.errors import CorralError
 
@@ -32,7 +40,9 @@ async def list_vms(
     tags: Annotated[list[str], Query(max_length=64, description="every one of these tags")] = [],  # noqa: B006
     status: VmStatus | None = None,
     host_id: uuid.UUID | None = None,
-    name: Annotated[str | None, Query(max_length=255, description="exactly this name")] = None,
+    name: Annotated[
+        str | None, Query(pattern=VM_NAME_PATTERN, max_length=63, description="exactly this name")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[VmPublic]:
