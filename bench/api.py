@@ -35,10 +35,11 @@ from typing import Any
 
 import httpx
 
+import api_floor
 from common import REPO, log, now, print_table, write_results
 
 sys.path.insert(0, str(REPO / "tests"))
-from control.postgres import PostgresServer, free_port
+from control.postgres import SUPERUSER, PostgresServer, find_bin, free_port
 
 MIB = 1 << 20
 
@@ -255,6 +256,30 @@ def run_backend(name: str, url: str, processes: int, args: argparse.Namespace) -
     return {"backend": name, "processes": processes, **result}
 
 
+def run_floor(name: str, url: str, args: argparse.Namespace, server: Any = None) -> float:
+    """Creates per second of the floor (bench/api_floor.py) on a fresh database."""
+    from sqlalchemy import create_engine, text
+
+    from corral.control.settings import Settings
+
+    prepare(url)
+    api_floor.add_hosts(url, args.hosts)
+    ratios = Settings.cpu_overcommit, Settings.memory_overcommit
+    if server is None:
+        elapsed = api_floor.run_sqlite(url.removeprefix("sqlite:///"), args.vms, *ratios)
+    else:
+        database = url.rsplit("/", 1)[1]
+        elapsed = api_floor.run_pgbench(find_bin("pgbench"), server.port, SUPERUSER, database,
+                                        args.vms, args.concurrency, *ratios)  # fmt: skip
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        made = conn.execute(text("SELECT count(*) FROM vms WHERE status = 'created'")).scalar()
+    engine.dispose()
+    log(f"{name} floor: {made} VMs in {elapsed:.1f}s")
+    assert made and made >= args.vms, made
+    return made / elapsed
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
@@ -270,13 +295,17 @@ def main() -> None:
     results = []
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory(prefix="cbapi", dir="/tmp") as tmp:
+            floor = run_floor("sqlite", f"sqlite:///{tmp}/floor.db", args)
             results.append(run_backend("sqlite", f"sqlite:///{tmp}/corral.db", 1, args))
+            results[-1]["floor_creates_per_second"] = floor
     if args.only in (None, "postgresql"):
         server = PostgresServer(fsync=True).start()
         try:
+            floor = run_floor("postgresql", server.url(server.create_database()), args, server)
             for processes in (2, 1):
                 url = server.url(server.create_database())
                 results.append(run_backend("postgresql", url, processes, args))
+                results[-1]["floor_creates_per_second"] = floor
         finally:
             server.stop()
 
@@ -285,9 +314,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {Path('/proc/loadavg').read_text().split()[0]} load")
     print()
     print_table(
-        ["backend", "servers", "creates/s", "p50 ms", "p99 ms", "GET p50 ms", "GET p99 ms",
-         "GET p99 ms (any page)", "failures"],
-        [[r["backend"], r["processes"], r["creates_per_second"], r["create_latency_p50_ms"],
+        ["backend", "servers", "creates/s", "floor/s", "ratio", "p50 ms", "p99 ms", "GET p50 ms",
+         "GET p99 ms", "GET p99 ms (any page)", "failures"],
+        [[r["backend"], r["processes"], r["creates_per_second"], r["floor_creates_per_second"],
+          r["creates_per_second"] / r["floor_creates_per_second"], r["create_latency_p50_ms"],
           r["create_latency_p99_ms"], r["get_first_page_p50_ms"], r["get_first_page_p99_ms"],
           r["get_any_page_p99_ms"], r["failures"]] for r in results],
     )  # fmt: skip

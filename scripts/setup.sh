@@ -11,6 +11,7 @@ packages=(
   postgresql                      # control-plane tests run against a real PostgreSQL
   cpio xz-utils ca-certificates   # tiny test guest, compressed images
   busybox                         # copy-step tests run the guest side under busybox ash
+  sqlite3                         # bench/api.py: the SQLite floor
   python3 python3-venv python3-pip
 )
 

@@ -11,7 +11,12 @@ Names are imported lazily so that `corral` commands only load what they use.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
+
+# With cryptography >= 48, importing asyncssh warns that DSA is deprecated: noise that a user
+# cannot act on (corral never uses DSA keys), printed before a command's own output or error.
+warnings.filterwarnings("ignore", module=r"asyncssh\.")
 
 if TYPE_CHECKING:
     from corral.client import Corral, Instance

@@ -1,10 +1,12 @@
 """Jobs: long operations (node calls) that run after the request that asked for them returned.
 
 A service records the job (pending) in the same transaction as the change that needs it, and
-hands the runner its work once that transaction has committed. The runner marks it running,
-awaits the work, and marks it completed or failed (with the error's message) in one transaction
-together with whatever the work's result changes (a VM's status, say). Jobs run in the process
-that accepted the request; if that process stops first, they are marked failed.
+hands the runner its work once that transaction has committed. The runner marks it running
+(a VM create records its job running at once: the runner starts it as soon as the create has
+committed, so a separate transaction would only cost time), awaits the work, and marks it
+completed or failed (with the error's message) in one transaction together with whatever the
+work's result changes (a VM's status, say). Jobs run in the process that accepted the request;
+if that process stops first, they are marked failed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -47,8 +49,25 @@ class JobRunner:
         on_error: OnError | None = None,
         prepare: Prepare | None = None,
     ) -> None:
-        """Run `work` for the recorded job; call from the event loop."""
-        run = self._run(job_id, work, on_error, prepare)
+        """Run `work` for the recorded (pending) job; call from the event loop."""
+
+        async def begin() -> Any:
+            return await self.plane.write(_start, job_id, prepare)
+
+        self._spawn(job_id, self._run(job_id, begin, work, on_error))
+
+    def spawn_started(
+        self, job_id: uuid.UUID, prepared: Any, work: Work, on_error: OnError | None = None
+    ) -> None:
+        """Run `work` for a job recorded as running already, in the transaction that asked
+        for it (which also prepared its input): one transaction fewer for the hot path."""
+
+        async def begin() -> Any:
+            return prepared
+
+        self._spawn(job_id, self._run(job_id, begin, work, on_error))
+
+    def _spawn(self, job_id: uuid.UUID, run: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(run)
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
@@ -72,12 +91,16 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(
-        self, job_id: uuid.UUID, work: Work, on_error: OnError | None, prepare: Prepare | None
+        self,
+        job_id: uuid.UUID,
+        begin: Callable[[], Awaitable[Any]],
+        work: Work,
+        on_error: OnError | None,
     ) -> None:
         plane = self.plane
         try:
             try:
-                prepared = await plane.write(_start, job_id, prepare)
+                prepared = await begin()
                 finish = await work(prepared)
             except CorralError as exc:
                 finish = await _after_error(on_error, exc)

@@ -65,11 +65,13 @@ class VmService:
 
     async def create(self, data: VmCreate) -> dict[str, Any]:
         """Schedule and record the VM; its public fields and `job_id`. A job creates it."""
-        vm = await self.plane.write(self._record, data)
-        self._run(vm["job_id"], vm["id"], "create", start=data.start)
+        vm, prepared = await self.plane.write(self._record, data)
+        self._run(vm["job_id"], vm["id"], "create", start=data.start, prepared=prepared)
         return vm
 
-    def _record(self, session: Session, data: VmCreate) -> dict[str, Any]:
+    def _record(
+        self, session: Session, data: VmCreate
+    ) -> tuple[dict[str, Any], tuple[NodeVmSpec, NodeAddress]]:
         # The hot path of the API: Core statements, no ORM objects (see the repositories).
         settings = self.plane.settings
         vms = VmRepository(session)
@@ -119,17 +121,20 @@ class VmService:
             "updated_at": now,
         }
         vms.insert(vm, data.tags)
+        # The job runs as soon as this commits: recorded running, with what the node needs.
         job_id = uuid.uuid4()
         JobRepository(session).insert(
             {
                 "id": job_id,
                 "kind": "vm.create",
-                "status": "pending",
+                "status": "running",
                 "vm_id": vm["id"],
                 "host_id": host_id,
                 "created_at": now,
+                "started_at": now,
             }
         )
+        prepared = self._node_spec(session, vm["id"], data.start)
         emit(
             session,
             "vm",
@@ -143,10 +148,10 @@ class VmService:
             "job",
             "created",
             job_id,
-            "pending",
+            "running",
             {"kind": "vm.create", "vm_id": str(vm["id"])},
         )
-        return {**vm, "tags": list(data.tags), "job_id": job_id}
+        return {**vm, "tags": list(data.tags), "job_id": job_id}, prepared
 
     def _schedule(self, session: Session, vcpus: int, memory: int) -> uuid.UUID:
         settings = self.plane.settings
@@ -276,8 +281,10 @@ class VmService:
         *,
         start: bool = False,
         force: bool = False,
+        prepared: tuple[NodeVmSpec, NodeAddress] | None = None,
     ) -> None:
-        """Hand the node side of an operation to the job runner."""
+        """Hand the node side of an operation to the job runner (`prepared`: the job was
+        recorded running, with its node spec, by the transaction that asked for it)."""
         plane = self.plane
 
         async def work(prepared: tuple[NodeVmSpec, NodeAddress]) -> Finish | None:
@@ -310,9 +317,12 @@ class VmService:
                 return lambda s: self._set(s, vm_id, "unknown", f"{action} failed: {exc.message}")
             return lambda s: self._apply(s, vm_id, seen, f"{action} failed: {exc.message}")
 
-        plane.runner.spawn(
-            job_id, work, on_error, prepare=lambda s: self._node_spec(s, vm_id, start)
-        )
+        if prepared is not None:
+            plane.runner.spawn_started(job_id, prepared, work, on_error)
+        else:
+            plane.runner.spawn(
+                job_id, work, on_error, prepare=lambda s: self._node_spec(s, vm_id, start)
+            )
 
     def _node_spec(
         self, session: Session, vm_id: uuid.UUID, start: bool

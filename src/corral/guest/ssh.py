@@ -54,20 +54,33 @@ class ExecResult:
 
 
 async def connect(target: SshTarget, *, timeout: float = 10) -> asyncssh.SSHClientConnection:
-    """Open a connection; guest host keys are not pinned (they are regenerated per instance)."""
-    return await asyncssh.connect(
-        target.host,
-        target.port,
-        username=target.user,
-        client_keys=[str(target.key)],
-        known_hosts=None,
-        server_host_key_algs=HOST_KEY_ALGS,
-        agent_path=None,
-        config=None,
-        connect_timeout=timeout,
-        login_timeout=timeout,
-        keepalive_interval=15,
-    )
+    """Open a connection; guest host keys are not pinned (they are regenerated per instance).
+
+    asyncssh's own connect_timeout runs through asyncio.wait_for, which on Python 3.11 loses a
+    cancellation (a Ctrl-C) that arrives as the connection completes: the caller would go on
+    as if nothing happened. So the timeout is ours, and a cancellation seen while connecting
+    is raised here whatever asyncssh did with it.
+    """
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    async with asyncio.timeout(timeout):
+        conn = await asyncssh.connect(
+            target.host,
+            target.port,
+            username=target.user,
+            client_keys=[str(target.key)],
+            known_hosts=None,
+            server_host_key_algs=HOST_KEY_ALGS,
+            agent_path=None,
+            config=None,
+            connect_timeout=None,
+            login_timeout=timeout,
+            keepalive_interval=15,
+        )
+    if task is not None and task.cancelling() > cancelling:
+        conn.abort()
+        raise asyncio.CancelledError
+    return conn
 
 
 def command_line(command: str | Sequence[str]) -> str:
