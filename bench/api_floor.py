@@ -3,7 +3,8 @@ Python in the loop.
 
 Per VM, two transactions, as a corral create and its job write them: one picks an `up` host
 with room (the same query: free vCPUs and memory after the overcommit ratios, most free memory
-first; FOR UPDATE SKIP LOCKED on PostgreSQL), adds the VM to the host's reservation and inserts
+first; on PostgreSQL FOR UPDATE SKIP LOCKED, waiting for a lock only when every host is held),
+adds the VM to the host's reservation and inserts
 the VM, its tag and its job (running); the other marks the VM created and the job completed.
 PostgreSQL: pgbench (C, prepared statements) with as many connections in flight as the API
 benchmark has. SQLite: the sqlite3 shell running every transaction in turn (SQLite has one
@@ -58,7 +59,7 @@ def pgbench_script(cpu_ratio: float, memory_ratio: float) -> str:
     where, order = _fits(cpu_ratio, memory_ratio)
     return f"""\\set tag random(0, 9)
 BEGIN;
-SELECT id AS host_id FROM hosts WHERE {where} ORDER BY {order} LIMIT 1 FOR UPDATE SKIP LOCKED \\gset
+SELECT COALESCE((SELECT id FROM hosts WHERE {where} ORDER BY {order} LIMIT 1 FOR UPDATE SKIP LOCKED), (SELECT id FROM hosts WHERE {where} ORDER BY {order} LIMIT 1 FOR UPDATE)) AS host_id \\gset
 UPDATE hosts SET used_vcpus = used_vcpus + 1, used_memory = used_memory + {VM_MEMORY} WHERE id = :host_id;
 INSERT INTO vms (id, name, hypervisor, status, host_id, boot_vcpus, max_vcpus, memory_size, image, ssh_keys, networks, created_at, updated_at) VALUES (gen_random_uuid(), 'vm-' || gen_random_uuid(), 'qemu', 'pending', :host_id, 1, 1, {VM_MEMORY}, 'debian-12', '[]', '[]', now(), now()) RETURNING id AS vm_id \\gset
 INSERT INTO vm_tags (vm_id, tag) VALUES (:vm_id, 'group' || :tag);

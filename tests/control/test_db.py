@@ -93,3 +93,26 @@ def test_database_urls(url: str, words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         check_url(url)
     assert check_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+
+
+def test_pooled_connections_outlive_a_postgresql_restart() -> None:
+    """Connections are not pinged on every checkout, only after IDLE_PING idle seconds: a pool
+    whose server restarted meanwhile hands out fresh connections, not dead ones."""
+    import time
+
+    from corral.db.engine import IDLE_PING
+
+    server = PostgresServer().start()
+    try:
+        db = Database(server.url(server.create_database()))
+        with db.read() as session:
+            backend = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        server.restart()
+        time.sleep(IDLE_PING + 0.2)
+        with db.read() as session:
+            assert session.execute(text("SELECT pg_backend_pid()")).scalar() != backend
+        with db.write() as session:
+            assert session.execute(text("SELECT 1")).scalar() == 1
+        db.dispose()
+    finally:
+        server.stop()

@@ -13,7 +13,8 @@ from corral.control.plane import ControlPlane
 bearer = HTTPBearer(auto_error=False, description="an API token (`corral token create NAME`)")
 
 
-def get_plane(request: Request) -> ControlPlane:
+async def get_plane(request: Request) -> ControlPlane:
+    # async: FastAPI would run a plain function in a worker thread, a hop per request.
     return request.app.state.plane  # type: ignore[no-any-return]
 
 

@@ -52,6 +52,8 @@ def encode(events: list[Event], origin: str) -> list[str]:
 
 def decode(payload: str, origin: str) -> list[Event]:
     """The events of a sibling's payload; none for our own or for anything malformed."""
+    if payload.startswith(f'{{"origin": "{origin}"'):  # ours (as encode writes it): no parsing
+        return []
     try:
         body = json.loads(payload)
         if body.get("origin") == origin:
@@ -84,8 +86,9 @@ class EventRelay:
 
     def send(self, session: Session, events: list[Any]) -> None:
         """Called in a write transaction before it commits (see Database.before_commit)."""
+        conn = session.connection()
         for payload in encode(events, self.origin):
-            session.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+            conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
 
     def start(self) -> None:
         self._thread.start()

@@ -13,7 +13,7 @@ The node is called afterwards, by a job. Later operations go to the VM's host.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +97,8 @@ class VmService:
                     "give image (a corral image name) or image_object_id (a disk storage object)",
                     hint="or set vm_default_image in the server's configuration",
                 )
-        host_id = self._schedule(session, data.boot_vcpus, data.memory_size)
+        host = self._schedule(session, data.boot_vcpus, data.memory_size)
+        host_id = host.id
         HostRepository(session).reserve(host_id, data.boot_vcpus, data.memory_size)
         now = utcnow()
         vm: dict[str, Any] = {
@@ -134,7 +135,12 @@ class VmService:
                 "started_at": now,
             }
         )
-        prepared = self._node_spec(session, vm["id"], data.start)
+        if boot_source is None and data.image_object_id is None:
+            # All the node needs is at hand: no need to read it back.
+            where = NodeAddress(host_id, host.name, host.address, host.port, host.token)
+            prepared = (self._spec(vm, data.start), where)
+        else:
+            prepared = self._node_spec(session, vm["id"], data.start)
         emit(
             session,
             "vm",
@@ -153,7 +159,8 @@ class VmService:
         )
         return {**vm, "tags": list(data.tags), "job_id": job_id}, prepared
 
-    def _schedule(self, session: Session, vcpus: int, memory: int) -> uuid.UUID:
+    def _schedule(self, session: Session, vcpus: int, memory: int) -> Any:
+        """The chosen host's (id, name, address, port, token), its row locked on PostgreSQL."""
         settings = self.plane.settings
         hosts = HostRepository(session)
         wanted = dict(
@@ -292,7 +299,8 @@ class VmService:
             node = plane.nodes.for_host(where)
             if action == "create":
                 seen = await node.create_vm(spec)
-            elif action == "delete":
+                return lambda s: self._apply(s, vm_id, seen, expected="pending")
+            if action == "delete":
                 try:
                     await node.delete_vm(spec.name)
                 except NotFound:
@@ -301,8 +309,7 @@ class VmService:
                     if not force:
                         raise
                 return lambda s: self._forget(s, vm_id)
-            else:
-                seen = await _call(node, action, spec.name)
+            seen = await _call(node, action, spec.name)
             return lambda s: self._apply(s, vm_id, seen)
 
         async def on_error(exc: CorralError) -> Finish | None:
@@ -330,29 +337,48 @@ class VmService:
         row = VmRepository(session).node_spec(vm_id)
         if row is None:
             raise NotFound(f"VM {vm_id} was deleted")
-        keys = list(dict.fromkeys([*row.ssh_keys, *self.plane.settings.developer_ssh_keys]))
-        base_disk = _path(row.disk)
-        spec = NodeVmSpec(
-            name=row.name,
-            image=row.image if base_disk is None else None,
+        where = NodeAddress(row.host_id, row.host_name, row.address, row.port, row.token)
+        return self._spec(row._mapping, start), where
+
+    def _spec(self, vm: Mapping[str, Any], start: bool) -> NodeVmSpec:
+        """What the node needs to create the VM: from a VM_NODE_SPEC row, or a new VM's
+        values (which have no boot source or disk object)."""
+        keys = [*vm["ssh_keys"], *self.plane.settings.developer_ssh_keys]
+        base_disk = _path(vm.get("disk"))
+        return NodeVmSpec(
+            name=vm["name"],
+            image=vm["image"] if base_disk is None else None,
             base_disk=base_disk,
-            cpus=row.boot_vcpus,
-            memory_mib=row.memory_size // MIB,
-            disk_size=row.disk_size,
-            user_data=row.user_data,
-            ssh_keys=keys,
-            kernel=_path(row.kernel),
-            initrd=_path(row.initrd),
-            cmdline=row.kernel_params,
+            cpus=vm["boot_vcpus"],
+            memory_mib=vm["memory_size"] // MIB,
+            disk_size=vm["disk_size"],
+            user_data=vm["user_data"],
+            ssh_keys=list(dict.fromkeys(keys)),
+            kernel=_path(vm.get("kernel")),
+            initrd=_path(vm.get("initrd")),
+            cmdline=vm.get("kernel_params"),
             start=start,
         )
-        where = NodeAddress(row.host_id, row.host_name, row.address, row.port, row.token)
-        return spec, where
 
     def _apply(
-        self, session: Session, vm_id: uuid.UUID, seen: NodeVm, reason: str | None = None
+        self,
+        session: Session,
+        vm_id: uuid.UUID,
+        seen: NodeVm,
+        reason: str | None = None,
+        *,
+        expected: str | None = None,
     ) -> None:
-        """Record what the node says the VM now is."""
+        """Record what the node says the VM now is (`expected`: the status the VM most likely
+        still has, tried first in one statement; a create's VM is `pending`)."""
+        if expected is not None:
+            status, reason = vm_status(seen.state, expected), reason or seen.reason
+            if (status == "shutdown") == (expected == "shutdown"):  # its reservation stays
+                moved = VmRepository(session).move_from(vm_id, expected, status, reason)
+                if moved is not None:
+                    data = {"name": moved.name, "host_id": str(moved.host_id), "reason": reason}
+                    emit(session, "vm", "updated", vm_id, status, data)
+                    return
         row = VmRepository(session).state(vm_id)
         if row is not None:
             self._move(

@@ -89,8 +89,9 @@ class HostRepository(Repository[Host]):
 
     def pick(
         self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float, lock: str | None
-    ) -> uuid.UUID | None:
-        """The `up` host with room for vcpus and memory and the most free memory, if any.
+    ) -> Row[Any] | None:
+        """The `up` host with room for vcpus and memory and the most free memory, if any:
+        its (id, name, address, port, token).
 
         lock None: no row locks (SQLite: the transaction holds the only write lock).
         lock "skip": FOR UPDATE SKIP LOCKED, a host other transactions hold is passed over.
@@ -105,10 +106,10 @@ class HostRepository(Repository[Host]):
         }
         if lock == "all":
             rows = self.conn.execute(sql.LOCK_UP_HOSTS, params).all()
-            fits = [r for r in rows if r[1] >= vcpus and r[2] >= memory]
-            return max(fits, key=lambda r: r[2])[0] if fits else None
+            fits = [r for r in rows if r.free_cpu >= vcpus and r.free_memory >= memory]
+            return max(fits, key=lambda r: r.free_memory) if fits else None
         stmt = sql.PICK_HOST_SKIP_LOCKED if lock == "skip" else sql.PICK_HOST
-        return self.conn.execute(stmt, params).scalar()
+        return self.conn.execute(stmt, params).first()
 
     def reserve(self, host_id: uuid.UUID, vcpus: int, memory: int) -> None:
         self.conn.execute(
@@ -199,6 +200,14 @@ class VmRepository(Repository[Vm]):
     def state(self, vm_id: uuid.UUID) -> Row[Any] | None:
         """(name, status, status_reason, host_id) of a VM, without loading the whole row."""
         return self.conn.execute(sql.VM_STATE, {"vm_id": vm_id}).first()
+
+    def move_from(
+        self, vm_id: uuid.UUID, expected: str, status: str, reason: str | None
+    ) -> Row[Any] | None:
+        """expected -> status in one statement; the VM's (name, host_id), or None if it was
+        not in the expected status (or is gone)."""
+        params = {"vm_id": vm_id, "from_status": expected, "to_status": status}
+        return self.conn.execute(sql.VM_MOVE_FROM, {**params, "to_reason": reason}).first()
 
     def set_status(self, vm_id: uuid.UUID, status: str, reason: str | None) -> None:
         params = {"vm_id": vm_id, "to_status": status, "to_reason": reason}

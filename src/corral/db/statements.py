@@ -29,10 +29,12 @@ _FREE_MEMORY = _h.memory * bindparam("memory_ratio", type_=Float) - _h.used_memo
 _FITS = (
     (_h.status == "up") & (bindparam("vcpus") <= _FREE_CPU) & (bindparam("memory") <= _FREE_MEMORY)
 )
-PICK_HOST = select(_h.id).where(_FITS).order_by(_FREE_MEMORY.desc(), _h.id).limit(1)
+# A picked host comes with what it takes to reach its node.
+_ADDRESS = (_h.id, _h.name, _h.address, _h.port, _h.token)
+PICK_HOST = select(*_ADDRESS).where(_FITS).order_by(_FREE_MEMORY.desc(), _h.id).limit(1)
 PICK_HOST_SKIP_LOCKED = PICK_HOST.with_for_update(skip_locked=True)
 LOCK_UP_HOSTS = (
-    select(_h.id, _FREE_CPU, _FREE_MEMORY)
+    select(*_ADDRESS, _FREE_CPU.label("free_cpu"), _FREE_MEMORY.label("free_memory"))
     .where(_h.status == "up")
     .order_by(_h.id)
     .with_for_update()
@@ -52,6 +54,13 @@ INSERT_JOB = insert(JOBS)
 
 VM_STATE = select(_v.name, _v.status, _v.status_reason, _v.host_id).where(
     _v.id == bindparam("vm_id")
+)
+# A status change expected from `from_status`: no row back if the VM has moved on meanwhile.
+VM_MOVE_FROM = (
+    update(VMS)
+    .where(_v.id == bindparam("vm_id"), _v.status == bindparam("from_status"))
+    .values(status=bindparam("to_status"), status_reason=bindparam("to_reason"))
+    .returning(_v.name, _v.host_id)
 )
 VM_SET_STATUS = (
     update(VMS)
