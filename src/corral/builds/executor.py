@@ -16,10 +16,13 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from corral.builds import copying
 from corral.builds.commands import (
@@ -167,15 +170,42 @@ class Builder:
     def __init__(self, ctx: Context, options: BuildOptions, out: Sink) -> None:
         self.ctx, self.options, self.out = ctx, options, out
         self.store = BuildStore(ctx.home)
+        self.interrupted = False  # Ctrl-C seen
+
+    def _on_interrupt(self, task: asyncio.Task[Any]) -> None:
+        self.interrupted = True
+        task.cancel()
+
+    def _check_interrupted(self) -> None:
+        """A Ctrl-C is honoured here even if a library swallowed its cancellation."""
+        if self.interrupted:
+            raise asyncio.CancelledError
 
     def say(self, text: str) -> None:
         self.out(text.encode())
 
     async def build(self, spec: Spec) -> str:
-        """Build spec (its child builds first) and return the final layer's ID."""
-        self.store.ensure()
-        self.store.purge_tmp()
-        final = await self._spec(spec, {})
+        """Build spec (its child builds first) and return the final layer's ID.
+
+        In the main thread, Ctrl-C cancels the build and is remembered: a cancellation can be
+        lost in a library (Python 3.11's wait_for), so steps check for it before they run, and
+        every further Ctrl-C cancels again.
+        """
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        handling = False
+        if task is not None and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(signal.SIGINT, self._on_interrupt, task)
+                handling = True
+        try:
+            self.store.ensure()
+            self.store.purge_tmp()
+            final = await self._spec(spec, {})
+            self._check_interrupted()
+        finally:
+            if handling:
+                loop.remove_signal_handler(signal.SIGINT)
         self.say(f'Got: "{final}"\n')
         return final
 
@@ -246,7 +276,9 @@ class Builder:
                 live.flush()
 
             try:
+                self._check_interrupted()
                 vm = await runner.on(parent)
+                self._check_interrupted()
                 code = await self._execute(vm, step, secrets, results, sink)
                 if code != 0:
                     await runner.close()
@@ -376,5 +408,11 @@ def build(ctx: Context, spec: Spec, options: BuildOptions, out: Sink) -> str:
     Builds hold the store lock shared; pruning takes it exclusively, so it never removes a
     layer that a running build stands on.
     """
+    builder = Builder(ctx, options, out)
     with locked(BuildStore(ctx.home).locks / "store.lock", shared=True):
-        return asyncio.run(Builder(ctx, options, out).build(spec))
+        try:
+            return asyncio.run(builder.build(spec))
+        except asyncio.CancelledError:
+            if builder.interrupted:
+                raise KeyboardInterrupt from None
+            raise

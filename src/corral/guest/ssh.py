@@ -202,5 +202,6 @@ def _last_line(data: bytes) -> str:
 
 async def close(conn: asyncssh.SSHClientConnection) -> None:
     conn.close()
-    with contextlib.suppress(Exception):
-        await conn.wait_closed()
+    with contextlib.suppress(Exception):  # TimeoutError included: cleanup never hangs
+        async with asyncio.timeout(5):
+            await conn.wait_closed()
