@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from corral.api.schemas import MIB, VmAction, VmCreate
@@ -159,7 +160,7 @@ class VmService:
         )
         return {**vm, "tags": list(data.tags), "job_id": job_id}, prepared
 
-    def _schedule(self, session: Session, vcpus: int, memory: int) -> Any:
+    def _schedule(self, session: Session, vcpus: int, memory: int) -> Row[Any]:
         """The chosen host's (id, name, address, port, token), its row locked on PostgreSQL."""
         settings = self.plane.settings
         hosts = HostRepository(session)
@@ -372,12 +373,12 @@ class VmService:
         """Record what the node says the VM now is (`expected`: the status the VM most likely
         still has, tried first in one statement; a create's VM is `pending`)."""
         if expected is not None:
-            status, reason = vm_status(seen.state, expected), reason or seen.reason
-            if (status == "shutdown") == (expected == "shutdown"):  # its reservation stays
-                moved = VmRepository(session).move_from(vm_id, expected, status, reason)
+            status, why = vm_status(seen.state, expected), reason or seen.reason
+            # A real change that keeps the reservation (shut down or not) needs no host lock.
+            if status != expected and (status == "shutdown") == (expected == "shutdown"):
+                moved = VmRepository(session).move_from(vm_id, expected, status, why)
                 if moved is not None:
-                    data = {"name": moved.name, "host_id": str(moved.host_id), "reason": reason}
-                    emit(session, "vm", "updated", vm_id, status, data)
+                    _vm_updated(session, vm_id, moved, status, why)
                     return
         row = VmRepository(session).state(vm_id)
         if row is not None:
@@ -403,8 +404,7 @@ class VmService:
         VmRepository(session).set_status(vm_id, status, reason)
         if host is not None:
             recount(session, host)
-        data = {"name": row.name, "host_id": str(row.host_id), "reason": reason}
-        emit(session, "vm", "updated", vm_id, status, data)
+        _vm_updated(session, vm_id, row, status, reason)
 
     def _forget(self, session: Session, vm_id: uuid.UUID) -> None:
         vm = VmRepository(session).get(vm_id)
@@ -436,6 +436,14 @@ class VmService:
 
         where, name = await self.plane.read(find)
         return self.plane.nodes.for_host(where), name
+
+
+def _vm_updated(
+    session: Session, vm_id: uuid.UUID, row: Any, status: str, reason: str | None
+) -> None:
+    """The event of a VM's new status; `row` has the VM's name and host_id."""
+    data = {"name": row.name, "host_id": str(row.host_id), "reason": reason}
+    emit(session, "vm", "updated", vm_id, status, data)
 
 
 async def _call(node: NodeClient, action: str, name: str) -> NodeVm:
