@@ -58,7 +58,11 @@ class ControlPlane:
         self.bus = EventBus()
         self.db.after_commit = self.bus.publish
         # Several processes may share a PostgreSQL database: each streams its siblings' events.
-        self.relay = EventRelay(self.db.url, self.bus.publish) if self.db.is_postgresql else None
+        self.relay = (
+            EventRelay(self.db.url, self.bus.publish, lambda: self.bus.subscribers > 0)
+            if self.db.is_postgresql
+            else None
+        )
         if self.relay is not None:
             self.db.before_commit = self.relay.send
         self.nodes = NodeRegistry(node_factory or default_factory(settings))
@@ -72,9 +76,9 @@ class ControlPlane:
         self.tokens = TokenService(self.db)
         self.allocations = AllocationService(self)
         self.health = HealthMonitor(self)
-        # Database work runs in worker threads, no more at once than the pool has connections
-        # (more would only queue for the GIL and for connections); on SQLite every write goes
-        # to one thread that commits what has queued together (see corral.db.writer).
+        # Reads run in worker threads, no more at once than the pool has connections (more
+        # would only queue for the GIL and for connections); every write goes to one thread
+        # that commits what has queued together (see corral.db.writer).
         self._threads = anyio.CapacityLimiter(DB_THREADS)
         self._writer: BatchWriter | None = None
 
@@ -86,12 +90,9 @@ class ControlPlane:
         )
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        if self.db.is_sqlite:
-            if self._writer is None:
-                self._writer = BatchWriter(self.db, _database_errors)
-            return await asyncio.wrap_future(self._writer.submit(fn, *args))
-        call = functools.partial(self._write, fn, *args)
-        return await anyio.to_thread.run_sync(call, limiter=self._threads)
+        if self._writer is None:
+            self._writer = BatchWriter(self.db, _database_errors, self._write)
+        return await asyncio.wrap_future(self._writer.submit(fn, *args))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking call that uses the database (e.g. a token check), in a worker thread."""

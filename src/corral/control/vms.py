@@ -75,9 +75,6 @@ class VmService:
     ) -> tuple[dict[str, Any], tuple[NodeVmSpec, NodeAddress]]:
         # The hot path of the API: Core statements, no ORM objects (see the repositories).
         settings = self.plane.settings
-        vms = VmRepository(session)
-        if vms.name_taken(data.name):
-            raise Conflict(f"a VM named {data.name!r} already exists")
         boot_source = data.boot_source_id
         if boot_source is not None and BootSourceRepository(session).get(boot_source) is None:
             raise InvalidInput(f"boot_source_id: no boot source {data.boot_source_id}")
@@ -98,9 +95,8 @@ class VmService:
                     "give image (a corral image name) or image_object_id (a disk storage object)",
                     hint="or set vm_default_image in the server's configuration",
                 )
-        host = self._schedule(session, data.boot_vcpus, data.memory_size)
+        host = self._schedule(session, data.name, data.boot_vcpus, data.memory_size)
         host_id = host.id
-        HostRepository(session).reserve(host_id, data.boot_vcpus, data.memory_size)
         now = utcnow()
         vm: dict[str, Any] = {
             "id": uuid.uuid4(),
@@ -122,20 +118,18 @@ class VmService:
             "created_at": now,
             "updated_at": now,
         }
-        vms.insert(vm, data.tags)
         # The job runs as soon as this commits: recorded running, with what the node needs.
         job_id = uuid.uuid4()
-        JobRepository(session).insert(
-            {
-                "id": job_id,
-                "kind": "vm.create",
-                "status": "running",
-                "vm_id": vm["id"],
-                "host_id": host_id,
-                "created_at": now,
-                "started_at": now,
-            }
-        )
+        job = {
+            "id": job_id,
+            "kind": "vm.create",
+            "status": "running",
+            "vm_id": vm["id"],
+            "host_id": host_id,
+            "created_at": now,
+            "started_at": now,
+        }
+        VmRepository(session).insert(vm, data.tags, job)
         if boot_source is None and data.image_object_id is None:
             # All the node needs is at hand: no need to read it back.
             where = NodeAddress(host_id, host.name, host.address, host.port, host.token)
@@ -160,8 +154,11 @@ class VmService:
         )
         return {**vm, "tags": list(data.tags), "job_id": job_id}, prepared
 
-    def _schedule(self, session: Session, vcpus: int, memory: int) -> Row[Any]:
-        """The chosen host's (id, name, address, port, token), its row locked on PostgreSQL."""
+    def _schedule(self, session: Session, name: str, vcpus: int, memory: int) -> Row[Any]:
+        """Reserve room for the VM on a host: the host's (id, name, address, port, token).
+
+        On PostgreSQL hosts other creates hold are skipped; only if that finds none are all
+        `up` hosts locked (waiting for those creates), so "no room" means no room."""
         settings = self.plane.settings
         hosts = HostRepository(session)
         wanted = dict(
@@ -170,19 +167,23 @@ class VmService:
             cpu_ratio=settings.cpu_overcommit,
             memory_ratio=settings.memory_overcommit,
         )
-        if self.plane.db.is_postgresql:
-            # Skip rows other creates hold; only if every candidate is held, wait for them all.
-            found = hosts.pick(**wanted, lock="skip") or hosts.pick(**wanted, lock="all")  # type: ignore[arg-type]
-        else:
-            found = hosts.pick(**wanted, lock=None)  # type: ignore[arg-type]
-        if found is None:
-            up = len(hosts.with_status("up"))
-            raise InvalidInput(
-                f"no up host with enough free capacity for {vcpus} vCPUs and {_gib(memory)} "
-                f"({up} host{'s' if up != 1 else ''} up)",
-                hint="add or init a host, delete or stop VMs, or raise the overcommit ratios",
-            )
-        return found
+        postgresql = self.plane.db.is_postgresql
+        found = hosts.take(name=name, skip_locked=postgresql, **wanted)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+        if VmRepository(session).name_taken(name):
+            raise Conflict(f"a VM named {name!r} already exists")
+        if postgresql:
+            found = hosts.pick_waiting(**wanted)  # type: ignore[arg-type]
+            if found is not None:
+                hosts.reserve(found.id, vcpus, memory)
+                return found
+        up = len(hosts.with_status("up"))
+        raise InvalidInput(
+            f"no up host with enough free capacity for {vcpus} vCPUs and {_gib(memory)} "
+            f"({up} host{'s' if up != 1 else ''} up)",
+            hint="add or init a host, delete or stop VMs, or raise the overcommit ratios",
+        )
 
     # --- reading --------------------------------------------------------------------------
 

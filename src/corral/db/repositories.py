@@ -87,29 +87,41 @@ class Repository(Generic[M]):
 class HostRepository(Repository[Host]):
     model = Host
 
-    def pick(
-        self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float, lock: str | None
+    def take(
+        self,
+        *,
+        name: str,
+        vcpus: int,
+        memory: int,
+        cpu_ratio: float,
+        memory_ratio: float,
+        skip_locked: bool,
     ) -> Row[Any] | None:
-        """The `up` host with room for vcpus and memory and the most free memory, if any:
-        its (id, name, address, port, token).
+        """Reserve room for VM `name` on the `up` host with room for it and the most free
+        memory, if no VM has that name yet: the host's (id, name, address, port, token).
 
-        lock None: no row locks (SQLite: the transaction holds the only write lock).
-        lock "skip": FOR UPDATE SKIP LOCKED, a host other transactions hold is passed over.
-        lock "all": FOR UPDATE on every `up` host, in id order (so two such transactions
-        cannot deadlock), then the choice is made on their current values.
+        skip_locked: FOR UPDATE SKIP LOCKED, a host other transactions hold is passed over
+        (PostgreSQL; on SQLite the transaction holds the only write lock).
         """
         params = {
-            "vcpus": vcpus,
-            "memory": memory,
+            "vm_name": name,
+            "need_vcpus": vcpus,
+            "need_memory": memory,
             "cpu_ratio": cpu_ratio,
             "memory_ratio": memory_ratio,
         }
-        if lock == "all":
-            rows = self.conn.execute(sql.LOCK_UP_HOSTS, params).all()
-            fits = [r for r in rows if r.free_cpu >= vcpus and r.free_memory >= memory]
-            return max(fits, key=lambda r: r.free_memory) if fits else None
-        stmt = sql.PICK_HOST_SKIP_LOCKED if lock == "skip" else sql.PICK_HOST
+        stmt = sql.TAKE_HOST_SKIP_LOCKED if skip_locked else sql.TAKE_HOST
         return self.conn.execute(stmt, params).first()
+
+    def pick_waiting(
+        self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float
+    ) -> Row[Any] | None:
+        """Like take, without reserving, after FOR UPDATE on every `up` host in id order (so
+        two such transactions cannot deadlock): the choice is made on their current values."""
+        params = {"cpu_ratio": cpu_ratio, "memory_ratio": memory_ratio}
+        rows = self.conn.execute(sql.LOCK_UP_HOSTS, params).all()
+        fits = [r for r in rows if r.free_cpu >= vcpus and r.free_memory >= memory]
+        return max(fits, key=lambda r: r.free_memory) if fits else None
 
     def reserve(self, host_id: uuid.UUID, vcpus: int, memory: int) -> None:
         self.conn.execute(
@@ -192,10 +204,21 @@ class VmRepository(Repository[Vm]):
     def name_taken(self, name: str) -> bool:
         return self.conn.execute(sql.VM_NAME_TAKEN, {"name": name}).first() is not None
 
-    def insert(self, values: dict[str, Any], tags: Sequence[str]) -> None:
+    def insert(
+        self, values: dict[str, Any], tags: Sequence[str], job: dict[str, Any] | None = None
+    ) -> None:
+        """A new VM (values: sql.NEW_VM_COLUMNS), its tags and the job creating it (values:
+        sql.NEW_JOB_COLUMNS); in one statement on PostgreSQL."""
+        if job is not None and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            params = {f"v_{k}": values[k] for k in sql.NEW_VM_COLUMNS}
+            params.update({f"j_{k}": job[k] for k in sql.NEW_JOB_COLUMNS})
+            self.conn.execute(sql.INSERT_VM_TAGS_JOB, {**params, "tags": list(tags)})
+            return
         self.conn.execute(sql.INSERT_VM, values)
         if tags:
             self.conn.execute(sql.INSERT_TAGS, [{"vm_id": values["id"], "tag": t} for t in tags])
+        if job is not None:
+            self.conn.execute(sql.INSERT_JOB, job)
 
     def state(self, vm_id: uuid.UUID) -> Row[Any] | None:
         """(name, status, status_reason, host_id) of a VM, without loading the whole row."""

@@ -7,7 +7,10 @@ repositories; nothing else should need them.
 
 from __future__ import annotations
 
-from sqlalchemy import Float, bindparam, insert, select, update
+from typing import Any
+
+from sqlalchemy import ARRAY, Float, String, bindparam, exists, func, insert, select, update
+from sqlalchemy.sql.expression import TableClause
 
 from corral.db.models import ApiToken, BootSource, Host, Job, StorageObject, Vm, VmTag
 
@@ -23,18 +26,30 @@ _h, _v, _j = HOSTS.c, VMS.c, JOBS.c
 
 VM_NAME_TAKEN = select(_v.id).where(_v.name == bindparam("name")).limit(1)
 
-# Free room of a host after the overcommit ratios.
-_FREE_CPU = _h.cpus * bindparam("cpu_ratio", type_=Float) - _h.used_vcpus
-_FREE_MEMORY = _h.memory * bindparam("memory_ratio", type_=Float) - _h.used_memory
-_FITS = (
-    (_h.status == "up") & (bindparam("vcpus") <= _FREE_CPU) & (bindparam("memory") <= _FREE_MEMORY)
-)
+
+def _free_cpu(hosts: TableClause) -> Any:
+    """A host's free vCPUs after the overcommit ratio."""
+    return hosts.c.cpus * bindparam("cpu_ratio", type_=Float) - hosts.c.used_vcpus
+
+
+def _free_memory(hosts: TableClause) -> Any:
+    return hosts.c.memory * bindparam("memory_ratio", type_=Float) - hosts.c.used_memory
+
+
+def _pick(hosts: TableClause) -> Any:
+    """The `up` host with room for the VM and the most free memory."""
+    fits = (
+        (hosts.c.status == "up")
+        & (bindparam("need_vcpus") <= _free_cpu(hosts))
+        & (bindparam("need_memory") <= _free_memory(hosts))
+    )
+    return select(hosts.c.id).where(fits).order_by(_free_memory(hosts).desc(), hosts.c.id).limit(1)
+
+
 # A picked host comes with what it takes to reach its node.
 _ADDRESS = (_h.id, _h.name, _h.address, _h.port, _h.token)
-PICK_HOST = select(*_ADDRESS).where(_FITS).order_by(_FREE_MEMORY.desc(), _h.id).limit(1)
-PICK_HOST_SKIP_LOCKED = PICK_HOST.with_for_update(skip_locked=True)
 LOCK_UP_HOSTS = (
-    select(*_ADDRESS, _FREE_CPU.label("free_cpu"), _FREE_MEMORY.label("free_memory"))
+    select(*_ADDRESS, _free_cpu(HOSTS).label("free_cpu"), _free_memory(HOSTS).label("free_memory"))
     .where(_h.status == "up")
     .order_by(_h.id)
     .with_for_update()
@@ -48,9 +63,63 @@ RESERVE = (
     )
 )
 
+
+def _take(skip_locked: bool) -> Any:
+    """Pick a host and reserve the VM's room on it, in one statement, if no VM has its name
+    (else no row: nothing changed). SKIP LOCKED passes over hosts other creates hold."""
+    candidate = _pick(HOSTS.alias("candidate"))
+    if skip_locked:
+        candidate = candidate.with_for_update(skip_locked=True)
+    name_free = ~exists().where(_v.name == bindparam("vm_name"))
+    return (
+        update(HOSTS)
+        .where(_h.id == candidate.scalar_subquery(), name_free)
+        .values(
+            used_vcpus=_h.used_vcpus + bindparam("need_vcpus"),
+            used_memory=_h.used_memory + bindparam("need_memory"),
+        )
+        .returning(*_ADDRESS)
+    )
+
+
+TAKE_HOST = _take(skip_locked=False)
+TAKE_HOST_SKIP_LOCKED = _take(skip_locked=True)
+
 INSERT_VM = insert(VMS)
 INSERT_TAGS = insert(TAGS)
 INSERT_JOB = insert(JOBS)
+
+# What a create records besides its host's reservation (the keys of its parameters).
+NEW_VM_COLUMNS = (
+    "id", "name", "hypervisor", "status", "status_reason", "host_id", "boot_vcpus", "max_vcpus",
+    "memory_size", "boot_source_id", "image", "image_object_id", "disk_size", "user_data",
+    "ssh_keys", "networks", "created_at", "updated_at",
+)  # fmt: skip
+NEW_JOB_COLUMNS = ("id", "kind", "status", "vm_id", "host_id", "created_at", "started_at")
+
+
+def _binds(table: TableClause, columns: tuple[str, ...], prefix: str) -> dict[str, Any]:
+    return {c: bindparam(prefix + c, type_=table.c[c].type) for c in columns}
+
+
+# PostgreSQL: a new VM, its tags and its job in one statement (data-modifying CTEs; the
+# foreign keys are checked when the whole statement is done). Parameters v_*, j_* and tags.
+INSERT_VM_TAGS_JOB = (
+    insert(JOBS)
+    .values(_binds(JOBS, NEW_JOB_COLUMNS, "j_"))
+    .add_cte(insert(VMS).values(_binds(VMS, NEW_VM_COLUMNS, "v_")).cte("new_vm"))
+    .add_cte(
+        insert(TAGS)
+        .from_select(
+            ["vm_id", "tag"],
+            select(
+                bindparam("v_id", type_=_v.id.type),
+                func.unnest(bindparam("tags", type_=ARRAY(String(63)))),
+            ),
+        )
+        .cte("new_tags")
+    )
+)
 
 VM_STATE = select(_v.name, _v.status, _v.status_reason, _v.host_id).where(
     _v.id == bindparam("vm_id")
