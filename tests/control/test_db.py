@@ -4,6 +4,7 @@ foreign keys."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def test_processes_starting_together_migrate_once(empty_url: str) -> None:
     finally:
         for db in databases:
             db.dispose()
+
+
+def test_sqlite_switches_to_wal_after_a_writer_of_a_new_file_is_done(tmp_path: Path) -> None:
+    """SQLite refuses the switch at once while another connection writes; corral waits."""
+    path = tmp_path / "corral.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE other (x)")
+    threading.Timer(0.3, writer.execute, ["COMMIT"]).start()
+    db = Database(f"sqlite:///{path}")
+    try:
+        with db.read() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        db.dispose()
+        writer.close()
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ Nothing here is built at import time: the API and the CLI make a Database from s
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -152,6 +153,24 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """PRAGMA journal_mode=WAL, waiting for other writers as any write would.
+
+    Switching a new file into WAL needs it to itself, and SQLite answers "database is locked"
+    at once rather than calling its busy handler (seen when several processes start on one new
+    file); once in WAL mode, the switch is a no-op.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas_and_begin(engine: Engine) -> None:
     """WAL and foreign keys on every connection; BEGIN issued by us, IMMEDIATE for writers.
 
@@ -163,7 +182,7 @@ def _sqlite_pragmas_and_begin(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of the process
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from corral.db import hot
 from corral.db import statements as sql
 from corral.db.models import (
     Allocation,
@@ -35,6 +36,7 @@ from corral.db.models import (
     StoragePool,
     Vm,
     VmTag,
+    utcnow,
 )
 
 M = TypeVar("M", bound=Base)
@@ -109,9 +111,10 @@ class HostRepository(Repository[Host]):
             "need_memory": memory,
             "cpu_ratio": cpu_ratio,
             "memory_ratio": memory_ratio,
+            "now": utcnow(),
         }
         stmt = sql.TAKE_HOST_SKIP_LOCKED if skip_locked else sql.TAKE_HOST
-        return self.conn.execute(stmt, params).first()
+        return hot.first(self.conn, stmt, params)
 
     def pick_waiting(
         self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float
@@ -212,7 +215,7 @@ class VmRepository(Repository[Vm]):
         if job is not None and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             params = {f"v_{k}": values[k] for k in sql.NEW_VM_COLUMNS}
             params.update({f"j_{k}": job[k] for k in sql.NEW_JOB_COLUMNS})
-            self.conn.execute(sql.INSERT_VM_TAGS_JOB, {**params, "tags": list(tags)})
+            hot.run(self.conn, sql.INSERT_VM_TAGS_JOB, {**params, "tags": list(tags)})
             return
         self.conn.execute(sql.INSERT_VM, values)
         if tags:
@@ -229,8 +232,8 @@ class VmRepository(Repository[Vm]):
     ) -> Row[Any] | None:
         """expected -> status in one statement; the VM's (name, host_id), or None if it was
         not in the expected status (or is gone)."""
-        params = {"vm_id": vm_id, "from_status": expected, "to_status": status}
-        return self.conn.execute(sql.VM_MOVE_FROM, {**params, "to_reason": reason}).first()
+        params = {"vm_id": vm_id, "from_status": expected, "to_status": status, "to_reason": reason}
+        return hot.first(self.conn, sql.VM_MOVE_FROM, {**params, "now": utcnow()})
 
     def set_status(self, vm_id: uuid.UUID, status: str, reason: str | None) -> None:
         params = {"vm_id": vm_id, "to_status": status, "to_reason": reason}
@@ -276,7 +279,7 @@ class JobRepository(Repository[Job]):
     ) -> tuple[str, uuid.UUID | None] | None:
         """-> completed or failed; the job's (kind, vm_id), or None if it had finished."""
         params = {"job_id": job_id, "to_status": status, "to_error": error, "at": at}
-        row = self.conn.execute(sql.JOB_FINISHED, params).first()
+        row = hot.first(self.conn, sql.JOB_FINISHED, params)
         return None if row is None else (row[0], row[1])
 
     def unfinished(self) -> Sequence[Job]:

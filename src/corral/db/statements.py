@@ -1,5 +1,7 @@
 """Core statements of the hot paths (VM creates, job steps, token checks), built once.
 
+Those run through corral.db.hot name every value they write (see there).
+
 Building a SQLAlchemy statement and computing its cache key costs more than running it on
 SQLite; these are built at import with bind parameters and only executed afterwards. Used by the
 repositories; nothing else should need them.
@@ -9,7 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ARRAY, Float, String, bindparam, exists, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Float,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.expression import TableClause
 
 from corral.db.models import ApiToken, BootSource, Host, Job, StorageObject, Vm, VmTag
@@ -77,6 +90,7 @@ def _take(skip_locked: bool) -> Any:
         .values(
             used_vcpus=_h.used_vcpus + bindparam("need_vcpus"),
             used_memory=_h.used_memory + bindparam("need_memory"),
+            updated_at=bindparam("now"),
         )
         .returning(*_ADDRESS)
     )
@@ -128,7 +142,11 @@ VM_STATE = select(_v.name, _v.status, _v.status_reason, _v.host_id).where(
 VM_MOVE_FROM = (
     update(VMS)
     .where(_v.id == bindparam("vm_id"), _v.status == bindparam("from_status"))
-    .values(status=bindparam("to_status"), status_reason=bindparam("to_reason"))
+    .values(
+        status=bindparam("to_status"),
+        status_reason=bindparam("to_reason"),
+        updated_at=bindparam("now"),
+    )
     .returning(_v.name, _v.host_id)
 )
 VM_SET_STATUS = (
@@ -174,7 +192,7 @@ JOB_RUNNING = (
 )
 JOB_FINISHED = (
     update(JOBS)
-    .where(_j.id == bindparam("job_id"), _j.status.in_(("pending", "running")))
+    .where(_j.id == bindparam("job_id"), or_(_j.status == "pending", _j.status == "running"))
     .values(status=bindparam("to_status"), error=bindparam("to_error"), finished_at=bindparam("at"))
     .returning(_j.kind, _j.vm_id)
 )
