@@ -47,6 +47,8 @@ def test_routes_need_a_valid_token(api: Api) -> None:
         assert response.headers["www-authenticate"] == "Bearer"
         assert _status(api, method, path, "corral_0123456789ab_guess") == 401
         assert _status(api, method, path, "not-even-the-format") == 401
+        basic = api.client.request(method, path, headers={"Authorization": f"Basic {token}"})
+        assert basic.status_code == 401, (method, path)
     assert _status(api, "GET", "/hosts", token) == 200
     # A token with its last character changed is refused (same key, different hash).
     assert _status(api, "GET", "/hosts", token[:-1] + ("A" if token[-1] != "A" else "B")) == 401
@@ -61,6 +63,13 @@ def test_health_openapi_and_docs_need_no_token(api: Api) -> None:
     schema = api.client.get("/openapi.json", headers=anonymous)
     assert schema.status_code == 200 and schema.json()["openapi"].startswith("3.1")
     assert "bearer" in json.dumps(schema.json()["components"]["securitySchemes"]).lower()
+    paths = schema.json()["paths"]
+    for path, operations in paths.items():  # OpenAPI says which routes need the token
+        for method, operation in operations.items():
+            # (aleph-vm's /control routes document their X-Auth-Signature header instead)
+            if path != "/health" and not path.startswith("/control/"):
+                assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+    assert "security" not in paths["/health"]["get"]
     docs = api.client.get("/swagger-ui", headers=anonymous)
     assert docs.status_code == 200 and "swagger-ui" in docs.text
 

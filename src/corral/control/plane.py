@@ -1,8 +1,9 @@
 """The control plane of one process: database, event bus, nodes, jobs, health checks, services.
 
-Services are async at their edge and do their database work in worker threads (the database
-drivers block): `read(fn)` and `write(fn)` run `fn(session)` in a transaction there. A write
-commits when fn returns, and its events are published after the commit.
+Services are async at their edge and do their database work in threads (the database drivers
+block): `read(fn)` runs `fn(session)` in a transaction in a worker thread; `write(fn)` hands it
+to the writer (corral.db.writer), which commits it together with the writes queued alongside.
+A write's result comes after the commit, and its events are published then.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from corral.api.schemas import Event
+from corral.db import hot
 
 CHANNEL = "corral_events"
 PAYLOAD_LIMIT = 7000  # bytes; PostgreSQL refuses notification payloads of 8000 or more
@@ -106,7 +107,7 @@ class EventRelay:
         """Called in a write transaction before it commits (see Database.before_commit)."""
         conn = session.connection()
         for payload in encode(events, self.origin):
-            conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+            hot.run(conn, _NOTIFY, {"channel": CHANNEL, "payload": payload})
 
     def start(self) -> None:
         self._thread.start()
