@@ -39,5 +39,5 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 echo "setup: done; corral is at $(pwd)/.venv/bin/corral"
