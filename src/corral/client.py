@@ -13,6 +13,7 @@ from typing import Any
 
 from corral.config import Config, load_config
 from corral.context import Context
+from corral.errors import InvalidInput
 from corral.guest.ssh import ExecResult
 from corral.image.manifest import Manifest
 from corral.instance import guestops, lifecycle, registry, snapshot
@@ -142,17 +143,21 @@ class Corral:
         cmdline: str | None = None,
         forwards: Iterable[str | Forward] = (),
         seed: bool = True,
+        start: bool = True,
         wait: bool = False,
         timeout: float = 300,
     ) -> Instance:
-        """Launch `image` as a new VM called `name`; with wait=True, return once it is ready."""
+        """Launch `image` as a new VM called `name`; with wait=True, return once it is ready.
+        start=False creates it stopped (`Instance.start()` boots it)."""
+        if wait and not start:
+            raise InvalidInput("wait=True needs start=True: a VM created stopped is never ready")
         options = make_options(
             name=name, instance_type=instance_type, cpus=cpus, memory=memory,
             disk_size=disk_size, volumes=volumes, ssh_keys=ssh_keys, user_data=user_data,
             network_config=network_config, vendor_data=vendor_data, meta_data=meta_data,
             kernel=kernel, initrd=initrd, cmdline=cmdline, forwards=forwards, seed=seed,
         )  # fmt: skip
-        launch(self.ctx, image, options)
+        launch(self.ctx, image, options, start=start)
         instance = Instance(self.ctx, name)
         if wait:
             instance.wait(timeout)

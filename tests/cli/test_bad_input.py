@@ -56,6 +56,8 @@ def img_ctx(ctx: Context, tmp_path: Path) -> Context:
         ("either an instance type or cpus", ["launch", "img", "--name", "a1", "--type",
                                              "c1m256", "--cpus", "2"]),
         ("no such file", ["launch", "img", "--name", "a1", "--kernel", "/nonexistent"]),
+        ("--no-start and --wait exclude", ["launch", "img", "--name", "a1", "--no-start",
+                                           "--wait"]),
         ("no instance named 'ghost'", ["stop", "ghost"]),
         ("no instance named 'ghost'", ["exec", "ghost", "--", "true"]),
         ("no such file", ["image", "import", "/nonexistent.qcow2", "--name", "x"]),

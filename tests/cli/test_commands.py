@@ -89,6 +89,16 @@ def test_lifecycle_commands(vm_ctx: Context) -> None:
     assert json.loads(ok(vm_ctx, "ls", "--json")) == []
 
 
+def test_launch_no_start_then_start(vm_ctx: Context) -> None:
+    out = ok(vm_ctx, "launch", "tiny", "--name", "cold1", "--type", "c1m256", "--no-start")
+    assert "cold1 is stopped" in out and "corral start cold1" in out
+    data = json.loads(ok(vm_ctx, "inspect", "cold1", "--json"))
+    assert (data["state"], data["pid"]) == ("stopped", None)
+    ok(vm_ctx, "start", "cold1", "--wait", "--timeout", "120")
+    assert ok(vm_ctx, "exec", "cold1", "--", "hostname") == "cold1\n"
+    ok(vm_ctx, "rm", "--force", "cold1")
+
+
 def test_wait_failure_names_the_stage_and_shows_the_console(vm_ctx: Context) -> None:
     # No seed: no key reaches the guest, so ssh never lets corral in.
     ok(vm_ctx, "launch", "tiny", "--name", "noseed", "--type", "c1m256", "--no-seed")

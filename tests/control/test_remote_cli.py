@@ -5,6 +5,7 @@ test_with_real_nodes.py)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def test_saved_remotes_and_the_environment(
 
     ok(ctx, "--remote", "lab", "launch", "tiny", "--name", "db1", "--memory", "256M")
     assert node.vms["db1"].memory_mib == 256
+    ok(ctx, "--remote", "lab", "launch", "tiny", "--name", "db2", "--memory", "256M", "--no-start")
+    deadline = time.monotonic() + 10
+    while "db2" not in node.specs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.specs["db2"].start is False
     env = {"CORRAL_REMOTE": "lab"}
     assert "db1" in ok(ctx, "ls", env=env)
     assert "db1" in ok(ctx, "ls", env={"CORRAL_REMOTE": live.url, "CORRAL_TOKEN": token})

@@ -10,7 +10,7 @@ import pytest
 
 from corral.client import Corral
 from corral.context import Context
-from corral.errors import Conflict
+from corral.errors import Conflict, InvalidInput
 from corral.fsutil import pid_alive
 from corral.instance import lifecycle
 from corral.machine.ports import port_free
@@ -150,3 +150,23 @@ def test_volumes_forward_and_disk_size(vm_ctx: Context) -> None:
     assert asyncio.run(over_forward()) == b"v1\n"
     vm.delete()
     assert port_free(extra)
+
+
+def test_launch_without_start_creates_it_stopped(vm_ctx: Context) -> None:
+    corral = api(vm_ctx)
+    with pytest.raises(InvalidInput, match="start"):
+        corral.launch("tiny", name="later", start=False, wait=True)
+    assert corral.instances() == []  # the refusal created nothing
+
+    vm = corral.launch("tiny", name="later", instance_type="c1m256", start=False)
+    files = vm_ctx.home.instance("later")
+    assert vm.state == "stopped" and vm.pid is None
+    assert files.disk.exists() and not files.qmp.exists()
+    assert vm.record.started_at is None
+    port = vm.ssh_port
+    assert 18000 <= port <= 18999  # reserved for it already, in its record
+
+    vm.start(wait=True, timeout=120)
+    assert vm.state == "running" and vm.ssh_port == port
+    assert vm.execute("hostname").stdout == b"later\n"
+    vm.delete(force=True)

@@ -35,6 +35,8 @@ def _how_to_reach(name: str) -> None:
     record, seen = lifecycle.status(ctx, name)
     files = ctx.home.instance(name)
     out.print(f"{name} is {seen.state}", markup=False)
+    if seen.state == "stopped":
+        out.print(f"  start:    corral start {name}", markup=False)
     out.print(
         f"  ssh:      corral ssh {name}   (port {record.ssh_port} on 127.0.0.1, "
         f"user {record.ssh_user})",
@@ -64,10 +66,15 @@ def launch(
     cmdline: str | None = typer.Option(None, "--cmdline", help="Kernel command line."),
     forwards: list[str] = typer.Option([], "--forward", help="[ADDR:]HOSTPORT:GUESTPORT"),
     no_seed: bool = typer.Option(False, "--no-seed", help="Attach no cloud-init seed."),
+    no_start: bool = typer.Option(
+        False, "--no-start", help="Create the VM stopped; `corral start NAME` boots it."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait until the guest is ready."),
     timeout: float = TIMEOUT,
 ) -> None:
     """Launch an image as a new VM (detached: it keeps running after this command)."""
+    if no_start and wait:
+        raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
     given = dict(locals())  # every option by name: a remote launch checks which it can take
     if (plane := remote_cmd.active()) is not None:
         with plane:
@@ -98,7 +105,7 @@ def launch(
     )
     from corral.instance.launch import launch as launch_instance
 
-    launch_instance(ctx, image, options)
+    launch_instance(ctx, image, options, start=not no_start)
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)

@@ -129,7 +129,7 @@ def launch(plane: ControlPlane, image: str, **given: Any) -> None:
         "max_vcpus": options.cpus,
         "memory_size": options.memory_mib * MIB,
         "ssh_keys": [_public_key(p) for p in keys],
-        "start": True,
+        "start": not given["no_start"],
     }
     if options.disk_size is not None:
         body["disk_size"] = options.disk_size

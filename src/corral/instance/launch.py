@@ -98,8 +98,11 @@ def _write_seed(
     write_seed_iso(files.seed, render_seed_files(seed))
 
 
-def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRecord:
-    """Create and start an instance; on any failure nothing of it is left behind."""
+def launch(
+    ctx: Context, image_name: str, options: LaunchOptions, *, start: bool = True
+) -> InstanceRecord:
+    """Create and start an instance (start=False: create it stopped, its disks, seed and
+    ports ready for `start`); on any failure nothing of it is left behind."""
     if image_name.startswith("build:"):
         from corral.builds.publish import image_for
 
@@ -138,10 +141,13 @@ def launch(ctx: Context, image_name: str, options: LaunchOptions) -> InstanceRec
             if options.seed:
                 _write_seed(options, files, record, keys)
             spec = machine_spec(ctx, record, files, host.accelerator)
-            start_qemu(ctx, record, spec, files)
-            record = record.replace(
-                state="running", launcher_pid=None, launcher_start=None, started_at=now()
-            )
+            if start:
+                start_qemu(ctx, record, spec, files)
+                record = record.replace(
+                    state="running", launcher_pid=None, launcher_start=None, started_at=now()
+                )
+            else:
+                record = record.replace(state="stopped", launcher_pid=None, launcher_start=None)
             registry.save(files, record)
             touch(ctx, image)
             return record

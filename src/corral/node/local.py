@@ -117,11 +117,7 @@ class LocalNode:
                 initrd=spec.initrd,
                 cmdline=spec.cmdline,
             )
-            launch(self.ctx, image, options)
-        if not spec.start:
-            # The library always boots what it launches; quit at once, before the guest does
-            # anything (QMP quit, no ACPI). A later start boots it with the same identity.
-            lifecycle.stop(self.ctx, spec.name, force=True)
+            launch(self.ctx, image, options, start=spec.start)
         return self._view(spec.name)
 
     def _base_image(self, path_text: str) -> str:
