@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from control.conftest import Api
 from corral.cli import serve_cmd
 from corral.db.engine import Database
+from corral.db.migrate import head
 from corral.db.models import ApiToken
 from corral.errors import CorralError
 
@@ -95,8 +96,8 @@ def test_token_and_db_commands(tmp_path: Path, database_url: str) -> None:
         assert result.exit_code == 0, (args, result.output, result.exception)
         return result.stdout
 
-    assert "database at revision 0001" in run("db", "upgrade", *db)
-    assert "database at revision 0001" in run("db", "upgrade", *db)  # idempotent
+    assert f"database at revision {head()}" in run("db", "upgrade", *db)
+    assert f"database at revision {head()}" in run("db", "upgrade", *db)  # idempotent
     token = run("token", "create", "alice", *db).strip()
     assert token.startswith("corral_")
     made = json.loads(run("token", "create", "bob", "--json", *db))

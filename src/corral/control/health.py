@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from corral.control.hosts import host_event, lock_host, mark_down, reconcile, vm_status
 from corral.control.nodes import NodeAddress
+from corral.control.periodic import Periodic
 from corral.db.models import utcnow
 from corral.db.repositories import HostRepository, VmRepository
 from corral.errors import CorralError
@@ -37,25 +38,13 @@ class HealthMonitor:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self._last_answer: dict[uuid.UUID, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic(plane.settings.health_interval, self.check_all, "health check")
 
     def start(self) -> None:
-        if self.plane.settings.health_interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.plane.settings.health_interval)
-            try:
-                await self.check_all()
-            except Exception:  # the database may be away for a moment: try again next time
-                log.exception("health check round failed")
+        await self._rounds.stop()
 
     async def check_all(self) -> None:
         """One round: every watched host, concurrently."""

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from corral.control.events import emit
+from corral.control.hosts import vm_event
 from corral.db.models import Job, utcnow
-from corral.db.repositories import JobRepository
+from corral.db.repositories import JobRepository, VmRepository
 from corral.errors import CorralError, NotFound
 
 if TYPE_CHECKING:
@@ -171,7 +172,20 @@ class JobService:
 
     def fail_unfinished(self, session: Session, reason: str) -> int:
         """Mark every pending or running job failed (an embedded server that restarted)."""
-        jobs = JobRepository(session).unfinished()
-        for job in jobs:
-            job.status, job.error, job.finished_at = "failed", reason, utcnow()
-        return len(jobs)
+        return abandon(session, list(JobRepository(session).unfinished()), reason)
+
+
+def abandon(session: Session, jobs: list[Job], reason: str) -> int:
+    """Fail jobs no process will finish; a VM whose create was under way becomes `unknown`
+    (the node may or may not have made it: the health checks reconcile it). How many."""
+    for job in jobs:
+        job.status, job.error, job.finished_at = "failed", reason, utcnow()
+        data = {"kind": job.kind, "vm_id": _str(job.vm_id), "error": reason}
+        emit(session, "job", "updated", job.id, "failed", data)
+        if job.kind == "vm.create" and job.vm_id is not None:
+            vm = VmRepository(session).get(job.vm_id, lock=True)
+            if vm is not None and vm.status == "pending":
+                vm.status, vm.status_reason = "unknown", f"its create was not finished: {reason}"
+                vm_event(session, vm)
+    session.flush()
+    return len(jobs)

@@ -13,6 +13,7 @@ import functools
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from corral.control.events import EventBus
 from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
 from corral.control.jobs import JobRunner, JobService
+from corral.control.liveness import Liveness
 from corral.control.nodes import NodeFactory, NodeRegistry, default_factory
 from corral.control.relay import EventRelay
 from corral.control.settings import IN_PROCESS, LOCAL_HOST, Settings
@@ -55,6 +57,7 @@ DB_THREADS = 8  # worker threads for database work, and connections in the pool
 class ControlPlane:
     def __init__(self, settings: Settings, *, node_factory: NodeFactory | None = None) -> None:
         self.settings = settings
+        self.process_id = uuid.uuid4()  # this process, among those sharing the database
         self.db = Database(settings.database_url, pool_size=DB_THREADS)
         self.bus = EventBus()
         self.db.after_commit = self.bus.publish
@@ -77,6 +80,7 @@ class ControlPlane:
         self.tokens = TokenService(self.db)
         self.allocations = AllocationService(self)
         self.health = HealthMonitor(self)
+        self.liveness = Liveness(self) if self.db.is_postgresql else None
         # Reads run in worker threads, no more at once than the pool has connections (more
         # would only queue for the GIL and for connections); every write goes to one thread
         # that commits what has queued together (see corral.db.writer).
@@ -133,6 +137,8 @@ class ControlPlane:
             count = await self.write(self.jobs.fail_unfinished, reason)
             if count:
                 log.warning("marked %d unfinished jobs of a previous run failed", count)
+        if self.liveness is not None:
+            await self.liveness.start()
         if self.settings.local_node:
             await self._register_local_host()
         self.health.start()
@@ -140,6 +146,8 @@ class ControlPlane:
     async def stop(self) -> None:
         await self.health.stop()
         await self.runner.close()
+        if self.liveness is not None:
+            await self.liveness.stop()
         await self.nodes.close()
         if self.relay is not None:
             await anyio.to_thread.run_sync(self.relay.stop)

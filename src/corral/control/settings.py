@@ -25,6 +25,10 @@ class Settings:
     event_keepalive: float = 15.0  # seconds between keep-alive comments on a quiet /events
     allocation_timeout: float = 300.0  # seconds POST /control/allocations waits for its jobs
     migrate: bool = True  # apply the migrations on start
+    # PostgreSQL, several processes: each says it is alive this often; one silent for
+    # process_timeout seconds has its unfinished jobs failed by the others (0: no heartbeat).
+    heartbeat_interval: float = 5.0
+    process_timeout: float = 30.0
     # Embedded mode: register this machine as host `local`, served in-process by a LocalNode
     # on `config`'s state directory.
     local_node: bool = False

@@ -128,6 +128,7 @@ class VmService:
             "host_id": host_id,
             "created_at": now,
             "started_at": now,
+            "process_id": self.plane.process_id,  # which runs it
         }
         VmRepository(session).insert(vm, data.tags, job)
         if boot_source is None and data.image_object_id is None:
@@ -262,7 +263,12 @@ class VmService:
             recount(session, host)
             vm_event(session, vm)
         job = Job(
-            id=uuid.uuid4(), kind=f"vm.{action}", status="pending", vm_id=vm.id, host_id=host.id
+            id=uuid.uuid4(),
+            kind=f"vm.{action}",
+            status="pending",
+            vm_id=vm.id,
+            host_id=host.id,
+            process_id=self.plane.process_id,
         )
         session.add(job)
         session.flush()

@@ -197,6 +197,21 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The control-plane process running it (see PlaneProcess); none for older jobs.
+    process_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+
+
+class PlaneProcess(Base):
+    """A control-plane process sharing the database, alive while it keeps `seen_at` fresh:
+    jobs run in the process that accepted them, so one that stopped answering leaves jobs
+    that no one will finish."""
+
+    __tablename__ = "plane_processes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))  # host name and pid, for people
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiToken(Base):

@@ -109,7 +109,9 @@ NEW_VM_COLUMNS = (
     "memory_size", "boot_source_id", "image", "image_object_id", "disk_size", "user_data",
     "ssh_keys", "networks", "created_at", "updated_at",
 )  # fmt: skip
-NEW_JOB_COLUMNS = ("id", "kind", "status", "vm_id", "host_id", "created_at", "started_at")
+NEW_JOB_COLUMNS = (
+    "id", "kind", "status", "vm_id", "host_id", "created_at", "started_at", "process_id",
+)  # fmt: skip
 
 
 def _binds(table: TableClause, columns: tuple[str, ...], prefix: str) -> dict[str, Any]:
