@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -134,3 +135,18 @@ def test_parse_age() -> None:
     assert manage.parse_age("90m") == timedelta(minutes=90)
     with pytest.raises(InvalidInput):
         manage.parse_age("soon")
+
+
+def test_prune_drops_the_temporary_names_of_builds_killed_midway(
+    ctx: Context, tmp_path: Path
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    make_image(ctx, tmp_path, f"tmp-build-{dead.pid}-0a1b2c3d", data_mib=4)
+    make_image(ctx, tmp_path, f"tmp-build-{os.getpid()}-0a1b2c3d", data_mib=5)  # under way
+    make_image(ctx, tmp_path, "kept", data_mib=6)
+    orphan_blob = ctx.store.blob(ctx.store.get(f"tmp-build-{dead.pid}-0a1b2c3d").digest)
+    assert manage.prune(ctx, older_than=timedelta(days=365)) == []  # nothing that old
+    names = sorted(m.name for m in ctx.store.list())
+    assert names == ["kept", f"tmp-build-{os.getpid()}-0a1b2c3d"]
+    assert not orphan_blob.exists()  # its data went with it

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput
+from corral.fsutil import pid_alive
 from corral.image.layers import save_image
 from corral.image.manifest import Manifest, check_image_name, now
 from corral.image.qemu_img import FORMATS
@@ -203,6 +204,21 @@ def _needed_bytes(ctx: Context, manifests: list[Manifest]) -> int:
     return sum(ctx.store.blob(d).stat().st_size for d in needed if ctx.store.blob(d).exists())
 
 
+STAGE_PREFIX = "tmp-build-"
+
+
+def forget_abandoned_stages(ctx: Context) -> list[str]:
+    """Drop the temporary names of builds whose process is gone (killed mid-build); which.
+    Their blobs go with the next garbage collection, like any unused blob."""
+    gone = []
+    for path in ctx.home.manifests.glob(f"{STAGE_PREFIX}*.json"):
+        pid = path.name.removeprefix(STAGE_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            gone.append(path.name.removesuffix(".json"))
+    return sorted(gone)
+
+
 def prune(
     ctx: Context,
     *,
@@ -218,6 +234,8 @@ def prune(
     """
     if older_than is None and keep_bytes is None:
         raise InvalidInput("say what to prune: --older-than AGE and/or --keep-bytes SIZE")
+    if not dry_run and forget_abandoned_stages(ctx):
+        ctx.store.collect_garbage(instance_blobs(ctx))
     used = instance_digests(ctx)
     remaining = ctx.store.list()
     pruned: list[Pruned] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput
 from corral.image.build import BuiltImage
+from corral.image.manage import STAGE_PREFIX, forget_abandoned_stages
 from corral.image.manifest import Manifest, check_image_name
 
 RECIPES = {
@@ -70,8 +71,10 @@ def build_recipe(
     if not replace and ctx.store.exists(name):
         raise Conflict(f"image {name!r} already exists", hint="use --replace to rebuild it")
     ctx.store.ensure()
-    # Build (and configure) under temporary names: the old image stays until the new one is whole.
-    stage = f"tmp-build-{secrets.token_hex(4)}"
+    forget_abandoned_stages(ctx)
+    # Build (and configure) under temporary names: the old image stays until the new one is
+    # whole. The name carries this process's pid, so one that died can be told apart.
+    stage = f"{STAGE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-build-", dir=ctx.home.image_tmp))
     try:
         built = _build(ctx, recipe, workdir, packages, log)
