@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from corral.control.nodes import NodeAddress
-from corral.errors import Conflict, NodeUnreachable, NotFound, QemuError
+from corral.errors import Conflict, CorralError, NodeUnreachable, NotFound, QemuError
 from corral.node.protocol import Capacity, NodeClient, NodeVm, NodeVmSpec
 
 
@@ -23,7 +23,8 @@ class FakeNode:
         self.specs: dict[str, NodeVmSpec] = {}
         self.reachable = True
         self.delay = 0.0  # seconds every call takes
-        self.fail: dict[str, str] = {}  # operation -> message of the QemuError it raises
+        # operation -> the error it raises (a message: a QemuError)
+        self.fail: dict[str, str | CorralError] = {}
         self.console: dict[str, bytes] = {}
         self._streams: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]]
@@ -34,8 +35,11 @@ class FakeNode:
             await asyncio.sleep(self.delay)
         if not self.reachable:
             raise NodeUnreachable(f"node {self.name}: connection refused")
-        if operation in self.fail:
-            raise QemuError(self.fail[operation])
+        failure = self.fail.get(operation)
+        if isinstance(failure, CorralError):
+            raise failure
+        if failure is not None:
+            raise QemuError(failure)
 
     def _vm(self, name: str) -> NodeVm:
         try:

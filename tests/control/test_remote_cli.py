@@ -17,6 +17,7 @@ from control.livesrv import LiveServer
 from corral.api.app import create_app
 from corral.context import Context
 from corral.control.settings import Settings
+from corral.errors import NotFound
 from helpers import corral, corral_popen
 
 MIB = 1 << 20
@@ -147,6 +148,11 @@ def test_remote_mistakes_are_one_line_errors_that_change_nothing(
     node.fail["create_vm"] = "qemu-system-x86_64: could not open disk"
     assert "could not open disk" in fails(
         ctx, *remote, "launch", "tiny", "--name", "w3", "--memory", "256M", code=1
+    )
+    # a mistake found on the host is still the user's: exit 2, as locally
+    node.fail["create_vm"] = NotFound("no image named 'tinyy'")
+    assert "no image named 'tinyy'" in fails(
+        ctx, *remote, "launch", "tinyy", "--name", "w4", "--memory", "256M", code=2
     )
     names = [v["name"] for v in json.loads(ok(ctx, *remote, "ls", "--json"))]
     assert names == ["web1"]

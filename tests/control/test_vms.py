@@ -12,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 from control.conftest import MIB, Api, start_client
 from control.fakes import Fleet
 from corral.control.settings import Settings
+from corral.errors import Conflict
 
 
 def test_create_answers_201_with_the_vm_and_a_job_that_creates_it(api: Api) -> None:
@@ -113,6 +114,7 @@ def test_failed_jobs_carry_the_error_and_the_vm_shows_it(api: Api) -> None:
     vm = api.ok("POST", "/vms", 201, json={"name": "bad", "memory_size": 256 * MIB, "image": "x"})
     job = api.wait_job(vm["job_id"])
     assert job["status"] == "failed" and "cannot open disk" in job["error"]
+    assert job["error_status"] == 502  # QEMU failed: not the request's fault
     vm = api.ok("GET", f"/vms/{vm['id']}")
     assert vm["status"] == "crashed" and "cannot open disk" in vm["status_reason"]
     del node.fail["create_vm"]
@@ -123,6 +125,10 @@ def test_failed_jobs_carry_the_error_and_the_vm_shows_it(api: Api) -> None:
     vm = api.ok("GET", f"/vms/{ok['id']}")
     assert vm["status"] == "created"  # asked of the node after the failure
     assert "start failed: no accelerator" in vm["status_reason"]
+    node.fail["start_vm"] = Conflict("instance 'good' is locked by another command")
+    job = api.act(ok["id"], "start")
+    assert (job["status"], job["error_status"]) == ("failed", 409)  # the request's own
+    del node.fail["start_vm"]
     # A VM that never reached its node can still be deleted.
     assert api.wait_job(api.ok("DELETE", f"/vms/{vm['id']}", 202)["id"])["status"] == "completed"
     bad = api.ok("GET", "/vms")[0]

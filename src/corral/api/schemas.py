@@ -327,6 +327,11 @@ class JobPublic(Output):
     vm_id: uuid.UUID | None
     host_id: uuid.UUID | None
     error: str | None
+    error_status: int | None = Field(
+        None,
+        description="for a failed job, the HTTP status of its error's kind: 4xx the request's "
+        "own mistake (e.g. 404: its host has no such image), 5xx a failure",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

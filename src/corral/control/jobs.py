@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -105,17 +105,19 @@ class JobRunner:
                 finish = await work(prepared)
             except CorralError as exc:
                 finish = await _after_error(on_error, exc)
-                await plane.write(_end, job_id, "failed", exc.message, finish)
+                failure = Failure(exc.message, exc.http_status)
+                await plane.write(_end, job_id, "failed", failure, finish)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug: record it rather than lose it
                 log.exception("job %s failed unexpectedly", job_id)
-                await plane.write(_end, job_id, "failed", f"internal error: {exc!r}", None)
+                failure = Failure(f"internal error: {exc!r}", 500)
+                await plane.write(_end, job_id, "failed", failure, None)
             else:
                 await plane.write(_end, job_id, "completed", None, finish)
         except asyncio.CancelledError:
-            message = "the control plane stopped before the job finished"
-            await asyncio.shield(plane.write(_end, job_id, "failed", message, None))
+            failure = Failure("the control plane stopped before the job finished", 503)
+            await asyncio.shield(plane.write(_end, job_id, "failed", failure, None))
         except Exception:
             log.exception("could not record the end of job %s", job_id)
 
@@ -138,12 +140,25 @@ def _start(session: Session, job_id: uuid.UUID, prepare: Prepare | None) -> Any:
     return None if prepare is None else prepare(session)
 
 
+class Failure(NamedTuple):
+    """Why a job failed: the message, and the HTTP status of its kind (4xx: the request's own
+    mistake, e.g. 404 for an image its host does not have; 5xx: a failure)."""
+
+    message: str
+    status: int
+
+
 def _end(
-    session: Session, job_id: uuid.UUID, status: str, error: str | None, finish: Finish | None
+    session: Session,
+    job_id: uuid.UUID,
+    status: str,
+    failure: Failure | None,
+    finish: Finish | None,
 ) -> None:
     if finish is not None:
         finish(session)
-    moved = JobRepository(session).finished(job_id, status, error, utcnow())
+    error, code = failure if failure is not None else (None, None)
+    moved = JobRepository(session).finished(job_id, status, error, code, utcnow())
     if moved is not None:
         kind, vm_id = moved
         data = {"kind": kind, "vm_id": _str(vm_id), "error": error}
@@ -180,6 +195,7 @@ def abandon(session: Session, jobs: list[Job], reason: str) -> int:
     (the node may or may not have made it: the health checks reconcile it). How many."""
     for job in jobs:
         job.status, job.error, job.finished_at = "failed", reason, utcnow()
+        job.error_status = 503
         data = {"kind": job.kind, "vm_id": _str(job.vm_id), "error": reason}
         emit(session, "job", "updated", job.id, "failed", data)
         if job.kind == "vm.create" and job.vm_id is not None:

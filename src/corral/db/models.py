@@ -194,6 +194,7 @@ class Job(Base):
     vm_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     host_id: Mapped[uuid.UUID | None]
     error: Mapped[str | None] = mapped_column(Text)
+    error_status: Mapped[int | None]  # HTTP status of the error's kind (4xx: the request's)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

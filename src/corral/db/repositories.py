@@ -275,10 +275,16 @@ class JobRepository(Repository[Job]):
         return None if row is None else (row[0], row[1])
 
     def finished(
-        self, job_id: uuid.UUID, status: str, error: str | None, at: datetime
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        error: str | None,
+        error_status: int | None,
+        at: datetime,
     ) -> tuple[str, uuid.UUID | None] | None:
         """-> completed or failed; the job's (kind, vm_id), or None if it had finished."""
         params = {"job_id": job_id, "to_status": status, "to_error": error, "at": at}
+        params["to_error_status"] = error_status
         row = hot.first(self.conn, sql.JOB_FINISHED, params)
         return None if row is None else (row[0], row[1])
 

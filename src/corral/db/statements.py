@@ -195,7 +195,12 @@ JOB_RUNNING = (
 JOB_FINISHED = (
     update(JOBS)
     .where(_j.id == bindparam("job_id"), or_(_j.status == "pending", _j.status == "running"))
-    .values(status=bindparam("to_status"), error=bindparam("to_error"), finished_at=bindparam("at"))
+    .values(
+        status=bindparam("to_status"),
+        error=bindparam("to_error"),
+        error_status=bindparam("to_error_status"),
+        finished_at=bindparam("at"),
+    )
     .returning(_j.kind, _j.vm_id)
 )
 

@@ -20,6 +20,13 @@ from corral.remote.saved import Remote
 
 PAGE = 1000  # the API's largest page
 JOB_TIMEOUT = 900.0  # a create may import a base disk on its host
+# A failed job's error, by the HTTP status of its kind: the user's mistakes stay theirs (exit 2).
+_JOB_ERRORS: dict[int, type[CorralError]] = {
+    400: InvalidInput,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+}
 
 
 class RemoteUnreachable(CorralError):
@@ -121,7 +128,8 @@ class ControlPlane:
             if job["status"] == "completed":
                 return job  # type: ignore[no-any-return]
             if job["status"] == "failed":
-                raise CorralError(f"{job['kind']} failed: {job['error']}")
+                kind = _JOB_ERRORS.get(job.get("error_status") or 0, CorralError)
+                raise kind(f"{job['kind']} failed: {job['error']}")
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"job {job_id} ({job['kind']}) still {job['status']}")
             time.sleep(delay)

@@ -1,4 +1,4 @@
-"""control-plane processes, and the process running each job
+"""control-plane processes, the process running each job, the kind of a job's error
 
 Revision ID: 0002
 Revises: 0001
@@ -26,11 +26,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("process_id", sa.Uuid(), nullable=True))
+        batch.add_column(sa.Column("error_status", sa.Integer(), nullable=True))
         batch.create_index(batch.f("ix_jobs_process_id"), ["process_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index(batch.f("ix_jobs_process_id"))
+        batch.drop_column("error_status")
         batch.drop_column("process_id")
     op.drop_table("plane_processes")
