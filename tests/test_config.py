@@ -83,6 +83,7 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
     file.write_text(
         'database = "postgresql+psycopg://corral@db/corral"\n'
         "cpu_overcommit = 8\nmemory_overcommit = 1.5\nhealth_interval = 2\ndown_after = 6\n"
+        "heartbeat_interval = 2\n"
         'developer_ssh_keys = ["ssh-ed25519 AAAA me@laptop"]\n'
         'vm_default_image = "debian-12"\n'
     )
@@ -91,11 +92,13 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
         "CORRAL_ALLOCATION_TOKEN_HASH": test_hash.upper(),
         "CORRAL_DEVELOPER_SSH_KEYS": '["ssh-rsa AAAB olivier@lanius"]',  # aleph-vm's JSON form
         "CORRAL_DOWN_AFTER": "9.5",
+        "CORRAL_PROCESS_TIMEOUT": "12",
     }
     config = load_config(env=env, file=file)
     assert config.database == "postgresql+psycopg://corral@db/corral"
     assert (config.cpu_overcommit, config.memory_overcommit) == (8.0, 1.5)
     assert (config.health_interval, config.down_after) == (2.0, 9.5)
+    assert (config.heartbeat_interval, config.process_timeout) == (2.0, 12.0)
     assert config.allocation_token_hash == test_hash
     assert config.developer_ssh_keys == ("ssh-rsa AAAB olivier@lanius",)
     assert config.vm_default_image == "debian-12"
@@ -109,6 +112,7 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
     [
         ({"CORRAL_CPU_OVERCOMMIT": "0"}, "cpu_overcommit must be a positive number"),
         ({"CORRAL_HEALTH_INTERVAL": "often"}, "health_interval must be a positive number"),
+        ({"CORRAL_PROCESS_TIMEOUT": "6"}, "at least twice heartbeat_interval"),
         ({"CORRAL_ALLOCATION_TOKEN_HASH": "test"}, "64 hex digits"),
         ({"CORRAL_DEVELOPER_SSH_KEYS": "ssh-rsa AAAB"}, "JSON list"),
         ({"CORRAL_DEVELOPER_SSH_KEYS": '{"a": 1}'}, "list of ssh public key lines"),
@@ -117,3 +121,14 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
 def test_bad_control_plane_values(tmp_path: Path, env: dict[str, str], words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         load_config(env=env, file=tmp_path / "none.toml")
+
+
+def test_serve_settings_take_the_control_plane_keys(tmp_path: Path) -> None:
+    from corral.control.settings import Settings
+
+    env = {"CORRAL_HOME": str(tmp_path), "CORRAL_HEARTBEAT_INTERVAL": "3",
+           "CORRAL_PROCESS_TIMEOUT": "20", "CORRAL_DOWN_AFTER": "7"}  # fmt: skip
+    settings = Settings.from_config(load_config(env=env, file=tmp_path / "none.toml"))
+    assert (settings.heartbeat_interval, settings.process_timeout) == (3.0, 20.0)
+    assert settings.down_after == 7.0
+    assert settings.local_node and settings.database_url == f"sqlite:///{tmp_path}/corral.db"

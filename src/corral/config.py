@@ -61,6 +61,8 @@ class Config:
     memory_overcommit: float = 1.0  # bytes schedulable per byte of host memory
     health_interval: float = 5.0  # seconds between health checks of each host
     down_after: float = 15.0  # seconds without an answer before a host is marked down
+    heartbeat_interval: float = 5.0  # PostgreSQL: seconds between a serve process's heartbeats
+    process_timeout: float = 30.0  # seconds of silence before its jobs are failed by others
     allocation_token_hash: str | None = None  # sha256 hex of aleph-vm's X-Auth-Signature
     developer_ssh_keys: tuple[str, ...] = ()  # added to every VM's cloud-init
     vm_default_image: str | None = None  # image for VMs that name only a boot source
@@ -81,6 +83,8 @@ _ENV = {
     "CORRAL_MEMORY_OVERCOMMIT": "memory_overcommit",
     "CORRAL_HEALTH_INTERVAL": "health_interval",
     "CORRAL_DOWN_AFTER": "down_after",
+    "CORRAL_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "CORRAL_PROCESS_TIMEOUT": "process_timeout",
     "CORRAL_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
     "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
     "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
@@ -107,7 +111,14 @@ def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> 
     for var, key in _ENV.items():
         if env.get(var):
             values[key] = env[var]
-    return _coerce(Config(), values)
+    config = _coerce(Config(), values)
+    if config.process_timeout < 2 * config.heartbeat_interval:
+        # A process that beats on time would be taken for dead, and its jobs failed.
+        raise InvalidInput(
+            f"process_timeout ({config.process_timeout:g} s) must be at least twice "
+            f"heartbeat_interval ({config.heartbeat_interval:g} s)"
+        )
+    return config
 
 
 def _coerce(base: Config, values: dict[str, Any]) -> Config:
@@ -143,7 +154,10 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
     return replace(base, **changes)
 
 
-_POSITIVE_FLOATS = ("cpu_overcommit", "memory_overcommit", "health_interval", "down_after")
+_POSITIVE_FLOATS = (
+    "cpu_overcommit", "memory_overcommit", "health_interval", "down_after", "heartbeat_interval",
+    "process_timeout",
+)  # fmt: skip
 
 
 def _positive_float(key: str, value: Any) -> float:

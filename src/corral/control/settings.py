@@ -47,6 +47,8 @@ class Settings:
             memory_overcommit=config.memory_overcommit,
             health_interval=config.health_interval,
             down_after=config.down_after,
+            heartbeat_interval=config.heartbeat_interval,
+            process_timeout=config.process_timeout,
             allocation_token_hash=config.allocation_token_hash,
             developer_ssh_keys=config.developer_ssh_keys,
             vm_default_image=config.vm_default_image,
