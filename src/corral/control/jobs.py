@@ -4,9 +4,11 @@ A service records the job (pending) in the same transaction as the change that n
 hands the runner its work once that transaction has committed. The runner marks it running
 (a VM create records its job running at once: the runner starts it as soon as the create has
 committed, so a separate transaction would only cost time), awaits the work, and marks it
-completed or failed (with the error's message) in one transaction together with whatever the
-work's result changes (a VM's status, say). Jobs run in the process that accepted the request;
-if that process stops first, they are marked failed.
+completed or failed (with the error's message and the HTTP status of its kind) in one
+transaction together with whatever the work's result changes (a VM's status, say). Jobs run in
+the process that accepted the request (recorded as the job's process_id): if that process stops,
+it marks them failed; if it dies, the others do (corral.control.liveness), or on SQLite it does
+itself when it starts again.
 """
 
 from __future__ import annotations
