@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from corral.control.jobs import abandon
 from corral.control.periodic import Periodic
-from corral.db.models import Job, PlaneProcess, utcnow
+from corral.db.models import PlaneProcess, utcnow
+from corral.db.repositories import JobRepository
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
@@ -39,8 +40,7 @@ class Liveness:
         self._beats = Periodic(plane.settings.heartbeat_interval, self._beat, "heartbeat")
 
     async def start(self) -> None:
-        name = f"{socket.gethostname()}:{os.getpid()}"
-        await self.plane.write(_register, self.id, name)
+        await self.plane.write(_register, self.id)
         self._beats.start()
 
     async def stop(self) -> None:
@@ -62,8 +62,8 @@ class Liveness:
             log.warning("failed %d jobs of control-plane processes that stopped", failed)
 
 
-def _register(session: Session, process_id: uuid.UUID, name: str) -> None:
-    session.add(PlaneProcess(id=process_id, name=name))
+def _register(session: Session, process_id: uuid.UUID) -> None:
+    session.add(PlaneProcess(id=process_id, name=f"{socket.gethostname()}:{os.getpid()}"))
 
 
 def _seen(session: Session, process_id: uuid.UUID) -> None:
@@ -71,7 +71,7 @@ def _seen(session: Session, process_id: uuid.UUID) -> None:
     if session.execute(stmt).rowcount == 0:  # type: ignore[attr-defined]
         # Swept as dead after a long pause (the database was away?): alive again, though
         # the jobs it had were failed meanwhile.
-        session.add(PlaneProcess(id=process_id, name=f"{socket.gethostname()}:{os.getpid()}"))
+        _register(session, process_id)
 
 
 def _forget(session: Session, process_id: uuid.UUID) -> None:
@@ -87,11 +87,7 @@ def _sweep(session: Session, timeout: float) -> int:
     )
     failed = 0
     for dead in session.scalars(stmt).all():
-        jobs = session.scalars(
-            select(Job)
-            .where(Job.process_id == dead.id, Job.status.in_(("pending", "running")))
-            .with_for_update()
-        ).all()
+        jobs = JobRepository(session).unfinished(process_id=dead.id)
         seen = dead.seen_at.isoformat(timespec="seconds")
         reason = f"the control-plane process running it ({dead.name}) stopped; last seen {seen}"
         failed += abandon(session, list(jobs), reason)

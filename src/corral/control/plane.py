@@ -82,8 +82,8 @@ class ControlPlane:
         self.health = HealthMonitor(self)
         self.liveness = Liveness(self) if self.db.is_postgresql else None
         # Reads run in worker threads, no more at once than the pool has connections (more
-        # would only queue for the GIL and for connections); every write goes to one thread
-        # that commits what has queued together (see corral.db.writer).
+        # would only queue for the GIL and for connections); every write goes to the writer,
+        # whose threads commit what has queued together (see corral.db.writer).
         self._threads = anyio.CapacityLimiter(DB_THREADS)
         self._writer: BatchWriter | None = None
 

@@ -283,13 +283,17 @@ class JobRepository(Repository[Job]):
         at: datetime,
     ) -> tuple[str, uuid.UUID | None] | None:
         """-> completed or failed; the job's (kind, vm_id), or None if it had finished."""
-        params = {"job_id": job_id, "to_status": status, "to_error": error, "at": at}
-        params["to_error_status"] = error_status
+        params = {"job_id": job_id, "to_status": status, "at": at}
+        params.update(to_error=error, to_error_status=error_status)
         row = hot.first(self.conn, sql.JOB_FINISHED, params)
         return None if row is None else (row[0], row[1])
 
-    def unfinished(self) -> Sequence[Job]:
-        return self.session.scalars(select(Job).where(Job.status.in_(("pending", "running")))).all()
+    def unfinished(self, *, process_id: uuid.UUID | None = None) -> Sequence[Job]:
+        """Pending and running jobs (of one control-plane process), locked on PostgreSQL."""
+        stmt = select(Job).where(Job.status.in_(("pending", "running")))
+        if process_id is not None:
+            stmt = stmt.where(Job.process_id == process_id)
+        return self.session.scalars(stmt.with_for_update()).all()
 
 
 class TokenRepository(Repository[ApiToken]):
