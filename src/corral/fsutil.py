@@ -6,26 +6,37 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from corral.confine import create_exclusive
 
 CHUNK = 4 << 20
 _ZERO = bytes(CHUNK)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write data to a temporary sibling and rename it into place, so readers never see half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """Write data to a temporary sibling and rename it into place, so readers never see half.
+
+    The temporary file is created exclusively, with a random name and the final mode: a token
+    file is never readable by others, not even for a moment, and a planted link is never
+    followed.
+    """
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(mode)
-        tmp.replace(path)
+        fd, tmp = create_exclusive(dir_fd, f".{path.name}.", ".tmp", mode)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
     finally:
-        tmp.unlink(missing_ok=True)
+        os.close(dir_fd)
 
 
 def copy_hashing(src: Path, dst: Path) -> str:
