@@ -26,7 +26,11 @@ class Context:
 
     @functools.cached_property
     def home(self) -> Home:
-        return Home(self.config.home)
+        from corral.private import make_private
+
+        home = Home(self.config.home)
+        make_private(home)  # others may not read state: create it 0700, tighten an old one
+        return home
 
     @functools.cached_property
     def qemu_img(self) -> QemuImg:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from corral.config import Config
 from corral.db.engine import check_url
+from corral.layout import Home
+from corral.private import make_private
 
 LOCAL_HOST = "local"  # the name of this machine as a host, in embedded mode
 IN_PROCESS = "in-process"  # the address of a host served by an in-process LocalNode
@@ -40,6 +42,7 @@ class Settings:
         url = database or config.database
         embedded = url is None
         if url is None:
+            make_private(Home(config.home))  # the database goes inside: tighten an old install
             url = f"sqlite:///{config.home / 'corral.db'}"
         values = dict(
             database_url=check_url(url),

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from corral.errors import InvalidInput
+from corral.private import private_sqlite_file
 
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer of another process may keep us waiting
 IDLE_PING = 2.0  # seconds: a PostgreSQL connection idle longer is checked before use
@@ -109,8 +110,8 @@ class Database:
 def _make_engine(url: str, dialect: str, pool_size: int) -> Engine:
     if dialect == "sqlite":
         database = make_url(url).database
-        if database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_sqlite_file(Path(database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT},

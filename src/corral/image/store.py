@@ -21,6 +21,7 @@ from corral.fsutil import copy_hashing, pid_alive, write_atomic
 from corral.image.manifest import Manifest, check_image_name
 from corral.image.qemu_img import FORMATS, QemuImg
 from corral.layout import Home
+from corral.private import BLOB_MODE
 from corral.records import RecordError
 
 
@@ -183,7 +184,7 @@ class ImageStore:
         target = self.blob(digest)
         if target.exists():
             return  # identical content is already stored
-        tmp.chmod(0o444)
+        tmp.chmod(BLOB_MODE)  # read-only, and for the owner alone
         tmp.rename(target)
 
     def add_blob_file(self, tmp: Path, digest: str) -> Path:
