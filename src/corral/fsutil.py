@@ -8,6 +8,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from corral.confine import create_exclusive
 
@@ -24,25 +25,43 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd, tmp = create_exclusive(dir_fd, f".{path.name}.", ".tmp", mode)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+        with atomic_file(dir_fd, path.name, mode=mode) as fd, os.fdopen(os.dup(fd), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     finally:
         os.close(dir_fd)
 
 
+@contextlib.contextmanager
+def atomic_file(
+    dir_fd: int, name: str, *, suffix: str = ".tmp", mode: int = 0o644
+) -> Iterator[int]:
+    """A new file of random name beside `name` in a directory descriptor, open for writing:
+    created exclusively with exactly `mode` (never an existing file, never through a link
+    planted there), renamed to `name` when the block succeeds, removed when it fails."""
+    fd, tmp = create_exclusive(dir_fd, f".{name}.", suffix, mode)
+    try:
+        yield fd
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(fd)
+
+
 def copy_hashing(src: Path, dst: Path) -> str:
     """Copy src to dst in one pass, returning the sha256; runs of zeros become holes."""
+    with open(dst, "wb") as fout:
+        return copy_hashing_into(src, fout)
+
+
+def copy_hashing_into(src: Path, fout: BinaryIO) -> str:
+    """Copy src into a file already open for writing (e.g. one created exclusively)."""
     digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open(src, "rb") as fin:
         while chunk := fin.read(CHUNK):
             digest.update(chunk)
             if len(chunk) == CHUNK and chunk == _ZERO:

@@ -28,8 +28,13 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a command to completion and return it; raise CommandFailed if it fails and check."""
+    """Run a command to completion and return it; raise CommandFailed if it fails and check.
+
+    `pass_fds` stay open in the child under the same numbers: a file corral opened itself can
+    be named to the command as /dev/fd/N, so the command never resolves a path of its own.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("run: %s", shlex.join(args))
     full_env = {**os.environ, "LC_ALL": "C.UTF-8", **(env or {})}
@@ -43,6 +48,7 @@ def run(
             env=full_env,
             timeout=timeout,
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise MissingDependency(f"{args[0]}: command not found") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +109,34 @@ def test_export_writes_one_standalone_file(ctx: Context, tmp_path: Path) -> None
     raw = manage.export(ctx, "child", tmp_path, fmt="raw")
     assert raw == tmp_path / "child.raw" and raw.stat().st_size == 256 << 20
     assert not list(tmp_path.glob(".*corral-export"))
+
+
+def test_export_follows_no_link_planted_at_a_temporary_name(
+    ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who can write to the export directory plants links where corral used to write
+    (`.NAME.corral-export`) and where it might write (a guessed random name): neither is
+    followed, the victims keep their bytes, the export still happens."""
+    make_image(ctx, tmp_path, "base")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    victims = [tmp_path / "victim-old", tmp_path / "victim-guessed"]
+    for victim in victims:
+        victim.write_bytes(b"precious")
+    (shared / ".base.qcow2.corral-export").symlink_to(victims[0])
+    (shared / ".base.qcow2.guessed.corral-export").symlink_to(victims[1])
+    names = iter(["guessed"])
+    real = secrets.token_hex
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(names, None) or real(n))
+    out = manage.export(ctx, "base", shared / "base.qcow2")
+    assert [v.read_bytes() for v in victims] == [b"precious", b"precious"]
+    assert ctx.qemu_img.info(out, "qcow2").virtual_size == 256 << 20
+    assert not out.is_symlink() and (out.stat().st_mode & 0o777) == 0o644
+    assert sorted(p.name for p in shared.iterdir()) == [
+        ".base.qcow2.corral-export",
+        ".base.qcow2.guessed.corral-export",
+        "base.qcow2",
+    ]  # the links are left alone; no temporary file is left behind
 
 
 def test_prune_least_recently_used_first(ctx: Context, tmp_path: Path) -> None:

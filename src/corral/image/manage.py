@@ -7,6 +7,7 @@ nothing needs it any more.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput
-from corral.fsutil import pid_alive
+from corral.fsutil import atomic_file, pid_alive
 from corral.image.layers import save_image
 from corral.image.manifest import Manifest, check_image_name, now
 from corral.image.qemu_img import FORMATS
@@ -140,7 +141,10 @@ def export(
     compress: bool = False,
     force: bool = False,
 ) -> Path:
-    """Write an image as one standalone, flattened file at `path` (written, then renamed)."""
+    """Write an image as one standalone, flattened file at `path` (written, then renamed).
+
+    `path` is the local user's own choice; only the temporary file next to it is guarded.
+    """
     manifest = ctx.store.get(name)
     fmt = fmt or "qcow2"
     if fmt not in FORMATS:
@@ -151,17 +155,29 @@ def export(
         path = path / f"{name}.{fmt}"
     if path.exists() and not force:
         raise Conflict(f"{path} already exists", hint="use --force to overwrite it")
-    if not path.parent.is_dir():
-        raise InvalidInput(f"no such directory: {path.parent}")
-    tmp = path.with_name(f".{path.name}.corral-export")
     try:
-        ctx.qemu_img.convert(
-            ctx.store.blob(manifest.digest), manifest.format, tmp, fmt, compress=compress
-        )
-        tmp.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        raise InvalidInput(f"no such directory: {path.parent}") from None
+    try:
+        _export_into(ctx, manifest, dir_fd, path, fmt, compress)
     finally:
-        tmp.unlink(missing_ok=True)
+        os.close(dir_fd)
     return path
+
+
+def _export_into(
+    ctx: Context, manifest: Manifest, dir_fd: int, path: Path, fmt: str, compress: bool
+) -> None:
+    """qemu-img writes a new file made exclusively (a link planted in a shared directory is
+    never followed), named to it by descriptor; then it is renamed into place."""
+    try:
+        with atomic_file(dir_fd, path.name, suffix=".corral-export") as fd:
+            ctx.qemu_img.convert(
+                ctx.store.blob(manifest.digest), manifest.format, fd, fmt, compress=compress
+            )
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
 
 
 def remove(ctx: Context, name: str, *, force: bool = False) -> list[str]:

@@ -1,4 +1,9 @@
-"""Thin typed wrappers over qemu-img. Formats are always passed explicitly (`-f`, `-F`)."""
+"""Thin typed wrappers over qemu-img. Formats are always passed explicitly (`-f`, `-F`).
+
+Creation options (`-o`) are given as validated (name, value) pairs, never as a user's string.
+A destination may be a file descriptor corral opened itself: qemu-img then writes /dev/fd/N
+and resolves no path of its own.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,19 @@ from corral.errors import CommandFailed, QemuError
 from corral.run import run
 
 FORMATS = ("qcow2", "raw")
+
+CreateOptions = tuple[tuple[str, str], ...]  # e.g. (("cluster_size", "65536"),), validated
+
+
+def _options(options: CreateOptions) -> list[str]:
+    return ["-o", ",".join(f"{name}={value}" for name, value in options)] if options else []
+
+
+def _target(dst: Path | int) -> tuple[Path, tuple[int, ...]]:
+    """A destination path for qemu-img, and the descriptors the child must inherit for it."""
+    if isinstance(dst, int):
+        return Path(f"/dev/fd/{dst}"), (dst,)
+    return dst, ()
 
 
 @dataclass(frozen=True)
@@ -43,9 +61,11 @@ class QemuImg:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def _run(self, *args: str | Path, timeout: float = 600) -> bytes:
+    def _run(
+        self, *args: str | Path, timeout: float = 600, pass_fds: tuple[int, ...] = ()
+    ) -> bytes:
         try:
-            return run([self.path, *args], timeout=timeout).stdout
+            return run([self.path, *args], timeout=timeout, pass_fds=pass_fds).stdout
         except CommandFailed as exc:
             tail = exc.stderr.strip().splitlines()
             raise QemuError(f"qemu-img {args[0]} failed: {tail[-1] if tail else exc}") from exc
@@ -63,8 +83,10 @@ class QemuImg:
         data = json.loads(out)
         return [ImageInfo.from_json(d) for d in (data if isinstance(data, list) else [data])]
 
-    def create(self, path: Path, size: int, fmt: str = "qcow2") -> None:
-        self._run("create", "-q", "-f", fmt, path, str(size), timeout=60)
+    def create(
+        self, path: Path, size: int, fmt: str = "qcow2", options: CreateOptions = ()
+    ) -> None:
+        self._run("create", "-q", "-f", fmt, *_options(options), path, str(size), timeout=60)
 
     def create_overlay(self, path: Path, backing: Path, backing_fmt: str, size: int) -> None:
         """A copy-on-write qcow2 on `backing`: costs the same whatever the backing file's size."""
@@ -83,23 +105,28 @@ class QemuImg:
         self,
         src: Path,
         src_fmt: str,
-        dst: Path,
+        dst: Path | int,
         dst_fmt: str,
         *,
         compress: bool = False,
         force_share: bool = False,
         backing: Path | None = None,
         backing_fmt: str | None = None,
+        options: CreateOptions = (),
     ) -> None:
-        """Copy an image (flattening its chain, or only what differs from `backing`)."""
-        args: list[str | Path] = ["convert", "-q", "-f", src_fmt, "-O", dst_fmt]
+        """Copy an image (flattening its chain, or only what differs from `backing`).
+
+        `dst` is a path, or the descriptor of a file corral created (written as /dev/fd/N).
+        """
+        target, fds = _target(dst)
+        args: list[str | Path] = ["convert", "-q", "-f", src_fmt, "-O", dst_fmt, *_options(options)]
         if compress:
             args.append("-c")
         if force_share:
             args.append("-U")
         if backing is not None:
             args += ["-B", str(backing), "-F", backing_fmt or "qcow2"]
-        self._run(*args, src, dst, timeout=3600)
+        self._run(*args, src, target, timeout=3600, pass_fds=fds)
 
     def rebase(self, path: Path, backing: Path, backing_fmt: str) -> None:
         """Put `path` on a new backing file, writing into it whatever the old chain changed."""
@@ -112,11 +139,13 @@ class QemuImg:
         """Rewrite only the backing file name in the header (the data is known to match)."""
         self._run("rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", backing_fmt, path)
 
-    def create_on(self, path: Path, backing: Path, backing_fmt: str, size: int) -> None:
+    def create_on(
+        self, path: Path, backing: Path, backing_fmt: str, size: int, options: CreateOptions = ()
+    ) -> None:
         """A qcow2 overlay on `backing`, created without opening it (size given)."""
         self._run(
-            "create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", backing_fmt,
-            path, str(size), timeout=60,
+            "create", "-q", "-f", "qcow2", *_options(options), "-u", "-b", str(backing),
+            "-F", backing_fmt, path, str(size), timeout=60,
         )  # fmt: skip
 
     def snapshot(self, path: Path, action: str, tag: str) -> None:

@@ -140,14 +140,16 @@ class ImageStore:
         self.ensure()
         self.purge_tmp()
 
-    def verify_disk(self, path: Path, label: str) -> tuple[str, int]:
+    def verify_disk(self, path: Path, label: str, fmt: str | None = None) -> tuple[str, int]:
         """Check a candidate disk before it enters the store; return (format, virtual size).
 
         Probing the format is safe here: nothing is booted from the file. Refused: formats other
         than qcow2 and raw, backing files and external data files (they would make QEMU open a
-        file outside the store), and a qcow2 that `qemu-img check` finds damaged.
+        file outside the store), and a qcow2 that `qemu-img check` finds damaged. With `fmt`
+        (known from the file's header), qemu-img does not probe: a format whose header names
+        other files (a vmdk descriptor) is then never parsed.
         """
-        info = self.qemu_img.info(path)
+        info = self.qemu_img.info(path, fmt)
         if info.format not in FORMATS:
             raise InvalidInput(
                 f"{label}: unsupported image format {info.format!r} (need qcow2 or raw)",

@@ -122,8 +122,65 @@ GOOD_INPUT = f"input:\n  url: http://h/r.qcow2\n  checksum:\n    type: sha256\n 
         (_image("name: r\nsize: 1G\ninput:\n  path: r.vmdk\n  format: vmdk"),
          "images.rocky.input.format: unsupported format 'vmdk'"),
         (_image("name: r\nsize: 1G\nformat: vdi"), "images.rocky.format: unsupported format"),
-        (_image("name: r\nsize: 1G\nextra_kwargs:\n  b: base.qcow2"),
-         "images.rocky.extra_kwargs: not supported"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  b: ../disks/base.qcow2"),
+         "images.rocky.extra_kwargs.b: '../disks/base.qcow2' is not an image name: b names an "
+         "image of this file or of the store, never a host path"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  b: /var/lib/base.qcow2\n  F: qcow2"),
+         "images.rocky.extra_kwargs.b: '/var/lib/base.qcow2' is not an image name"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  b: base\n  F: qcow2\n"
+                "  o: encrypt.format=luks,encrypt.key=sec0"),
+         "images.rocky.extra_kwargs.o: option 'encrypt.format' is not supported (allowed: "
+         "cluster_size, compression_type, lazy_refcounts, preallocation)"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  o: cluster_size=64K,backing_file=/etc/x"),
+         "images.rocky.extra_kwargs.o: option 'backing_file' is not supported"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  o: cluster_size=3000"),
+         "images.rocky.extra_kwargs.o: option 'cluster_size': '3000' is not a power of two"),
+        (_image("name: r\nsize: 1G\nformat: raw\nextra_kwargs:\n  o: lazy_refcounts=on"),
+         "images.rocky.extra_kwargs.o: option 'lazy_refcounts' does not apply to a raw image"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  c: 1"),
+         "images.rocky.extra_kwargs.c: not supported (corral translates b, F and o)"),
+        (_image("name: r\nsize: 1G\nextra_kwargs:\n  F: qcow2"),
+         "images.rocky.extra_kwargs.F: names the format of b; give b too"),
+        (_image("name: r\nsize: 1G\nformat: raw\nextra_kwargs: {b: base}"),
+         "images.rocky.extra_kwargs.b: a layer on 'base' is a qcow2 image, not raw"),
+        (_image(f"name: r\nsize: 1G\n{GOOD_INPUT}\nextra_kwargs: {{b: base}}"),
+         "images.rocky.extra_kwargs.b: a layer starts blank on its base image"),
+        (_image("name: r\nsize: 1G\nextra_kwargs: {b: rocky}"),
+         "images.rocky.extra_kwargs.b: an image cannot be layered on itself"),
+        ("images:\n  top: {name: top, size: 1G, extra_kwargs: {b: low}}\n"
+         "  low: {name: low, size: 1G}\n",
+         "images.top.extra_kwargs.b: images.low is built after this image; list it first"),
+        ("images:\n  low: {name: low, version: 1, size: 1G, format: raw}\n"
+         "  top: {name: top, size: 1G, extra_kwargs: {b: low, F: qcow2}}\n",
+         "images.top.extra_kwargs.F: images.low is raw, not qcow2"),
+        ("images:\n  low: {name: low, version: 1, size: 2G}\n"
+         "  top: {name: top, size: 1G, extra_kwargs: {b: low-1, F: raw}}\n",
+         "images.top.extra_kwargs.F: images.low is qcow2, not raw"),
+        ("images:\n  low: {name: low, size: 2G}\n  top: {name: top, size: 1G, "
+         "extra_kwargs: {b: low}}\n",
+         "images.top.size: 1G is smaller than its base images.low (2G); corral never shrinks"),
+        (_image("name: r\nsize: 1G\ninput:\n  path: 'json:{\"driver\":\"raw\",\"file\":"
+                "{\"driver\":\"file\",\"filename\":\"/root/secret\"}}'"),
+         "images.rocky.input.path: 'json:{\"driver\":\"raw\",\"file\":{\"driver\":\"file\","
+         "\"filename\":\"/root/secret\"}}' is not a plain file path (json: would name a qemu "
+         "protocol); corral reads only local files"),
+        (_image("name: r\nsize: 1G\ninput: nbd://10.0.0.1/disk"),
+         "images.rocky.input: 'nbd://10.0.0.1/disk' is not a plain file path (nbd: would"),
+        (_image("name: r\nsize: 1G\ninput: {url: 'file://otherhost/disk.img', checksum: "
+                f"{{type: sha256, value: {H256}}}}}"),
+         "images.rocky.input.url: file://otherhost/disk.img: file:// URLs must name a local"),
+        (_image("name: r\nsize: 1G\ninput: {path: \"a\\0b\"}"),
+         "images.rocky.input.path: 'a\\x00b' is not a usable path"),
+        (_image(f"name: r\nsize: 1G\ninput: {{url: 'FILE:///a%00b', checksum: {{type: sha256, "
+                f"value: {H256}}}}}"),
+         "images.rocky.input.url: '/a\\x00b' is not a usable path"),
+        (_image("name: r\nsize: 1G\noutput: {path: ../../etc/cron.d/x}"),
+         "images.rocky.output.path: output path '../../etc/cron.d/x' must not contain '..'"),
+        (_image("name: r\nsize: 1G\noutput: {path: /etc/cron.d/x}"),
+         "images.rocky.output.path: output path '/etc/cron.d/x' must be relative, not absolute"),
+        ("images:\n  a: {name: a, size: 1G, output: {path: x/disk.qcow2}}\n"
+         "  b: {name: b, size: 1G, output: {path: ./x//disk.qcow2}}\n",
+         "images.b.output.path: 'x/disk.qcow2' is also written by images.a"),
         (_image("name: r\nsize: 1G\ncolour: red"), "images.rocky.colour: unknown key"),
         (_image(f"name: r\nsize: 1G\n{GOOD_INPUT}\nchecksum: {{type: sha256, value: {H256}}}"),
          "images.rocky.checksum: belongs under input"),
@@ -166,3 +223,40 @@ def test_duplicate_names_and_yaml_errors() -> None:
         parse_archfile("images: {a: {name: x, size: 1G}, b: {name: x, size: 2G}}\n", path=FILE)
     with pytest.raises(InvalidInput, match=r"invalid YAML \(line 3\): mapping values are not"):
         parse_archfile("images:\n  a:\n    name: x: y\n", path=FILE)
+
+
+def test_paths_extra_kwargs_and_file_urls() -> None:
+    text = f"""\
+images:
+  base: {{name: base, version: 1, size: 1G}}
+  layered:
+    name: layered
+    size: 2G
+    extra_kwargs:
+      b: base
+      F: qcow2
+      o: "cluster_size=64K, lazy_refcounts=on,compression_type=zstd"
+    output: {{path: ./tests/tmp/layered.qcow2}}
+  stored:
+    name: stored
+    size: 2G
+    extra_kwargs: {{b: base-image}}
+  local:
+    name: local
+    size: 1G
+    format: raw
+    input: {{url: "file:///srv/disks/a%20b.raw", checksum: {{type: sha256, value: {H256}}}}}
+    extra_kwargs: {{o: preallocation=falloc}}
+"""
+    base, layered, stored, local = parse_archfile(text, path=FILE, require_checksum=False).images
+    assert base.base is None and base.options == ()
+    assert layered.base is not None and layered.base.name == "base-1"
+    assert (layered.base.key, layered.base.format) == ("base", "qcow2")
+    assert layered.options == (("cluster_size", "65536"), ("compression_type", "zstd"),
+                               ("lazy_refcounts", "on"))  # fmt: skip
+    assert layered.filename == "tests/tmp/layered.qcow2"
+    assert stored.base is not None and (stored.base.name, stored.base.key) == ("base-image", None)
+    assert local.input is not None and local.input.url is None
+    assert local.input.path == Path("/srv/disks/a b.raw")
+    assert local.input.field == "images.local.input.url"
+    assert local.options == (("preallocation", "falloc"),)

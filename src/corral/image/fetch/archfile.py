@@ -27,26 +27,37 @@ name the output format (qcow2 or raw) or leave the input out (a blank disk of `s
 
 corral adds an optional `user` (the image's default login user). Every problem is reported by
 its place in the file (`images.rocky.checksum.type: unknown algorithm 'sha999'`).
+
+Paths are checked here as far as text allows: an input path is a plain file path (`json:{...}`
+and other qemu protocol prefixes are refused; a `file://` URL is a local path too), an output
+path is relative and never climbs out of `--output` (`..` and absolute paths are refused).
+gen-vm-image's `extra_kwargs` are translated by extra_kwargs.py; `b` naming an image of this
+file is resolved here (it must be built earlier in the file).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from corral.confine import relative_parts
 from corral.errors import InvalidInput
+from corral.image.fetch import extra_kwargs
 from corral.image.fetch.checksums import Checksum, make_checksum
-from corral.image.fetch.download import is_url
+from corral.image.fetch.download import file_url_path, is_url
+from corral.image.fetch.localinput import protocol_prefix
 from corral.image.manifest import check_image_name
-from corral.units import parse_size
+from corral.image.qemu_img import CreateOptions
+from corral.units import format_size, parse_size
 
 FORMATS = ("qcow2", "raw")
 _TOP_KEYS = {"owner", "images"}
 _IMAGE_KEYS = {"name", "version", "size", "format", "get_url", "checksum", "input", "output",
-               "user"}  # fmt: skip
+               "user", "extra_kwargs"}  # fmt: skip
 _INPUT_KEYS = {"url", "path", "format", "checksum"}
 _OUTPUT_KEYS = {"path", "format"}
 
@@ -55,11 +66,21 @@ _OUTPUT_KEYS = {"path", "format"}
 class Input:
     """Where an image's disk comes from: a URL or a local file (exactly one)."""
 
-    url: str | None
+    url: str | None  # http(s); a file:// URL is read as a local path
     path: Path | None  # as written: relative to the architecture file (or the current directory)
     format: str | None  # declared input format; checked against the file
     checksum: Checksum | None
     where: str  # e.g. images.rocky.input (or images.rocky.get_url)
+    field: str  # the key that names the file: images.rocky.input.path, ...input.url, get_url
+
+
+@dataclass(frozen=True)
+class Base:
+    """The image `extra_kwargs.b` layers an image on: built earlier in this file, or stored."""
+
+    name: str  # its store name
+    key: str | None  # its key when this file builds it; None: an image of the store
+    format: str | None  # `F`, when given: checked against the base's real format
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,8 @@ class ArchImage:
     input: Input | None  # None: a blank disk
     user: str | None
     output: str | None  # output file name or path from `output.path`, if given
+    base: Base | None = None  # `extra_kwargs.b`: a qcow2 layer on that image
+    options: CreateOptions = ()  # `extra_kwargs.o`, allowlisted
 
     @property
     def where(self) -> str:
@@ -78,6 +101,7 @@ class ArchImage:
 
     @property
     def filename(self) -> str:
+        """The output file, relative to --output (checked: relative, no '..')."""
         return self.output or f"{self.name}.{self.format}"
 
 
@@ -124,13 +148,19 @@ def parse_archfile(text: str, *, path: Path, require_checksum: bool = True) -> A
             for key, raw in raw_images.items():
                 image = _image(problems, str(key), raw, require_checksum)
                 if image is not None:
-                    images.append(image)
+                    images.append(_resolve_base(problems, image, images, raw_images))
         seen: dict[str, str] = {}
+        written: dict[str, str] = {}
         for image in images:
             if image.name in seen:
                 other = f"images.{seen[image.name]}"
                 problems.add(f"{image.where}.name", f"{image.name!r} is also built by {other}")
             seen.setdefault(image.name, image.key)
+            if image.filename in written:
+                other = f"images.{written[image.filename]}"
+                problems.add(f"{image.where}.output.path",
+                             f"{image.filename!r} is also written by {other}")  # fmt: skip
+            written.setdefault(image.filename, image.key)
     if problems.items:
         first, *rest = problems.items
         raise InvalidInput(f"{path}: {first}", details=rest,
@@ -170,12 +200,62 @@ def _image(problems: _Problems, key: str, raw: Any, require_checksum: bool) -> A
         else:
             _unknown(problems, f"{where}.output", out, _OUTPUT_KEYS)
             fmt = _format(problems, f"{where}.output.format", out.get("format")) or fmt
-            output = _string(problems, f"{where}.output.path", out.get("path"), required=False)
+            output = _output_path(problems, f"{where}.output.path", out.get("path"))
     source = _input(problems, where, raw, require_checksum)
     user = _string(problems, f"{where}.user", raw.get("user"), required=False)
+    extra = None
+    if "extra_kwargs" in raw:
+        has_input = "input" in raw or "get_url" in raw
+        extra, found = extra_kwargs.translate(
+            f"{where}.extra_kwargs", raw["extra_kwargs"], fmt=fmt, has_input=has_input
+        )
+        for place, message in found:
+            problems.add(place, message)
     if len(problems.items) > before or store_name is None or size is None:
         return None
-    return ArchImage(key, store_name, size, fmt, source, user, output)
+    image = ArchImage(key, store_name, size, fmt, source, user, output)
+    if extra is None:
+        return image
+    base = Base(extra.base, None, extra.base_format) if extra.base else None
+    return replace(image, base=base, options=extra.options)
+
+
+def _output_path(problems: _Problems, where: str, raw: Any) -> str | None:
+    """A relative path that stays inside --output (subdirectories are fine)."""
+    text = _string(problems, where, raw, required=False)
+    if text is None:
+        return None
+    try:
+        return "/".join(relative_parts(text, "output path"))
+    except InvalidInput as exc:
+        problems.add(where, exc.message)
+        return None
+
+
+def _resolve_base(
+    problems: _Problems, image: ArchImage, earlier: list[ArchImage], raw_images: dict[str, Any]
+) -> ArchImage:
+    """`b` naming an image of this file (by key or name) must name one built before it."""
+    if image.base is None:
+        return image
+    ref = image.base.name
+    where = f"{image.where}.extra_kwargs"
+    found = next((i for i in earlier if ref in (i.key, i.name)), None)
+    if found is None:
+        if ref == image.key or ref == image.name:
+            problems.add(f"{where}.b", "an image cannot be layered on itself")
+        elif ref in raw_images:
+            problems.add(f"{where}.b", f"images.{ref} is built after this image; list it first")
+        return image  # otherwise an image of the store: looked up before anything is built
+    if image.base.format is not None and image.base.format != found.format:
+        problems.add(f"{where}.F", f"{found.where} is {found.format}, not {image.base.format}")
+    if image.size < found.size:
+        problems.add(
+            f"{image.where}.size",
+            f"{format_size(image.size)} is smaller than its base {found.where} "
+            f"({format_size(found.size)}); corral never shrinks a disk",
+        )
+    return replace(image, base=Base(found.name, found.key, image.base.format))
 
 
 def _input(
@@ -185,21 +265,21 @@ def _input(
         problems.add(where, "give get_url (older format) or input, not both")
         return None
     if "get_url" in raw:  # the older format
-        url = _string(problems, f"{where}.get_url", raw["get_url"], required=True)
-        if url and not is_url(url):
-            problems.add(f"{where}.get_url", f"not an http(s) or file URL: {url!r}")
+        field = f"{where}.get_url"
+        url = _string(problems, field, raw["get_url"], required=True)
         checksum = _checksum(problems, f"{where}.checksum", raw.get("checksum"))
         if checksum is None and "checksum" not in raw and require_checksum:
             problems.add(f"{where}.checksum", _MISSING_CHECKSUM)
-        return Input(url, None, None, checksum, f"{where}.get_url") if url else None
+        return _from_url(problems, url, None, checksum, field, field)
     if "checksum" in raw:
         problems.add(f"{where}.checksum", "belongs under input (or use get_url)")
     if "input" not in raw:
         return None  # a blank disk
     spec = raw["input"]
     where = f"{where}.input"
-    if isinstance(spec, str):  # gen-vm-image also takes a bare URL or path
-        spec = {"url": spec} if is_url(spec) else {"path": spec}
+    bare = spec if isinstance(spec, str) else None
+    if bare is not None:  # gen-vm-image also takes a bare URL or path
+        spec = {"url": bare} if is_url(bare) else {"path": bare}
     if not isinstance(spec, dict):
         problems.add(where, "expected a URL, a path or a mapping (url or path, format, checksum)")
         return None
@@ -210,16 +290,54 @@ def _input(
     fmt = _format(problems, f"{where}.format", spec.get("format"))
     checksum = _checksum(problems, f"{where}.checksum", spec.get("checksum"))
     if "url" in spec:
-        url = _string(problems, f"{where}.url", spec["url"], required=True)
-        if url and not is_url(url):
-            problems.add(f"{where}.url", f"not an http(s) or file URL: {url!r}")
+        field = f"{where}.url" if bare is None else where
+        url = _string(problems, field, spec["url"], required=True)
         if checksum is None and "checksum" not in spec and require_checksum:
             problems.add(f"{where}.checksum", _MISSING_CHECKSUM)
-        return Input(url, None, fmt, checksum, where) if url else None
-    text = _string(problems, f"{where}.path", spec["path"], required=True)
+        return _from_url(problems, url, fmt, checksum, where, field)
+    field = f"{where}.path" if bare is None else where
+    text = _string(problems, field, spec["path"], required=True)
     if not text:
         return None
-    return Input(None, Path(text).expanduser(), fmt, checksum, where)
+    path = _local_path(problems, field, text)
+    return Input(None, path, fmt, checksum, where, field) if path else None
+
+
+def _from_url(
+    problems: _Problems,
+    url: str | None,
+    fmt: str | None,
+    checksum: Checksum | None,
+    where: str,
+    field: str,
+) -> Input | None:
+    """An http(s) URL; a file:// URL is a local path, under the same rules as `path`."""
+    if not url:
+        return None
+    if not is_url(url):
+        problems.add(field, f"not an http(s) or file URL: {url!r}")
+        return None
+    if urllib.parse.urlsplit(url).scheme != "file":
+        return Input(url, None, fmt, checksum, where, field)
+    try:
+        path = _local_path(problems, field, str(file_url_path(url)))
+    except InvalidInput as exc:
+        problems.add(field, exc.message)
+        return None
+    return Input(None, path, fmt, checksum, where, field) if path else None
+
+
+def _local_path(problems: _Problems, field: str, text: str) -> Path | None:
+    """A plain local file path: never a string qemu would read as a protocol or options."""
+    if "\0" in text or "\n" in text:
+        problems.add(field, f"{text!r} is not a usable path")
+        return None
+    prefix = protocol_prefix(text)
+    if prefix is not None:
+        problems.add(field, f"{text!r} is not a plain file path ({prefix} would name a qemu "
+                            "protocol); corral reads only local files")  # fmt: skip
+        return None
+    return Path(text).expanduser()
 
 
 _MISSING_CHECKSUM = "missing: a download must be verified (type and value), or use --no-verify"
@@ -266,7 +384,5 @@ def _string(problems: _Problems, where: str, raw: Any, *, required: bool) -> str
 def _unknown(problems: _Problems, where: str, raw: dict[str, Any], allowed: set[str]) -> None:
     prefix = f"{where}." if where else ""
     for key in raw:
-        if key == "extra_kwargs":
-            problems.add(f"{prefix}{key}", "not supported (raw qemu-img arguments)")
-        elif key not in allowed:
+        if key not in allowed:
             problems.add(f"{prefix}{key}", "unknown key")
