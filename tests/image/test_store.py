@@ -189,3 +189,23 @@ def test_chain_check_compares_with_the_recorded_chain(ctx: Context, tmp_path: Pa
     check_chain_inside(ctx.qemu_img, disk, "qcow2", ctx.home.blobs, [m.digest])
     with pytest.raises(InvalidInput, match="does not match the recorded one"):
         check_chain_inside(ctx.qemu_img, disk, "qcow2", ctx.home.blobs, [m.digest, "0" * 64])
+
+
+def test_a_vmdk_descriptor_never_makes_qemu_img_open_its_extents(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """A hostile image: a vmdk descriptor whose extent is a host file. Probing with qemu-img
+    would open the extent (here a fifo nobody writes to, so it would hang); the header alone
+    refuses the file."""
+    extent = tmp_path / "extent"
+    os.mkfifo(extent)
+    descriptor = tmp_path / "disk.img"
+    descriptor.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\n'
+        f'RW 2048 FLAT "{extent}" 0\n'
+        'ddb.virtualHWVersion = "4"\n'
+    )
+    with pytest.raises(InvalidInput, match="unsupported image format 'vmdk'"):
+        ctx.store.import_image(descriptor, "hostile")
+    assert not ctx.store.exists("hostile")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.fsutil import copy_hashing, pid_alive, write_atomic
+from corral.image.formats import file_format
 from corral.image.manifest import Manifest, check_image_name
 from corral.image.qemu_img import FORMATS, QemuImg
 from corral.layout import Home
@@ -143,13 +144,12 @@ class ImageStore:
     def verify_disk(self, path: Path, label: str, fmt: str | None = None) -> tuple[str, int]:
         """Check a candidate disk before it enters the store; return (format, virtual size).
 
-        Probing the format is safe here: nothing is booted from the file. Refused: formats other
-        than qcow2 and raw, backing files and external data files (they would make QEMU open a
-        file outside the store), and a qcow2 that `qemu-img check` finds damaged. With `fmt`
-        (known from the file's header), qemu-img does not probe: a format whose header names
-        other files (a vmdk descriptor) is then never parsed.
+        Refused: formats other than qcow2 and raw, backing files and external data files (they
+        would make QEMU open a file outside the store), and a qcow2 that `qemu-img check` finds
+        damaged. The format comes from the file's header (or `fmt`), never from qemu-img's
+        probing: a format whose header names other files (a vmdk descriptor) is never parsed.
         """
-        info = self.qemu_img.info(path, fmt)
+        info = self.qemu_img.info(path, fmt or file_format(path, label))
         if info.format not in FORMATS:
             raise InvalidInput(
                 f"{label}: unsupported image format {info.format!r} (need qcow2 or raw)",

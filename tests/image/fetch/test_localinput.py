@@ -14,10 +14,10 @@ from corral.image.fetch.checksums import Checksum
 from corral.image.fetch.localinput import (
     confinement_root,
     copy_input,
-    disk_format,
     open_input,
     protocol_prefix,
 )
+from corral.image.formats import disk_format
 
 
 @pytest.mark.parametrize(

@@ -23,26 +23,9 @@ from corral.confine import fd_path, is_inside
 from corral.errors import InvalidInput
 from corral.image.fetch.checksums import Checksum
 from corral.image.fetch.stream import Sink, compression_of
+from corral.image.formats import HEAD_BYTES, disk_format
 
 READ_CHUNK = 1 << 20
-
-# Headers of formats corral does not take. Some of them name other files (a vmdk descriptor's
-# extents), so the file is never handed to qemu-img to find out what it is.
-_FOREIGN = (
-    (0, b"QED\x00", "qed"),
-    (0, b"KDMV", "vmdk"),
-    (0, b"COWD", "vmdk"),
-    (0, b"# Disk DescriptorFile", "vmdk"),
-    (0, b"conectix", "vpc"),
-    (0, b"vhdxfile", "vhdx"),
-    (0, b"LUKS\xba\xbe", "luks"),
-    (0, b"WithoutFreeSpace", "parallels"),
-    (0, b"WithouFreSpacExt", "parallels"),
-    (0, b"Bochs Virtual HD Image", "bochs"),
-    (0, b"#!/bin/sh\n#V2.0 Format\n", "cloop"),
-    (0x40, b"\x7f\x10\xda\xbe", "vdi"),
-)
-HEAD_BYTES = 512
 
 
 def protocol_prefix(text: str) -> str | None:
@@ -108,22 +91,6 @@ def _confined(path: Path, real: Path, root: Path | None, what: str) -> None:
             "(the architecture file's directory)",
             hint=hint,
         )
-
-
-def disk_format(head: bytes, label: str) -> str:
-    """qcow2 or raw, read from the first bytes of a disk; other known formats are refused."""
-    if head.startswith(b"QFI\xfb"):
-        version = int.from_bytes(head[4:8], "big")
-        if version in (2, 3):
-            return "qcow2"
-        raise InvalidInput(f"{label}: unsupported image format 'qcow' (version {version})")
-    for offset, magic, name in _FOREIGN:
-        if head[offset : offset + len(magic)] == magic:
-            raise InvalidInput(
-                f"{label}: unsupported image format {name!r} (need qcow2 or raw)",
-                hint="convert it first: qemu-img convert -O qcow2 ...",
-            )
-    return "raw"
 
 
 def copy_input(fd: int, dest: Path, checksum: Checksum | None, label: str) -> str:
