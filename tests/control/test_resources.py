@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from control.conftest import Api
+from corral.errors import InvalidInput
 
 MISSING = str(uuid.uuid4())
 
@@ -236,3 +237,43 @@ def test_object_paths_are_used_without_following_links(api: Api, tmp_path: Path)
     error = _object(api, pool, "k", str(pool_dir / "sub" / "dir"), status=422)
     assert "is not a regular file" in error["detail"]
     assert api.ok("GET", "/storage-objects") == []
+
+
+def test_names_ending_in_a_newline_are_refused(api: Api, tmp_path: Path) -> None:
+    """Issue #11, finding 11a: `$` matches before a final newline; names must match whole."""
+    pool = _pool(api, tmp_path)
+    kernel = _object(api, pool, "k", str(tmp_path / "k"))
+    vm = {"name": "web1", "memory_size": 128 << 20, "image": "tiny"}
+    for url, body in [
+        ("/hosts", {"name": "h1\n", "address": "10.0.0.1", "port": 7000}),
+        ("/hosts", {"name": "h1", "address": "node1.example\n", "port": 7000}),
+        ("/hosts", {"name": "h1", "address": "10.0.0.1", "port": 7000, "token": "t\n"}),
+        ("/storage-pools", {"name": "p\n", "pool_type": "local", "config": {"path": "/x"}}),
+        ("/storage-objects", {"name": "o\n", "storage_pool_id": pool["id"],
+                              "object_type": "disk", "config": {"path": "o"}}),
+        ("/boot-sources", {"name": "b\n", "kernel_image_id": kernel["id"]}),
+        ("/vms", {**vm, "name": "web1\n"}),
+        ("/vms", {**vm, "image": "tiny\n"}),
+        ("/vms", {**vm, "tags": ["t\n"]}),
+        ("/vms", {**vm, "networks": [{"id": "net0\n"}]}),
+        ("/vms", {**vm, "networks": [{"id": "net0", "tap": "tap0\n"}]}),
+    ]:  # fmt: skip
+        api.ok("POST", url, 422, json=body)
+    api.ok("GET", "/vms", 422, params={"name": "web1\n"})
+    assert [h["name"] for h in api.ok("GET", "/hosts")] == []
+    assert [p["name"] for p in api.ok("GET", "/storage-pools")] == ["local-images"]
+    with pytest.raises(InvalidInput, match="invalid token name"):
+        api.plane.tokens.create("ops\n")
+
+
+@pytest.mark.parametrize("address", ["in-process", "IN-PROCESS", "in-process."])
+def test_in_process_is_reserved_for_the_embedded_host(api: Api, address: str) -> None:
+    """Issue #11, finding 11b: a host at `in-process` would be a second handle on this machine's
+    in-process node."""
+    body = {"name": "twin", "address": address, "port": 1}
+    error = api.ok("POST", "/hosts", 422, json=body)
+    assert "reserved for the embedded host" in error["detail"]
+    host = api.ok("POST", "/hosts", 201, json={**body, "address": "10.0.0.1"})
+    error = api.ok("PATCH", f"/hosts/{host['id']}", 422, json={"address": address})
+    assert "reserved for the embedded host" in error["detail"]
+    assert [h["address"] for h in api.ok("GET", "/hosts")] == ["10.0.0.1"]

@@ -72,8 +72,10 @@ async def test_bad_specs_are_refused_before_anything_is_made(
 @pytest.mark.asyncio
 async def test_bad_name_and_unknown_vm(ctx: Context) -> None:
     node = LocalNode(ctx)
-    with pytest.raises(InvalidInput, match="not a valid hostname"):
-        await node.create_vm(spec("Not_A_Host", image="tiny"))
+    for bad in ("Not_A_Host", "web1\n"):  # a final newline too: the name is matched whole
+        with pytest.raises(InvalidInput, match="not a valid hostname"):
+            await node.create_vm(spec(bad, image="tiny"))
+    assert not ctx.home.instances.exists() or list(ctx.home.instances.iterdir()) == []
     for call in (node.get_vm, node.start_vm, node.pause_vm, node.console_log, node.delete_vm):
         with pytest.raises(NotFound, match="no instance named 'ghost'"):
             await call("ghost")
