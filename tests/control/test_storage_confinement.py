@@ -142,15 +142,28 @@ def test_size_bytes_says_nothing_about_files_outside_the_pools(
 def test_a_qcow2_backed_by_a_host_file_is_refused(embedded: Embedded, secret: Path) -> None:
     pool_dir = embedded.root / "images"
     pool_dir.mkdir()
-    evil = pool_dir / "evil.qcow2"
+    pool = embedded.pool(pool_dir)
+    backed = pool_dir / "backed.qcow2"
     subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(evil)],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(backed)],
         check=True,
     )
-    disk = embedded.disk(embedded.pool(pool_dir), evil)
-    vm = embedded.vm_from(disk)
-    assert vm["status"] == "crashed" and "backing file" in vm["status_reason"], vm
-    assert str(evil) in vm["status_reason"]  # named as the caller knows it
+    # An external data file outside the root (made first, then given the secret's bytes).
+    data_file = secret.parent / "data"
+    with_data = pool_dir / "data.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+         f"data_file={data_file},data_file_raw=on", str(with_data), "64K"],
+        check=True,
+    )  # fmt: skip
+    data_file.write_bytes(SECRET)
+    for name, evil, words in [
+        ("backed", backed, "backing file"),
+        ("with-data", with_data, "external data file"),
+    ]:
+        vm = embedded.vm_from(embedded.disk(pool, evil, name), name)
+        assert vm["status"] == "crashed" and words in vm["status_reason"], vm
+        assert str(evil) in vm["status_reason"]  # named as the caller knows it
     assert not holds_bytes(embedded.ctx.home.root, SECRET[:64])
     assert embedded.ctx.store.list() == []
 
