@@ -56,3 +56,13 @@ def qemu_pids(ctx: Context) -> set[int]:
             if argv[0].endswith(b"qemu-system-x86_64") and any(home in a for a in argv):
                 out.add(int(proc.name))
     return out
+
+
+def holds_bytes(top: Path, data: bytes) -> bool:
+    """Whether any file under `top` (symlinks not followed) contains `data`."""
+    return any(
+        data in (Path(folder) / name).read_bytes()
+        for folder, _, names in os.walk(top)
+        for name in names
+        if not (Path(folder) / name).is_symlink()
+    )

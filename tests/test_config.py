@@ -132,3 +132,32 @@ def test_serve_settings_take_the_control_plane_keys(tmp_path: Path) -> None:
     assert (settings.heartbeat_interval, settings.process_timeout) == (3.0, 20.0)
     assert settings.down_after == 7.0
     assert settings.local_node and settings.database_url == f"sqlite:///{tmp_path}/corral.db"
+
+
+def test_storage_roots(tmp_path: Path) -> None:
+    default = load_config(env={"CORRAL_HOME": str(tmp_path)}, file=tmp_path / "none.toml")
+    assert default.storage_roots is None and default.pool_roots() == (tmp_path / "pools",)
+    env = {"CORRAL_STORAGE_ROOTS": "/srv/pools:/mnt/nfs/:/srv/pools"}
+    assert load_config(env=env, file=tmp_path / "none.toml").pool_roots() == (
+        Path("/srv/pools"),
+        Path("/mnt/nfs"),
+    )
+    file = tmp_path / "config.toml"
+    file.write_text('storage_roots = ["/data/images"]\n')
+    assert load_config(env={}, file=file).pool_roots() == (Path("/data/images"),)
+    file.write_text("storage_roots = []\n")  # no pools at all
+    assert load_config(env={}, file=file).pool_roots() == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("/", "confine nothing"),
+        ("relative/dir", "not an absolute directory"),
+        ("/srv/../etc", "not an absolute directory"),
+        ("/a:x", "'x' is not an absolute directory"),
+    ],
+)
+def test_bad_storage_roots(tmp_path: Path, value: str, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        load_config(env={"CORRAL_STORAGE_ROOTS": value}, file=tmp_path / "none.toml")

@@ -39,6 +39,7 @@ def test_add_load_remove(tmp_path: Path) -> None:
         ("lab", "ftp://host", "t", "looks like http://HOST:PORT"),
         ("lab", "http://user:pw@host", "t", "no query, fragment or credentials"),
         ("Lab!", "http://host", "t", "remote name 'Lab!'"),
+        ("lab\n", "http://host", "t", "remote name 'lab\\\\n'"),
         ("lab", "http://host", "two words", "spaces"),
         ("lab", "http://host", "  ", "empty"),
     ],

@@ -66,6 +66,15 @@ class Config:
     allocation_token_hash: str | None = None  # sha256 hex of aleph-vm's X-Auth-Signature
     developer_ssh_keys: tuple[str, ...] = ()  # added to every VM's cloud-init
     vm_default_image: str | None = None  # image for VMs that name only a boot source
+    # Storage pools (control plane) and the files nodes boot from (node agent) must lie under
+    # one of these directories. None: $CORRAL_HOME/pools; an empty tuple allows none.
+    storage_roots: tuple[Path, ...] | None = None
+
+    def pool_roots(self) -> tuple[Path, ...]:
+        """The directories storage pools and node boot files are confined to."""
+        if self.storage_roots is None:
+            return (self.home / "pools",)
+        return self.storage_roots
 
 
 _ENV = {
@@ -88,6 +97,7 @@ _ENV = {
     "CORRAL_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
     "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
     "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
+    "CORRAL_STORAGE_ROOTS": "storage_roots",  # directories separated by ':'
 }
 _KEYS = set(_ENV.values()) | {"catalog"}
 
@@ -145,6 +155,8 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
             changes[key] = text
         elif key == "developer_ssh_keys":
             changes[key] = parse_key_list(value)
+        elif key == "storage_roots":
+            changes[key] = parse_storage_roots(value)
         elif key == "accelerator":
             if value not in ("auto", "kvm", "tcg"):
                 raise InvalidInput(f"accelerator must be auto, kvm or tcg, not {value!r}")
@@ -182,6 +194,25 @@ def parse_key_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
         raise InvalidInput("developer_ssh_keys must be a list of ssh public key lines")
     return tuple(k.strip() for k in value if k.strip())
+
+
+def parse_storage_roots(value: Any) -> tuple[Path, ...]:
+    """Absolute directories, as a list or as text separated by ':'; '/' would confine nothing."""
+    items = value.split(":") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise InvalidInput("storage_roots must be a list of absolute directories")
+    roots = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        path = Path(item).expanduser()
+        if not path.is_absolute() or ".." in path.parts or "\0" in item or "\n" in item:
+            raise InvalidInput(f"storage_roots: {item!r} is not an absolute directory")
+        path = Path(os.path.normpath(path))
+        if path == Path("/"):
+            raise InvalidInput("storage_roots: '/' would confine nothing; name a directory")
+        roots.append(path)
+    return tuple(dict.fromkeys(roots))
 
 
 def parse_port_range(value: Any) -> tuple[int, int]:

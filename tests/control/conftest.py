@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,8 +48,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, health_interval=0)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Storage pools may be made anywhere under the test's temporary directory."""
+    return Settings(database_url=database_url, health_interval=0, storage_roots=(tmp_path,))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ invalid requests for every operation, and not one 5xx answer."""
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,19 +27,20 @@ def token(live: LiveServer) -> str:
 
 
 @pytest.fixture
-def state(live: LiveServer, fleet: Fleet, token: str) -> None:
+def state(live: LiveServer, fleet: Fleet, token: str, tmp_path: Path) -> None:
     """Something for the generated requests to run into: an up host, a pool, an object, a VM."""
     client = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
     fleet.add("10.0.0.1", 7000)
     host = client.post("/hosts", json={"name": "h1", "address": "10.0.0.1", "port": 7000}).json()
     client.post(f"/hosts/{host['id']}/init").raise_for_status()
     pool = client.post(
-        "/storage-pools", json={"name": "p", "pool_type": "local", "config": {"path": "/srv/p"}}
+        "/storage-pools",
+        json={"name": "p", "pool_type": "local", "config": {"path": f"{tmp_path}/p"}},
     ).json()
     client.post(
         "/storage-objects",
         json={"name": "k", "storage_pool_id": pool["id"], "object_type": "kernel",
-              "config": {"path": "/srv/p/vmlinuz"}},
+              "config": {"path": f"{tmp_path}/p/vmlinuz"}},
     ).raise_for_status()  # fmt: skip
     client.post(
         "/vms", json={"name": "v", "memory_size": 128 * MIB, "image": "t"}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from control.conftest import Api
+from corral.errors import InvalidInput
 
 MISSING = str(uuid.uuid4())
 
@@ -120,14 +121,14 @@ def test_storage_pools_objects_and_boot_sources(api: Api, tmp_path: Path) -> Non
     pool = _pool(api, tmp_path)
     assert pool["config"] == {"path": str(tmp_path)}
     assert api.ok("GET", f"/storage-pools/{pool['id']}")["pool_type"] == "local"
-    nfs = _pool(api, Path("/mnt/nfs/images"), "shared")
+    nfs = _pool(api, tmp_path / "mnt" / "nfs", "shared")  # not here: only the text is checked
     assert [p["name"] for p in api.ok("GET", "/storage-pools")] == ["local-images", "shared"]
 
     kernel = _object(api, pool, "vmlinux-6.1", str(tmp_path / "vmlinux"))
     assert kernel["size_bytes"] == 1000  # the file is here: its size is recorded
     initrd = _object(api, pool, "initramfs", "initramfs.gz", "initrd")  # relative to the pool
     assert initrd["config"]["path"] == str(tmp_path / "initramfs.gz")
-    _object(api, nfs, "disk", "/mnt/nfs/images/disk.qcow2", "disk")
+    _object(api, nfs, "disk", f"{tmp_path}/mnt/nfs/disk.qcow2", "disk")
     assert len(api.ok("GET", "/storage-objects")) == 3
     assert api.ok("GET", f"/storage-objects/{kernel['id']}")["object_type"] == "kernel"
 
@@ -170,7 +171,7 @@ def test_storage_errors(api: Api, tmp_path: Path) -> None:
         "POST",
         "/storage-pools",
         409,
-        json={"name": "local-images", "pool_type": "local", "config": {"path": "/x"}},
+        json={"name": "local-images", "pool_type": "local", "config": {"path": f"{tmp_path}/x"}},
     )
     for bad in [
         {"name": "p", "pool_type": "ceph", "config": {"path": "/x"}},
@@ -183,7 +184,7 @@ def test_storage_errors(api: Api, tmp_path: Path) -> None:
         "POST",
         "/storage-pools",
         422,
-        json={"name": "p", "pool_type": "local", "config": {"path": "/a/../b"}},
+        json={"name": "p", "pool_type": "local", "config": {"path": f"{tmp_path}/a/../b"}},
     )
     _object(api, pool, "k", str(tmp_path / "k"))
     _object(api, pool, "k", str(tmp_path / "k2"), status=409)
@@ -222,12 +223,57 @@ def test_object_paths_stay_inside_their_pool(api: Api, tmp_path: Path, path: str
     assert "'..'" in error["detail"] or "not inside" in error["detail"]
 
 
-def test_object_paths_cannot_escape_through_symlinks(api: Api, tmp_path: Path) -> None:
+def test_object_paths_are_used_without_following_links(api: Api, tmp_path: Path) -> None:
+    """Nodes open storage paths without following any link: one seen here is refused now."""
     pool_dir = tmp_path / "pool"
     (pool_dir / "sub").mkdir(parents=True)
     (pool_dir / "escape").symlink_to("/etc")
     (pool_dir / "sub" / "inside").symlink_to(pool_dir / "sub")
     pool = _pool(api, pool_dir)
-    error = _object(api, pool, "k", str(pool_dir / "escape" / "passwd"), status=422)
-    assert "through a symlink" in error["detail"]
-    _object(api, pool, "ok", str(pool_dir / "sub" / "inside" / "vmlinux"))  # stays inside
+    for path in (pool_dir / "escape" / "passwd", pool_dir / "sub" / "inside" / "vmlinux"):
+        error = _object(api, pool, "k", str(path), status=422)
+        assert "goes through a symbolic link" in error["detail"]
+    (pool_dir / "sub" / "dir").mkdir()
+    error = _object(api, pool, "k", str(pool_dir / "sub" / "dir"), status=422)
+    assert "is not a regular file" in error["detail"]
+    assert api.ok("GET", "/storage-objects") == []
+
+
+def test_names_ending_in_a_newline_are_refused(api: Api, tmp_path: Path) -> None:
+    """Issue #11, finding 11a: `$` matches before a final newline; names must match whole."""
+    pool = _pool(api, tmp_path)
+    kernel = _object(api, pool, "k", str(tmp_path / "k"))
+    vm = {"name": "web1", "memory_size": 128 << 20, "image": "tiny"}
+    for url, body in [
+        ("/hosts", {"name": "h1\n", "address": "10.0.0.1", "port": 7000}),
+        ("/hosts", {"name": "h1", "address": "node1.example\n", "port": 7000}),
+        ("/hosts", {"name": "h1", "address": "10.0.0.1", "port": 7000, "token": "t\n"}),
+        ("/storage-pools", {"name": "p\n", "pool_type": "local", "config": {"path": "/x"}}),
+        ("/storage-objects", {"name": "o\n", "storage_pool_id": pool["id"],
+                              "object_type": "disk", "config": {"path": "o"}}),
+        ("/boot-sources", {"name": "b\n", "kernel_image_id": kernel["id"]}),
+        ("/vms", {**vm, "name": "web1\n"}),
+        ("/vms", {**vm, "image": "tiny\n"}),
+        ("/vms", {**vm, "tags": ["t\n"]}),
+        ("/vms", {**vm, "networks": [{"id": "net0\n"}]}),
+        ("/vms", {**vm, "networks": [{"id": "net0", "tap": "tap0\n"}]}),
+    ]:  # fmt: skip
+        api.ok("POST", url, 422, json=body)
+    api.ok("GET", "/vms", 422, params={"name": "web1\n"})
+    assert [h["name"] for h in api.ok("GET", "/hosts")] == []
+    assert [p["name"] for p in api.ok("GET", "/storage-pools")] == ["local-images"]
+    with pytest.raises(InvalidInput, match="invalid token name"):
+        api.plane.tokens.create("ops\n")
+
+
+@pytest.mark.parametrize("address", ["in-process", "IN-PROCESS", "in-process."])
+def test_in_process_is_reserved_for_the_embedded_host(api: Api, address: str) -> None:
+    """Issue #11, finding 11b: a host at `in-process` would be a second handle on this machine's
+    in-process node."""
+    body = {"name": "twin", "address": address, "port": 1}
+    error = api.ok("POST", "/hosts", 422, json=body)
+    assert "reserved for the embedded host" in error["detail"]
+    host = api.ok("POST", "/hosts", 201, json={**body, "address": "10.0.0.1"})
+    error = api.ok("PATCH", f"/hosts/{host['id']}", 422, json={"address": address})
+    assert "reserved for the embedded host" in error["detail"]
+    assert [h["address"] for h in api.ok("GET", "/hosts")] == ["10.0.0.1"]

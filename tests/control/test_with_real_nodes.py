@@ -68,9 +68,10 @@ def _wait_job(
 def test_qarax_walkthrough(vm_ctx: Context, tiny_guest: Any, tmp_path: Path, where: str) -> None:
     """On the embedded server (this machine is host `local`), and on a control plane whose
     host is a `corral node` agent process reached over HTTP."""
-    # The pool: a directory holding the kernel and initramfs, as qarax's step 1 asks.
-    pool_dir = tmp_path / "images"
-    pool_dir.mkdir()
+    # The pool: a directory holding the kernel and initramfs, as qarax's step 1 asks, under
+    # the storage root of the control plane and of the node ($CORRAL_HOME/pools by default).
+    pool_dir = vm_ctx.home.root / "pools" / "images"
+    pool_dir.mkdir(parents=True)
     shutil.copy(tiny_guest.kernel, pool_dir / "vmlinux")
     shutil.copy(tiny_guest.initrd, pool_dir / "initramfs.gz")
     settings = Settings(
@@ -79,6 +80,7 @@ def test_qarax_walkthrough(vm_ctx: Context, tiny_guest: Any, tmp_path: Path, whe
         config=vm_ctx.config,
         vm_default_image=TINY,  # the root disk, as qarax's VM_ROOTFS
         health_interval=0,
+        storage_roots=vm_ctx.config.pool_roots(),
     )
     agent = Agent(vm_ctx.home.root, "127.0.0.1", "node-token") if where == "node-agent" else None
     client, auth = _client(settings)

@@ -109,9 +109,10 @@ def test_name_rules_and_conflicts(ctx: Context, tmp_path: Path) -> None:
     ctx.store.import_image(img, "debian-12")
     with pytest.raises(Conflict, match="already exists"):
         ctx.store.import_image(img, "debian-12")
-    for bad in ("../x", "a/b", ".hidden", ""):
+    for bad in ("../x", "a/b", ".hidden", "", "debian-13\n", "x" * 129):
         with pytest.raises(InvalidInput, match="invalid image name"):
             ctx.store.import_image(img, bad)
+    assert [m.name for m in ctx.store.list()] == ["debian-12"]  # no manifest "debian-13\n"
     with pytest.raises(NotFound, match="no such file"):
         ctx.store.import_image(tmp_path / "missing.qcow2", "m")
     with pytest.raises(NotFound, match="no image named 'nope'"):

@@ -4,6 +4,7 @@ lifecycle, console log and stream; and the spec checks that refuse before anythi
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 
 import pytest
@@ -46,8 +47,9 @@ async def test_capacity_and_health(ctx: Context) -> None:
         ({"image": "tiny", "base_disk": "/x"}, InvalidInput, "exactly one of"),
         ({}, InvalidInput, "exactly one of"),
         ({"base_disk": "relative.qcow2"}, InvalidInput, "absolute path"),
-        ({"base_disk": "/nonexistent/disk.qcow2"}, NotFound, "no such file on the node"),
-        ({"base_disk": "/tmp"}, InvalidInput, "not a regular file"),
+        ({"base_disk": "/tmp/disk.qcow2"}, InvalidInput, "not under a storage root"),
+        ({"base_disk": "{root}/missing.qcow2"}, NotFound, "no such file"),
+        ({"base_disk": "{root}/dir"}, InvalidInput, "not a regular file"),
         ({"image": "nope"}, NotFound, "no image named 'nope'"),
         ({"image": "tiny", "ssh_keys": ["not a key"]}, InvalidInput, r"ssh_keys\[0\]"),
         ({"image": "tiny", "disk_size": 0}, InvalidInput, "disk_size must be a positive"),
@@ -59,6 +61,9 @@ async def test_bad_specs_are_refused_before_anything_is_made(
     ctx: Context, fields: dict[str, object], error: type[Exception], match: str
 ) -> None:
     node = LocalNode(ctx)
+    root = ctx.config.pool_roots()[0]
+    (root / "dir").mkdir(parents=True)
+    fields = {k: v.format(root=root) if isinstance(v, str) else v for k, v in fields.items()}
     with pytest.raises(error, match=match):
         await node.create_vm(spec("v1", **fields))
     assert await node.list_vms() == []
@@ -67,8 +72,10 @@ async def test_bad_specs_are_refused_before_anything_is_made(
 @pytest.mark.asyncio
 async def test_bad_name_and_unknown_vm(ctx: Context) -> None:
     node = LocalNode(ctx)
-    with pytest.raises(InvalidInput, match="not a valid hostname"):
-        await node.create_vm(spec("Not_A_Host", image="tiny"))
+    for bad in ("Not_A_Host", "web1\n"):  # a final newline too: the name is matched whole
+        with pytest.raises(InvalidInput, match="not a valid hostname"):
+            await node.create_vm(spec(bad, image="tiny"))
+    assert not ctx.home.instances.exists() or list(ctx.home.instances.iterdir()) == []
     for call in (node.get_vm, node.start_vm, node.pause_vm, node.console_log, node.delete_vm):
         with pytest.raises(NotFound, match="no instance named 'ghost'"):
             await call("ghost")
@@ -148,10 +155,14 @@ async def test_base_disk_is_imported_once_and_start_false_leaves_it_stopped(
         return real_import(source, name, **kwargs)
 
     vm_ctx.store.import_image = counting_import  # type: ignore[method-assign]
+    root = vm_ctx.config.pool_roots()[0]  # base disks, kernels and initrds live under it
+    root.mkdir()
+    for file in (tiny_guest.disk, tiny_guest.kernel, tiny_guest.initrd):
+        shutil.copyfile(file, root / file.name)
     boot = {
-        "base_disk": str(tiny_guest.disk),
-        "kernel": str(tiny_guest.kernel),
-        "initrd": str(tiny_guest.initrd),
+        "base_disk": str(root / tiny_guest.disk.name),
+        "kernel": str(root / tiny_guest.kernel.name),
+        "initrd": str(root / tiny_guest.initrd.name),
         "cmdline": tiny_guest.cmdline,
         "start": False,
     }

@@ -86,24 +86,31 @@ def serve(
     from corral.api.app import create_app
     from corral.config import parse_key_list
     from corral.control.tokens import TokenService
+    from corral.db.serve_lock import ServeLock
 
     host, port = parse_listen(listen)
     overrides: dict[str, Any] = {}
     if developer_ssh_keys is not None:
         overrides["developer_ssh_keys"] = parse_key_list(developer_ssh_keys)
     settings = _settings(database, **overrides)
-    with _database(database) as db:
-        if not TokenService(db).any():
-            err.print("note: no API tokens yet: create one with `corral token create NAME`")
-    mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
-    err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_graceful_shutdown=5,  # event streams and console websockets never end on their own
-    )
+    # On SQLite, refuse at once (and change nothing) if another server has the file.
+    lock = ServeLock(settings.database_url)
+    lock.acquire(f"http://{listen}")
+    try:
+        with _database(database) as db:
+            if not TokenService(db).any():
+                err.print("note: no API tokens yet: create one with `corral token create NAME`")
+        mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
+        err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=5,  # event streams and console websockets never end alone
+        )
+    finally:
+        lock.release()
 
 
 def db_upgrade(database: str | None = DatabaseOption) -> None:

@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from corral.api.schemas import HostCreate, HostUpdate
 from corral.control.events import emit
 from corral.control.nodes import NodeAddress
+from corral.control.settings import IN_PROCESS, LOCAL_HOST
 from corral.db.models import Host, Vm, utcnow
 from corral.db.repositories import HostRepository, JobRepository, VmRepository
-from corral.errors import Conflict, CorralError, NodeUnreachable, NotFound
+from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
 from corral.node.protocol import Capacity, NodeVm
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class HostService:
         self.plane = plane
 
     async def create(self, data: HostCreate) -> Host:
+        _not_in_process(data.address)
+
         def create(session: Session) -> Host:
             hosts = HostRepository(session)
             if hosts.name_taken(data.name):
@@ -114,6 +117,8 @@ class HostService:
     async def update(self, host_id: uuid.UUID, data: HostUpdate) -> Host:
         changes = data.model_dump(exclude_unset=True)
         status = changes.pop("status", None)
+        if changes.get("address") is not None:
+            _not_in_process(changes["address"])
 
         def update(session: Session) -> tuple[Host, bool]:
             host = lock_host(session, host_id)
@@ -175,6 +180,16 @@ class HostService:
             return host
 
         return await self.plane.write(done)
+
+
+def _not_in_process(address: str) -> None:
+    """Only the embedded server's own host `local` is served in-process; another host at that
+    address would be a second handle on this machine's VMs."""
+    if address.lower().rstrip(".") == IN_PROCESS:
+        raise InvalidInput(
+            f"address {address!r} is reserved for the embedded host {LOCAL_HOST!r}",
+            hint="register a node agent by its host name or IP address",
+        )
 
 
 def _record_capacity(host: Host, capacity: Capacity) -> None:

@@ -36,6 +36,7 @@ from corral.control.vms import VmService
 from corral.db.engine import Database
 from corral.db.models import Host
 from corral.db.repositories import HostRepository
+from corral.db.serve_lock import ServeLock
 from corral.db.writer import BatchWriter
 from corral.errors import Conflict, CorralError, InvalidInput
 
@@ -59,6 +60,7 @@ class ControlPlane:
         self.settings = settings
         self.process_id = uuid.uuid4()  # this process, among those sharing the database
         self.db = Database(settings.database_url, pool_size=DB_THREADS)
+        self.serve_lock = ServeLock(settings.database_url)
         self.bus = EventBus()
         self.db.after_commit = self.bus.publish
         # Several processes may share a PostgreSQL database: each streams its siblings' events.
@@ -124,6 +126,15 @@ class ControlPlane:
     # --- life -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # On SQLite, one server per file (a second would fail the first's running jobs below).
+        await anyio.to_thread.run_sync(self.serve_lock.acquire)
+        try:
+            await self._start()
+        except BaseException:
+            self.serve_lock.release()
+            raise
+
+    async def _start(self) -> None:
         from corral.db.migrate import upgrade
 
         self.bus.bind(asyncio.get_running_loop())
@@ -154,6 +165,7 @@ class ControlPlane:
         if self._writer is not None:
             await anyio.to_thread.run_sync(self._writer.close)
         await anyio.to_thread.run_sync(self.db.dispose)
+        self.serve_lock.release()
 
     async def _register_local_host(self) -> None:
         """Embedded mode: this machine is host `local`, served in-process; (re)init it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from corral.config import Config
 from corral.db.engine import check_url
@@ -35,6 +36,8 @@ class Settings:
     # on `config`'s state directory.
     local_node: bool = False
     config: Config | None = field(default=None, compare=False)
+    # Storage pools may only be created under these directories (none: no pools at all).
+    storage_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config, *, database: str | None = None, **overrides) -> Settings:  # type: ignore[no-untyped-def]
@@ -57,6 +60,7 @@ class Settings:
             vm_default_image=config.vm_default_image,
             local_node=embedded,
             config=config,
+            storage_roots=config.pool_roots(),
         )
         values.update(overrides)
         return cls(**values)

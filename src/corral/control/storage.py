@@ -1,23 +1,28 @@
 """Storage pools, storage objects and boot sources: the files VMs boot from, by reference.
 
 A pool is a directory on the hosts (`local`) or an NFS mount point present on every host (`nfs`).
-An object's `config.path` must lie inside its pool's path: no `..` component, and where the paths
-exist on this machine (the embedded single-host server, or a shared mount) no symlink may lead
-out of the pool either. Nodes are given only paths that passed this check. Deleting what is still
-used (a pool with objects, an object used by a boot source or VM, a boot source used by a VM) is
-refused with a 409 that names the users.
+Pools may only be created under the operator's storage roots (`storage_roots` in the config);
+an object's `config.path` must lie inside its pool's path, with no `..` component. Where the
+paths exist on this machine (the embedded single-host server, or a shared mount) they are
+looked at without following links: a symlink on the way is refused, and an object's size is
+read only from a regular file reached that way. None of this is what keeps a VM inside the
+roots: the node checks its own roots again, and opens the file without following links, when
+it uses it. Deleting what is still used (a pool with objects, an object used by a boot source or
+VM, a boot source used by a VM) is refused with a 409 that names the users.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
+import stat
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from corral import confine
 from corral.api.schemas import BootSourceCreate, StorageObjectCreate, StoragePoolCreate
 from corral.db.models import BootSource, StorageObject, StoragePool
 from corral.db.repositories import (
@@ -26,41 +31,52 @@ from corral.db.repositories import (
     StoragePoolRepository,
 )
 from corral.errors import Conflict, InvalidInput, NotFound
+from corral.storage_roots import under_root
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
 
 
-def _normal(path: str, what: str) -> PurePosixPath:
-    if ".." in PurePosixPath(path).parts:
-        raise InvalidInput(f"{what} must not contain '..': {path!r}")
-    return PurePosixPath(posixpath.normpath(path))
-
-
 def contained_path(pool_path: str, object_path: str) -> str:
-    """The object's absolute path, if it lies inside the pool; InvalidInput otherwise."""
-    pool = _normal(pool_path, "the pool's config.path")
+    """The object's absolute path (relative ones are in the pool), if it lies inside the pool;
+    InvalidInput otherwise. Only the text is looked at."""
+    pool = PurePosixPath(pool_path)
     given = PurePosixPath(object_path)
-    path = _normal(str(given if given.is_absolute() else pool / given), "config.path")
+    path = given if given.is_absolute() else pool / given
+    if ".." in path.parts:
+        raise InvalidInput(f"config.path must not contain '..': {object_path!r}")
     if path == pool or not path.is_relative_to(pool):
         raise InvalidInput(f"config.path {str(path)!r} is not inside the pool's path {str(pool)!r}")
-    if Path(pool).exists():  # symlinks can only be followed where the files are
-        real_pool = PurePosixPath(os.path.realpath(pool))
-        real = PurePosixPath(os.path.realpath(path))
-        if real == real_pool or not real.is_relative_to(real_pool):
-            raise InvalidInput(
-                f"config.path {str(path)!r} leads out of the pool's path {str(pool)!r} "
-                f"through a symlink (to {str(real)!r})"
-            )
     return str(path)
 
 
-def _local_size(path: str) -> int:
-    """The size of the file where it exists on this machine (the embedded case), else 0."""
-    try:
-        return Path(path).stat().st_size if Path(path).is_file() else 0
-    except OSError:
-        return 0
+def look_here(roots: Sequence[Path], path: str) -> os.stat_result | None:
+    """What `path` (under one of roots) is on this machine, looked at without following links.
+
+    None when it is not here (this server does not share the nodes' files, or the file is not
+    there yet). A symlink on the way below the root is refused: nodes would refuse it too.
+    """
+    root, parts = under_root(roots, path, "config.path")
+    here = root
+    for index, part in enumerate(parts):
+        here = here / part
+        if here.is_symlink():
+            shown = "/".join(parts[: index + 1])
+            raise InvalidInput(
+                f"config.path {path!r} goes through a symbolic link ({shown!r} in {root}): "
+                "storage paths are used without following links"
+            )
+        if not os.path.lexists(here):
+            return None
+    if not parts:
+        return None
+    # Each part was seen not to be a link; read the final answer through a walk that cannot
+    # follow one either, should a link have been swapped in meanwhile.
+    with confine.open_dir(root, parts[:-1], what="config.path") as dir_fd:
+        try:
+            return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
 
 
 class StoragePoolService:
@@ -69,7 +85,12 @@ class StoragePoolService:
 
     async def create(self, data: StoragePoolCreate) -> StoragePool:
         config = data.config.model_dump(exclude_none=True)
-        config["path"] = str(_normal(config["path"], "config.path"))
+        roots = self.plane.settings.storage_roots
+        root, parts = under_root(roots, config["path"], "config.path")
+        config["path"] = str(root.joinpath(*parts))
+        found = look_here(roots, config["path"])
+        if found is not None and not stat.S_ISDIR(found.st_mode):
+            raise InvalidInput(f"config.path {config['path']!r} is not a directory")
 
         def create(session: Session) -> StoragePool:
             pools = StoragePoolRepository(session)
@@ -121,7 +142,10 @@ class StorageObjectService:
             if objects.name_taken(data.name):
                 raise Conflict(f"a storage object named {data.name!r} already exists")
             path = contained_path(pool.config["path"], data.config.path)
-            size = data.size_bytes or _local_size(path)
+            found = look_here(self.plane.settings.storage_roots, path)
+            if found is not None and not stat.S_ISREG(found.st_mode):
+                raise InvalidInput(f"config.path {path!r} is not a regular file")
+            size = data.size_bytes or (found.st_size if found is not None else 0)
             return objects.add(
                 StorageObject(
                     id=uuid.uuid4(),

@@ -13,8 +13,8 @@ The node is called afterwards, by a job. Later operations go to the VM's host.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from pathlib import PurePosixPath
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
@@ -35,6 +35,7 @@ from corral.db.repositories import (
 )
 from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
 from corral.node.protocol import NodeClient, NodeVm, NodeVmSpec
+from corral.storage_roots import under_root
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
@@ -137,6 +138,7 @@ class VmService:
             prepared = (self._spec(vm, data.start), where)
         else:
             prepared = self._node_spec(session, vm["id"], data.start)
+            _check_roots(settings.storage_roots, prepared[0])
         emit(
             session,
             "vm",
@@ -465,6 +467,14 @@ async def _call(node: NodeClient, action: str, name: str) -> NodeVm:
     if action == "resume":
         return await node.resume_vm(name)
     raise AssertionError(action)
+
+
+def _check_roots(roots: Sequence[Path], spec: NodeVmSpec) -> None:
+    """Storage objects made before the roots were narrowed are refused here too (the node
+    checks its own roots again, without following links, when it opens the files)."""
+    for what, path in (("disk", spec.base_disk), ("kernel", spec.kernel), ("initrd", spec.initrd)):
+        if path is not None:
+            under_root(roots, path, f"the {what} storage object's path")
 
 
 def _path(config: dict[str, Any] | None) -> str | None:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from corral.errors import InvalidInput
 from corral.records import Record
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 
 def check_image_name(name: str) -> str:
     """Image names become file names: letters, digits and . _ : + - only, no leading dot."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):  # `$` would let a final newline through
         raise InvalidInput(
             f"invalid image name {name!r}: use letters, digits and . _ : + - (at most 128)"
         )

@@ -76,14 +76,18 @@ class ImageStore:
         default_user: str | None = None,
         origin: str | None = None,
         replace: bool = False,
+        label: str | None = None,
     ) -> Manifest:
-        """Verify and store a qcow2 or raw file (plus optional kernel and initrd) under name."""
+        """Verify and store a qcow2 or raw file (plus optional kernel and initrd) under name.
+
+        `label` names the source in errors when its path says little (e.g. /proc/self/fd/N).
+        """
         self._check_new(name, replace, source, kernel, initrd)
         tmp = self.new_tmp_path()
         try:
             digest = copy_hashing(source, tmp)
             return self.adopt(
-                tmp, digest, name, label=str(source), kernel=kernel, initrd=initrd,
+                tmp, digest, name, label=label or str(source), kernel=kernel, initrd=initrd,
                 cmdline=cmdline, default_user=default_user,
                 origin=origin or f"import:{source.absolute()}", replace=replace,
             )  # fmt: skip

@@ -23,12 +23,12 @@ STATES: tuple[State, ...] = (
     "crashed",
 )
 
-_HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def check_instance_name(name: str) -> str:
     """Instance names are hostnames: lowercase letters, digits and inner hyphens, at most 63."""
-    if not _HOSTNAME_RE.match(name):
+    if not _HOSTNAME_RE.fullmatch(name):  # `$` would let a final newline through
         raise InvalidInput(
             f"invalid instance name {name!r}: not a valid hostname "
             "(lowercase letters, digits and inner hyphens, at most 63 characters)"

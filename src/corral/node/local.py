@@ -8,6 +8,7 @@ goes to a worker thread; nothing here blocks the caller's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import platform
@@ -17,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from corral import __version__
+from corral import __version__, confine
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.instance import lifecycle
@@ -27,6 +28,7 @@ from corral.instance.options import make_options
 from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.storage_roots import open_under
 
 CONSOLE_POLL = 0.2  # seconds between looks at a quiet serial log
 CONSOLE_CHUNK = 1 << 20  # most bytes read from the serial log at once
@@ -98,8 +100,17 @@ class LocalNode:
             )
         if self.ctx.home.instance(spec.name).dir.exists():
             raise Conflict(f"an instance named {spec.name!r} already exists")
-        image = spec.image if spec.image is not None else self._base_image(spec.base_disk or "")
-        with tempfile.TemporaryDirectory(prefix="corral-node-") as tmp:
+        with contextlib.ExitStack() as opened:
+            # Files named by the control plane are opened once, confined to the storage roots,
+            # and read through their descriptors: a link swapped in later is never followed.
+            base_disk = self._open(opened, spec.base_disk, "base_disk")
+            kernel = self._open(opened, spec.kernel, "kernel")
+            initrd = self._open(opened, spec.initrd, "initrd")
+            tmp = opened.enter_context(tempfile.TemporaryDirectory(prefix="corral-node-"))
+            if base_disk is None:
+                image = spec.image or ""
+            else:
+                image = self._base_image(base_disk, spec.base_disk or "")
             key_files = []
             if keys:
                 # The library takes key files (as `launch --ssh-key` does); write the lines to one.
@@ -113,39 +124,41 @@ class LocalNode:
                 disk_size=spec.disk_size,
                 ssh_keys=key_files,
                 user_data=spec.user_data,
-                kernel=spec.kernel,
-                initrd=spec.initrd,
+                kernel=_fd_file(kernel) if kernel is not None else None,
+                initrd=_fd_file(initrd) if initrd is not None else None,
                 cmdline=spec.cmdline,
             )
             launch(self.ctx, image, options, start=spec.start)
         return self._view(spec.name)
 
-    def _base_image(self, path_text: str) -> str:
+    def _open(self, opened: contextlib.ExitStack, text: str | None, what: str) -> int | None:
+        """A descriptor of a file the spec names, which must lie under a storage root."""
+        if text is None:
+            return None
+        fd = open_under(self.ctx.config.pool_roots(), text, what)
+        opened.callback(os.close, fd)
+        return fd
+
+    def _base_image(self, fd: int, path: str) -> str:
         """Import a disk file of the node into the store once; return its image name.
 
         The name is derived from (real path, size, mtime), so a file seen before maps to its
         image without being read again, across restarts; a changed file gets a new name (and the
-        store keeps one copy of identical content whatever the name).
+        store keeps one copy of identical content whatever the name). The bytes imported are
+        those of the descriptor that was checked; the store refuses anything that is not a plain
+        qcow2 or raw image (a backing file, an external data file).
         """
-        path = Path(path_text)
-        if not path.is_absolute():
-            raise InvalidInput(f"base_disk must be an absolute path on the node, not {path_text!r}")
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise NotFound(f"no such file on the node: {path}") from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot read base disk {path}: {exc.strerror}") from exc
-        if not path.is_file():
-            raise InvalidInput(f"base disk {path} is not a regular file")
-        key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+        st = os.fstat(fd)
+        key = f"{confine.fd_path(fd)}\0{st.st_size}\0{st.st_mtime_ns}"
         name = "base-" + hashlib.sha256(key.encode()).hexdigest()[:16]
         with self._locks_guard:
             lock = self._import_locks.setdefault(name, threading.Lock())
         with lock:
             if not self.ctx.store.exists(name):
                 try:
-                    self.ctx.store.import_image(path, name, origin=f"node-base-disk:{path}")
+                    self.ctx.store.import_image(
+                        _fd_file(fd), name, origin=f"node-base-disk:{path}", label=path
+                    )
                 except Conflict:
                     pass  # another process on this host imported it meanwhile
         return name
@@ -221,6 +234,11 @@ def _check_key_lines(lines: list[str]) -> list[str]:
             )
         keys.append(key)
     return keys
+
+
+def _fd_file(fd: int) -> Path:
+    """A path that opens the very file behind an open descriptor (not whatever has its name)."""
+    return Path(f"/proc/self/fd/{fd}")
 
 
 def _size(path: Path) -> int:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.fsutil import write_atomic
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,62})$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _save(path: Path, remotes: dict[str, Remote]) -> None:
 
 
 def add(path: Path, name: str, url: str, token: str, *, replace: bool = False) -> Remote:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"remote name {name!r}: use lowercase letters, digits, '-' and '_' (max 63)"
         )
