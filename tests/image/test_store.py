@@ -210,3 +210,17 @@ def test_a_vmdk_descriptor_never_makes_qemu_img_open_its_extents(
     with pytest.raises(InvalidInput, match="unsupported image format 'vmdk'"):
         ctx.store.import_image(descriptor, "hostile")
     assert not ctx.store.exists("hostile")
+
+
+def test_a_qcow2_data_file_is_refused_before_qemu_img_opens_it(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """The data file is a fifo: qemu-img opening it would hang; the header refuses it first."""
+    data = tmp_path / "raw.bin"
+    img = tmp_path / "data.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={data}", str(img), "1M")
+    data.unlink()
+    os.mkfifo(data)
+    with pytest.raises(InvalidInput, match="external data file"):
+        ctx.store.import_image(img, "d")
+    assert not ctx.store.exists("d")

@@ -8,6 +8,7 @@ qcow2 and raw; the header decides which, and known other formats are refused by 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from corral.errors import InvalidInput
 
@@ -28,6 +29,7 @@ _FOREIGN = (
     (0x40, b"\x7f\x10\xda\xbe", "vdi"),
 )
 HEAD_BYTES = 512
+_QCOW2_DATA_FILE = 1 << 2  # incompatible feature: the guest data lives in another file
 
 
 def disk_format(head: bytes, label: str) -> str:
@@ -47,6 +49,28 @@ def disk_format(head: bytes, label: str) -> str:
 
 
 def file_format(path: Path, label: str) -> str:
-    """disk_format of a file's header."""
+    """disk_format of a file's header; a qcow2 that names another file is refused from its
+    header alone, before qemu-img would open that file."""
     with open(path, "rb") as f:
-        return disk_format(f.read(HEAD_BYTES), label)
+        head = f.read(HEAD_BYTES)
+        fmt = disk_format(head, label)
+        if fmt == "qcow2":
+            _refuse_references(f, head, label)
+    return fmt
+
+
+def _refuse_references(f: BinaryIO, head: bytes, label: str) -> None:
+    """qcow2 header: backing_file_offset (bytes 8-15) and, from version 3, the incompatible
+    feature bit 2 (an external data file)."""
+    offset = int.from_bytes(head[8:16], "big")
+    if offset:
+        size = min(int.from_bytes(head[16:20], "big"), 1023)
+        f.seek(offset)
+        name = f.read(size).decode(errors="replace")
+        raise InvalidInput(
+            f"{label}: refusing an image with a backing file ({name}): it points outside the store",
+            hint="flatten it first: qemu-img convert -O qcow2 SRC DST",
+        )
+    version = int.from_bytes(head[4:8], "big")
+    if version >= 3 and int.from_bytes(head[72:80], "big") & _QCOW2_DATA_FILE:
+        raise InvalidInput(f"{label}: refusing a qcow2 with an external data file")
