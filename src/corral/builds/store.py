@@ -286,7 +286,8 @@ class BuildStore:
             return _open_cache_file(dir_fd, lock, os.O_RDWR | os.O_CREAT, name)
 
     def open_cache(self, name: str, qemu_img: QemuImg, size: int) -> Path:
-        """The path of cache `name`'s disk, created empty on first use; hold its lock.
+        """The path of cache `name`'s disk, created empty on first use (the caller holds the
+        lock from `cache_lock`).
 
         The disk is a file of builds/caches itself (not a link, not through one) and a qcow2
         as corral makes it (no backing or external data file), checked before QEMU gets it:
