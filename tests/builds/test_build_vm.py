@@ -342,3 +342,77 @@ def test_jobs_bounds_the_build_vms_at_once(bctx: Context, tmp_path: Path) -> Non
     watcher.join()
     assert most[0] == 1
     assert len([m for m in BuildStore(bctx.home).all_meta() if m.parent]) == 2  # both built
+
+
+def start_then_kill(
+    ctx: Context, tmp_path: Path, word: str, *, stop_qemu: bool
+) -> tuple[int, Path]:
+    """Run `corral build` until its step runs in the VM, then SIGKILL it; its QEMU's pid and
+    run directory. With stop_qemu, QEMU is SIGSTOPped first: it then cannot act on the
+    parent-death signal, as if it had missed it, and only the sweep can end it."""
+    import os
+    import select
+    import signal
+    import time
+
+    from corral.fsutil import pid_alive
+    from corral.layout import InstanceFiles
+    from corral.machine.process import read_pid
+    from helpers import corral_popen
+
+    spec = tmp_path / f"{word}.spec"
+    spec.write_text(f'((from tinyd) (run (shell "echo {word}-$((6*7)); sleep 300")))')
+    proc = corral_popen(ctx, "build", "-f", str(spec), "--cpus", "1", "--memory", "256M",
+                        str(tmp_path))  # fmt: skip
+    try:
+        seen, deadline = b"", time.monotonic() + 120
+        while f"{word}-42".encode() not in seen and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                seen += os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+        assert f"{word}-42".encode() in seen, seen  # the step runs in the VM
+        (rundir,) = [p for p in BuildStore(ctx.home).runs.iterdir()
+                     if p.name.startswith(f"{proc.pid}-")]  # fmt: skip
+        qemu = read_pid(InstanceFiles(rundir).pidfile)
+        assert qemu and pid_alive(qemu)
+        if stop_qemu:
+            os.kill(qemu, signal.SIGSTOP)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    return qemu, rundir
+
+
+def test_a_killed_build_leaves_no_vm_behind(bctx: Context, tmp_path: Path) -> None:
+    """Issue 11, finding 10: `kill -9` of `corral build` must not leave its QEMU running."""
+    import time
+
+    from corral.fsutil import pid_alive
+    from helpers import corral
+
+    # QEMU gets the parent-death signal: it ends by itself, at once.
+    qemu, rundir = start_then_kill(bctx, tmp_path, "alone", stop_qemu=False)
+    deadline = time.monotonic() + 20
+    while pid_alive(qemu) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(qemu)
+
+    # One that missed it is stopped by the next build, which then removes the run directories.
+    orphan, orphan_dir = start_then_kill(bctx, tmp_path, "orphan", stop_qemu=True)
+    time.sleep(1)
+    assert pid_alive(orphan)  # the orphan the issue describes
+    _, out = run_build(bctx, "((from tinyd))", tmp_path)
+    assert f"QEMU pid {orphan})" in out
+    assert not pid_alive(orphan)
+    assert not rundir.exists() and not orphan_dir.exists()
+
+    # ...and by `corral build prune`.
+    orphan, orphan_dir = start_then_kill(bctx, tmp_path, "pruned", stop_qemu=True)
+    assert pid_alive(orphan)
+    proc = corral(bctx, "build", "prune", "--older-than", "365d")
+    assert proc.returncode == 0, proc.stderr
+    assert f"QEMU pid {orphan})" in proc.stdout
+    assert not pid_alive(orphan)
+    assert not orphan_dir.exists()
+    store = BuildStore(bctx.home)
+    assert not list(store.runs.iterdir()) and not list(store.layers.glob("tmp-*"))

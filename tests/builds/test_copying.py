@@ -703,6 +703,17 @@ def test_a_change_after_the_manifest_is_caught(tmp_path: Path, change) -> None:
         b"".join(tar_stream(ctx, members, 0, 0))
 
 
+def test_a_directory_swapped_for_a_link_out_after_the_manifest_is_caught(tmp_path: Path) -> None:
+    """The same bytes outside the context are still not read: the opened file must lie inside."""
+    ctx = make_tree(tmp_path / "ctx", {"d/f": b"secret-looking", "e": b""})
+    outside = make_tree(tmp_path / "outside", {"f": b"secret-looking"})
+    members = plan(manifest(ctx, ["d"], ()), ["d"], "/x/", "/")
+    shutil.rmtree(ctx / "d")
+    (ctx / "d").symlink_to(outside)
+    with pytest.raises(InvalidInput, match=r"'d/f' leads out of the build context"):
+        b"".join(tar_stream(ctx, members, 0, 0))
+
+
 # --- from a child build: export, manifest, retarget ----------------------------------------
 
 GUEST: dict[str, Node] = {

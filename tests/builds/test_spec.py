@@ -512,6 +512,32 @@ SEED_QEMU_EXAMPLE = """\
             "1:26: secret id must not be empty",
         ),
         ("((from a) (run (cache (c (target))) (shell x)))", "1:26: target takes one value, got 0"),
+        # a cache id names a file in the build store: a name, never a path (issue 11, finding 4)
+        (
+            "((from a)\n (run (cache (../../instances/web1/disk (target /mnt)))\n  (shell x)))",
+            "2:15: cache id '../../instances/web1/disk' is not a name: use letters, digits"
+            " and . _ - (starting with a letter or digit, at most 128)",
+        ),
+        (
+            '((from a) (run (cache ("/var/lib/corral/x" (target /mnt))) (shell x)))',
+            "1:24: cache id '/var/lib/corral/x' is not a name: use letters, digits"
+            " and . _ - (starting with a letter or digit, at most 128)",
+        ),
+        (
+            '((from a) (run (cache (".hidden" (target /mnt))) (shell x)))',
+            "1:24: cache id '.hidden' is not a name: use letters, digits"
+            " and . _ - (starting with a letter or digit, at most 128)",
+        ),
+        (
+            '((from a) (run (cache ("c\\n" (target /mnt))) (shell x)))',
+            "1:24: cache id 'c\\n' is not a name: use letters, digits"
+            " and . _ - (starting with a letter or digit, at most 128)",
+        ),
+        (
+            f"((from a) (run (cache ({'c' * 129} (target /mnt))) (shell x)))",
+            f"1:24: cache id '{'c' * 129}' is not a name: use letters, digits"
+            " and . _ - (starting with a letter or digit, at most 128)",
+        ),
         (SEED_QEMU_EXAMPLE, "1:1: '(' is never closed"),
         # copy
         ("((from a) (copy (dst /x)))", "1:11: missing field 'src' in copy"),
@@ -699,8 +725,12 @@ ids = st.integers(0, 2**32 - 2)
 short = {"max_size": 3}
 
 
+cache_names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,7}", fullmatch=True)
+
+
 def mounts(kind: type[Cache] | type[Secret]) -> st.SearchStrategy:
-    entries = st.lists(st.tuples(names, nonempty), unique_by=lambda e: e[0], **short)
+    idents = cache_names if kind is Cache else names
+    entries = st.lists(st.tuples(idents, nonempty), unique_by=lambda e: e[0], **short)
     return entries.map(lambda es: tuple(kind(i, t) for i, t in es))
 
 

@@ -106,3 +106,36 @@ def test_qemu_own_error_is_shown(img_ctx: Context) -> None:
 
 def test_unknown_image_to_rm(img_ctx: Context) -> None:
     check_refused(img_ctx, "no image named 'zzz'", "image", "rm", "zzz")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "((from img)\n (run (cache (../../instances/web1/disk (target /mnt))) (shell true)))",
+            "spec:2:15: cache id '../../instances/web1/disk' is not a name",
+        ),
+        (
+            '((from img)\n (run (cache ("/var/lib/x/disk" (target /mnt))) (shell true)))',
+            "spec:2:15: cache id '/var/lib/x/disk' is not a name",
+        ),
+        ("((from ../instances/web1/disk)\n (run (shell true)))", "spec:1:8: invalid image name"),
+        (
+            "((build dev ((from nope)))\n (from img)\n (run (shell true)))",
+            "spec:1:20: no image named 'nope'",
+        ),
+    ],
+)
+def test_build_spec_names_that_are_paths(
+    img_ctx: Context, tmp_path: Path, text: str, words: str
+) -> None:
+    """Issue 11, finding 4: a spec's names never pick host files; refused where written."""
+    victim = img_ctx.home.root / "instances" / "web1" / "disk.qcow2"
+    victim.parent.mkdir(parents=True)
+    img_ctx.qemu_img.create(victim, 64 << 20)
+    before = victim.read_bytes()
+    (tmp_path / "spec").write_text(text)
+    check_refused(img_ctx, words, "build", "-f", str(tmp_path / "spec"), str(tmp_path))
+    assert victim.read_bytes() == before
+    caches = img_ctx.home.root / "builds" / "caches"
+    assert not caches.is_dir() or not list(caches.iterdir())

@@ -171,3 +171,43 @@ def test_direct_kernel_boot_from_the_command_line(vm_ctx: Context, tiny_guest) -
     # The instance keeps its own copy: it still starts once the user's files are gone.
     assert (vm_ctx.home.instance("kb1").kernel).read_bytes() == tiny_guest.kernel.read_bytes()
     ok(vm_ctx, "restart", "kb1", "--force", "--wait", "--timeout", "120")
+
+
+EVIL_SHELL = """
+printf '#!/bin/sh\\ncase "$2" in tar*) exec cat /tmp/hostile.tar ;; esac\\nexec /bin/sh "$@"\\n' \\
+  > /tmp/evilsh
+chmod 755 /tmp/evilsh
+echo /tmp/evilsh >> /etc/shells
+sed -i 's|^root:\\(.*\\):/bin/sh$|root:\\1:/tmp/evilsh|' /etc/passwd
+mkdir -p /tmp/tree
+echo guest-bytes > /tmp/file
+"""
+
+
+def test_cp_from_a_hostile_guest_writes_nothing_outside(vm_ctx: Context, tmp_path: Path) -> None:
+    """Issue 11, finding 7: a guest whose `tar` sends a CVE-2025-4517 link chain, and a file
+    download to a destination where a link was planted."""
+    from hostile_tars import climbing_chain, tar
+
+    outside = tmp_path / "outside"
+    (outside / "etc").mkdir(parents=True)
+    (outside / "etc" / "passwd").write_text("root:x:0:0\n")
+    (tmp_path / "hostile.tar").write_bytes(tar(*climbing_chain()))
+    ok(vm_ctx, "launch", "tiny", "--name", "evil", "--type", "c1m256", "--wait",
+       "--timeout", "120")  # fmt: skip
+    ok(vm_ctx, "cp", str(tmp_path / "hostile.tar"), "evil:/tmp/hostile.tar")
+    # busybox's shell runs its own tar whatever PATH says: the login shell answers instead.
+    ok(vm_ctx, "exec", "evil", "--", "sh", "-c", EVIL_SHELL)
+
+    proc = corral(vm_ctx, "cp", "evil:/tmp/tree", str(tmp_path / "pulled"))
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: refused the guest's tar: ") and "through a link" in line
+    assert (outside / "etc" / "passwd").read_text() == "root:x:0:0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.tar", "outside"]
+
+    planted = tmp_path / "file"
+    planted.symlink_to(outside / "etc" / "passwd")
+    ok(vm_ctx, "cp", "evil:/tmp/file", str(planted))
+    assert (outside / "etc" / "passwd").read_text() == "root:x:0:0\n"
+    assert not planted.is_symlink() and planted.read_text() == "guest-bytes\n"

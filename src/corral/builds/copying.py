@@ -19,9 +19,11 @@ The rules, as obuilder and Docker's COPY have them: sources are relative to the 
 the child's `/`) and may not leave it; symlinks are copied as symlinks, never followed, and in
 the context one whose target resolves outside it is refused, as is a source reached through
 such a link; `exclude` holds basenames (globs allowed) skipped at any depth below a source;
-fifos, sockets and devices are refused. Modes are normalised as obuilder does: directories
-0755, files 0755 if any executable bit is set and 0644 otherwise, symlinks 0777. Everything
-copied is owned by the step's numeric uid:gid. Where things land is `plan`'s docstring.
+fifos, sockets and devices are refused. A file is read through a descriptor whose real path
+must lie in the context, so a directory swapped for a link after the checks leaks nothing.
+Modes are normalised as obuilder does: directories 0755, files 0755 if any executable bit is
+set and 0644 otherwise, symlinks 0777. Everything copied is owned by the step's numeric
+uid:gid. Where things land is `plan`'s docstring.
 
 Parent directories are not tar members: a tar member for an existing directory such as /usr
 or /home would chown and chmod it (busybox tar has no --no-overwrite-dir), so
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+from corral import confine
 from corral.errors import GuestError, InvalidInput
 
 Kind = Literal["file", "dir", "symlink"]
@@ -147,7 +150,7 @@ def _walk(root: Path, host: Path, rel: str, names: tuple[str, ...], out: list[En
                 )
             out.append(Entry(rel, "symlink", LINK_MODE, target=target))
         elif stat.S_ISREG(mode):
-            out.append(Entry(rel, "file", _file_mode(mode), digest=_file_digest(host, rel)))
+            out.append(Entry(rel, "file", _file_mode(mode), digest=_file_digest(root, host, rel)))
         elif stat.S_ISDIR(mode):
             out.append(Entry(rel, "dir", DIR_MODE))
             try:
@@ -174,12 +177,30 @@ def _readlink(path: Path) -> str:
     return os.readlink(path)  # noqa: PTH115
 
 
-def _file_digest(host: Path, rel: str) -> str:
+def _file_digest(root: Path, host: Path, rel: str) -> str:
     try:
-        with open(host, "rb") as f:
+        with os.fdopen(_open_inside(root, host, rel), "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         raise InvalidInput(f"cannot read {rel!r} in the build context: {exc.strerror}") from exc
+
+
+def _open_inside(root: Path, host: Path, rel: str) -> int:
+    """Open a context file for reading: a regular file, really inside the context.
+
+    What was checked before may have changed since (a directory on the way swapped for a
+    link): the opened file's real path is what counts.
+    """
+    fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _changed(rel)
+        if not confine.fd_path(fd).is_relative_to(root):
+            raise InvalidInput(f"{rel!r} leads out of the build context; nothing was copied")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _file_mode(mode: int) -> int:
@@ -373,7 +394,7 @@ def tar_stream(context: Path, members: Sequence[TarMember], uid: int, gid: int) 
             raise _changed(entry.path) from None
         info = _header(member.path, member.kind, member.mode, uid, gid, int(st.st_mtime))
         if entry.kind == "file":
-            yield from _send_file(out, info, host, entry)
+            yield from _send_file(out, info, root, host, entry)
             continue
         if entry.kind == "dir" and not stat.S_ISDIR(st.st_mode):
             raise _changed(entry.path)
@@ -385,16 +406,15 @@ def tar_stream(context: Path, members: Sequence[TarMember], uid: int, gid: int) 
     yield from out.finish()
 
 
-def _send_file(out: _Pieces, info: tarfile.TarInfo, host: Path, entry: Entry) -> Iterator[bytes]:
+def _send_file(
+    out: _Pieces, info: tarfile.TarInfo, root: Path, host: Path, entry: Entry
+) -> Iterator[bytes]:
     try:
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_inside(root, host, entry.path)
     except OSError:
         raise _changed(entry.path) from None
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _changed(entry.path)
-        info.size = st.st_size
+        info.size = os.fstat(fd).st_size
         yield from out.add(_encode(info))
         yield from _send_data(out, f, info.size, entry.digest, _changed(entry.path))
 

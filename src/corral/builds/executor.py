@@ -33,11 +33,12 @@ from corral.builds.commands import (
     user_ids,
 )
 from corral.builds.keys import Step, StepContext, base_id, step_id
+from corral.builds.sexp import START, SpecError
 from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
 from corral.builds.store import Boot, BuildStore, LayerMeta
-from corral.builds.vm import BuildVm, cache_serial
+from corral.builds.vm import BuildVm, cache_serial, stop_orphans
 from corral.context import Context
-from corral.errors import CorralError, InvalidInput
+from corral.errors import CorralError, InvalidInput, NotFound
 from corral.fsutil import locked
 from corral.guest.ssh import remote_process
 
@@ -90,11 +91,12 @@ class Runner:
         self.held.append(await _take_slot(self.store, self.options.jobs))
         caches = {}
         for name in self.cache_names:  # sorted: two builds never wait on each other in a cycle
-            path = self.store.cache_disk(name)
-            self.held.append(await _lock(path.with_suffix(".lock")))
-            if not path.exists():
-                self.ctx.qemu_img.create(path, CACHE_DISK_SIZE)
-            caches[name] = path
+            fd = self.store.cache_lock(name)
+            self.held.append(fd)
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            caches[name] = await asyncio.to_thread(
+                self.store.open_cache, name, self.ctx.qemu_img, CACHE_DISK_SIZE
+            )
         self.tmp = self.store.new_tmp()
         top = self.tmp / "disk.qcow2"
         disk, fmt = self.store.disk(layer, self.ctx.home.blobs)
@@ -199,7 +201,10 @@ class Builder:
                 loop.add_signal_handler(signal.SIGINT, self._on_interrupt, task)
                 handling = True
         try:
+            self._check_bases(spec)
             self.store.ensure()
+            for pid in await asyncio.to_thread(stop_orphans, self.store):
+                self.say(f"(stopped the VM of a build that died: QEMU pid {pid})\n")
             self.store.purge_tmp()
             final = await self._spec(spec, {})
             self._check_interrupted()
@@ -208,6 +213,16 @@ class Builder:
                 loop.remove_signal_handler(signal.SIGINT)
         self.say(f'Got: "{final}"\n')
         return final
+
+    def _check_bases(self, spec: Spec) -> None:
+        """Every image the spec and its child builds start from exists: checked before any
+        VM boots, and reported at the position of its (from ...)."""
+        for child in spec.builds:
+            self._check_bases(child.spec)
+        try:
+            self.ctx.store.get(spec.base)
+        except (InvalidInput, NotFound) as exc:
+            raise SpecError(spec.base_pos or START, exc.message, hint=exc.hint) from None
 
     async def _spec(self, spec: Spec, outer: Mapping[str, str]) -> str:
         results = dict(outer)

@@ -4,7 +4,8 @@ A spec is one list, as obuilder reads it (`((build NAME SPEC)... (from BASE) OP.
 same forms written without the outer list are accepted too. The ops and their fields are
 obuilder's (see its README): `comment`, `workdir`, `shell`, `env`, `user`, `run` and `copy`,
 with record fields in any order. Every mistake is a SpecError (an InvalidInput) whose message
-starts with the line and column of the offending form or atom.
+starts with the line and column of the offending form or atom. A cache id is a plain name
+(CACHE_NAME), never a path: it names a disk file in the build store.
 
 Ops are kept as written: a relative `workdir` stays relative in the AST, and
 `effective_workdirs` works out the directory each op runs in. Positions ride along on the
@@ -43,6 +44,8 @@ from corral.builds.sexp import (
 DEFAULT_SHELL = ("/bin/bash", "-c")  # obuilder's default: specs written for it run unchanged
 DEFAULT_WORKDIR = "/"
 MAX_BUILD_DEPTH = 16  # nested (build ...) levels; far beyond any real spec, well inside the stack
+# A cache id names a disk file in the build store, so it is a plain name, never a path.
+CACHE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_ID = 2**32 - 1  # uid_t and gid_t are 32 bits; -1 is reserved
 
 
@@ -153,6 +156,8 @@ class Spec(_Node):
     base: str  # the image named by (from BASE)
     ops: tuple[Op, ...] = ()
     builds: tuple[Build, ...] = ()
+    # Where BASE is written: a build that cannot use the image reports this position.
+    base_pos: Pos | None = field(default=None, kw_only=True, compare=False, repr=False)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -281,14 +286,23 @@ def _parse_user(form: SList, scope: Scope) -> User:
     return UnixUser(uid, _id_number(fields["gid"], "gid"), pos=form.pos)
 
 
-def _mounts(field_form: SList, what: str) -> list[tuple[str, str, SList]]:
-    """`(ID (target PATH))...` entries of a cache or secrets field, IDs unique."""
+def _mounts(
+    field_form: SList, what: str, names: re.Pattern[str] | None = None
+) -> list[tuple[str, str, SList]]:
+    """`(ID (target PATH))...` entries of a cache or secrets field, IDs unique (and matching
+    `names` when given)."""
     mounts: list[tuple[str, str, SList]] = []
     seen: dict[str, Pos] = {}
     for entry in field_form.items[1:]:
         if not isinstance(entry, SList) or not entry.items:
             _fail(entry, f"expected (ID (target PATH)) in {what}, got {_describe(entry)}")
         ident = _string(entry.items[0], f"{what} id")
+        if names is not None and not names.fullmatch(ident):
+            _fail(
+                entry.items[0],
+                f"{what} id {ident!r} is not a name: use letters, digits and . _ -"
+                " (starting with a letter or digit, at most 128)",
+            )
         if ident in seen:
             _fail(entry, f"duplicate {what} {ident!r} in run (first at {seen[ident]})")
         seen[ident] = entry.pos or START
@@ -308,7 +322,8 @@ def _parse_run(form: SList, scope: Scope) -> Run:
     secrets: tuple[Secret, ...] = ()
     network: tuple[str, ...] = ()
     if "cache" in fields:
-        cache = tuple(Cache(i, t, pos=e.pos) for i, t, e in _mounts(fields["cache"], "cache"))
+        entries = _mounts(fields["cache"], "cache", CACHE_NAME)
+        cache = tuple(Cache(i, t, pos=e.pos) for i, t, e in entries)
     if "secrets" in fields:
         secrets = tuple(Secret(i, t, pos=e.pos) for i, t, e in _mounts(fields["secrets"], "secret"))
     if "network" in fields:
@@ -436,7 +451,7 @@ def _parse_items(
     assert isinstance(from_form, SList)
     (base,) = _args(from_form, "from", 1)
     ops = tuple(_parse_op(item, visible) for item in items[i + 1 :])
-    return Spec(_string(base, "from"), ops, tuple(builds), pos=where)
+    return Spec(_string(base, "from"), ops, tuple(builds), pos=where, base_pos=base.pos)
 
 
 def _top_level(forms: tuple[Sexp, ...]) -> tuple[tuple[Sexp, ...], Pos]:

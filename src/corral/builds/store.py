@@ -6,32 +6,51 @@
     builds/layers/tmp-<rand>/       a step being built (a sibling, so relative backing names
                                     resolve the same before and after publication)
     builds/locks/<id>.lock, .log    held, and written live, while a step runs
-    builds/caches/<name>.qcow2      persistent cache disks (and their locks)
-    builds/run/<rand>/              a build VM's sockets and console
+    builds/caches/<name>.qcow2      persistent cache disks (and their <name>.lock)
+    builds/run/<pid>-<rand>/        a build VM's sockets, pidfile and console; `owner` says
+                                    which process runs it and `qemu` its QEMU (each as pid
+                                    and start time), so an orphan VM can be found and told
+                                    from a process that reuses its pid
 
 A layer's backing file is "../<parent-id>/disk.qcow2" (or, for the first step, the base
 image's blob in the image store). Publication is one rename of the whole directory, so a crash
 leaves either nothing or a complete layer. The base layer of a spec is just a meta.json: its
 disk is the image blob.
+
+Names that come from outside (a spec's cache ids, layer IDs given to `build rm` or to
+`launch build:ID`) are checked against their patterns before they touch a path, and cache
+files are opened inside builds/caches without following links.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corral.errors import CorralError, NotFound
-from corral.fsutil import pid_alive, write_atomic
+from corral import confine
+from corral.builds.spec import CACHE_NAME
+from corral.errors import CorralError, InvalidInput, NotFound, QemuError
+from corral.fsutil import pid_alive, process_start_time, write_atomic
 from corral.layout import Home
+
+if TYPE_CHECKING:
+    from corral.image.qemu_img import QemuImg
+
+LAYER_ID = re.compile(r"[0-9a-f]{64}")
+_LAYER_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+OWNER_FILE = "owner"  # in a run directory: "PID START" of the process running the VM
+QEMU_FILE = "qemu"  # in a run directory: "PID START" of its QEMU, written right after spawn
 
 
 def _now() -> str:
@@ -86,6 +105,8 @@ class BuildStore:
     # --- layers ------------------------------------------------------------------------
 
     def layer_dir(self, layer_id: str) -> Path:
+        if not LAYER_ID.fullmatch(layer_id):
+            raise InvalidInput(f"invalid build layer ID {layer_id!r}: 64 hex digits")
         return self.layers / layer_id
 
     def exists(self, layer_id: str) -> bool:
@@ -100,12 +121,19 @@ class BuildStore:
             raise CorralError(f"build layer {layer_id} is damaged: {exc}") from exc
 
     def resolve(self, prefix: str) -> str:
-        """A full layer ID from an ID or a unique prefix of one (at least 8 characters)."""
-        if self.exists(prefix):
+        """A full layer ID from an ID or a unique prefix of one (at least 8 characters).
+
+        Anything else is refused before it is used as a path: a layer ID may come from an API
+        caller (`launch build:ID`).
+        """
+        if not _LAYER_PREFIX.fullmatch(prefix):
+            raise InvalidInput(
+                f"invalid build layer ID {prefix!r}: 8 to 64 hex digits",
+                hint="see: corral build ls",
+            )
+        if len(prefix) == 64 and self.exists(prefix):
             return prefix
-        found = [p.name for p in self.published() if p.name.startswith(prefix)] if len(
-            prefix
-        ) >= 8 else []  # fmt: skip
+        found = [p.name for p in self.published() if p.name.startswith(prefix)]
         if len(found) == 1:
             return found[0]
         raise NotFound(f"no build layer {prefix!r}" + (" (ambiguous)" if found else ""))
@@ -164,16 +192,35 @@ class BuildStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def purge_tmp(self) -> None:
-        """Remove step directories and VM run directories of processes that have died."""
-        for parent, prefix in ((self.layers, "tmp-"), (self.runs, "")):
-            if not parent.is_dir():
+        """Remove step directories of processes that have died.
+
+        Run directories are not removed here: their QEMU may still run (see vm.stop_orphans).
+        """
+        if not self.layers.is_dir():
+            return
+        for path in self.layers.iterdir():
+            if not path.name.startswith("tmp-"):
                 continue
-            for path in parent.iterdir():
-                if not path.name.startswith(prefix):
-                    continue
-                pid = path.name.removeprefix(prefix).split("-", 1)[0]
-                if not (pid.isdigit() and pid_alive(int(pid))):
-                    shutil.rmtree(path, ignore_errors=True)
+            pid = path.name.removeprefix("tmp-").split("-", 1)[0]
+            if not (pid.isdigit() and pid_alive(int(pid))):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # --- VM run directories ----------------------------------------------------------------
+
+    def new_run_dir(self) -> Path:
+        """A directory for one build VM, marked with this process as its owner."""
+        self.ensure()
+        pid = os.getpid()
+        path = self.runs / f"{pid}-{secrets.token_hex(4)}"
+        path.mkdir(mode=0o700)
+        write_atomic(path / OWNER_FILE, f"{pid} {process_start_time(pid)}\n".encode(), 0o600)
+        return path
+
+    def orphan_runs(self) -> list[Path]:
+        """Run directories whose owner has gone: its pid is dead or now another process's."""
+        if not self.runs.is_dir():
+            return []
+        return sorted(p for p in self.runs.iterdir() if not _owner_alive(p))
 
     def children(self) -> dict[str, list[str]]:
         kids: dict[str, list[str]] = {}
@@ -222,10 +269,90 @@ class BuildStore:
         return self.locks / f"{layer_id}.log"
 
     def cache_disk(self, name: str) -> Path:
+        if not CACHE_NAME.fullmatch(name):
+            raise InvalidInput(f"invalid cache id {name!r}: a name, not a path")
         return self.caches / f"{name}.qcow2"
+
+    @contextlib.contextmanager
+    def _cache_dir(self) -> Iterator[int]:
+        self.ensure()
+        with confine.open_dir(self.root, ("caches",), what="build cache directory") as fd:
+            yield fd
+
+    def cache_lock(self, name: str) -> int:
+        """An open (not yet locked) descriptor of a cache's lock file, made inside caches/."""
+        lock = self.cache_disk(name).with_suffix(".lock").name
+        with self._cache_dir() as dir_fd:
+            return _open_cache_file(dir_fd, lock, os.O_RDWR | os.O_CREAT, name)
+
+    def open_cache(self, name: str, qemu_img: QemuImg, size: int) -> Path:
+        """The path of cache `name`'s disk, created empty on first use (the caller holds the
+        lock from `cache_lock`).
+
+        The disk is a file of builds/caches itself (not a link, not through one) and a qcow2
+        as corral makes it (no backing or external data file), checked before QEMU gets it:
+        a build attaches it read-write and formats it if it does not mount.
+        """
+        disk = self.cache_disk(name)
+        with self._cache_dir() as dir_fd:
+            real = confine.fd_path(dir_fd) / disk.name
+            try:
+                os.close(_open_cache_file(dir_fd, disk.name, os.O_RDONLY, name))
+            except FileNotFoundError:
+                fd, tmp = confine.create_exclusive(dir_fd, f".{name}.", ".tmp")
+                os.close(fd)
+                try:
+                    qemu_img.create(real.with_name(tmp), size)
+                    os.rename(tmp, disk.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                    raise
+            hint = f"remove {disk}; the next build starts with an empty cache"
+            try:  # the format given, never probed: a raw file stays raw
+                info = qemu_img.info(real, "qcow2")
+            except QemuError as exc:
+                raise CorralError(
+                    f"build cache {name!r} ({disk}) is not a qcow2 disk: {exc.message}", hint=hint
+                ) from exc
+            if info.backing_file or info.data_file:
+                raise CorralError(
+                    f"build cache {name!r} ({disk}) is not a disk corral made: it refers to"
+                    f" {info.backing_file or info.data_file}",
+                    hint=hint,
+                )
+        return real
 
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(m) for m in self.all_meta()]
+
+
+def _open_cache_file(dir_fd: int, file: str, flags: int, name: str) -> int:
+    try:  # O_NONBLOCK: a fifo planted there is refused rather than waited on
+        return confine.open_file(dir_fd, file, flags | os.O_NONBLOCK, 0o600)
+    except InvalidInput:
+        raise InvalidInput(f"build cache {name!r}: {file} is not a regular file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(
+                f"build cache {name!r}: {file} is a symbolic link; corral does not follow it",
+                hint="remove it from the build cache directory",
+            ) from None
+        raise
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    """Whether the process that made a run directory still runs (and is that process)."""
+    try:
+        pid_text, start_text = (run_dir / OWNER_FILE).read_text().split()
+        pid, start = int(pid_text), int(start_text) if start_text.isdigit() else None
+    except FileNotFoundError:
+        # Made before the owner file was written, or by an older corral: the name's pid.
+        head = run_dir.name.split("-", 1)[0]
+        return head.isdigit() and pid_alive(int(head))
+    except (OSError, ValueError):
+        return False
+    return pid_alive(pid) and (start is None or process_start_time(pid) == start)
 
 
 def store_size(store: BuildStore) -> int:

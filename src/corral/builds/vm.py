@@ -5,15 +5,20 @@ builds need on top: its root disk is the top of a layer chain, checkpointed afte
 a QMP live external snapshot (the finished top becomes the step's layer, the VM goes on writing
 to a new file), its first NIC is restricted to the ssh forward, and a second NIC is raised only
 for steps that ask for the network. Commands run over one SSH connection as root.
+
+A build VM lives no longer than its build. Where util-linux's setpriv can, QEMU is started
+with a parent-death signal, so it shuts down as soon as the process that started it dies;
+and every build (and `build prune`) first stops the QEMU of any run directory whose owner has
+gone (`stop_orphans`), so even a VM that missed that signal does not outlive the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
+import functools
 import shutil
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +27,10 @@ from typing import Any
 import asyncssh
 from qemu.qmp import QMPClient
 
-from corral.builds.store import Boot, BuildStore
+from corral.builds.store import QEMU_FILE, Boot, BuildStore
 from corral.context import Context
 from corral.errors import CorralError, DeadlineExceeded, QemuError
-from corral.fsutil import locked
+from corral.fsutil import locked, process_start_time, write_atomic
 from corral.guest.ready import wait_ready_async
 from corral.guest.ssh import SshTarget, close, connect, remote_process
 from corral.instance import registry
@@ -34,8 +39,16 @@ from corral.instance.state import console_tail
 from corral.layout import InstanceFiles
 from corral.machine.argv import build_argv
 from corral.machine.ports import pick_ports
-from corral.machine.process import is_our_qemu, kill, spawn, wait_gone, wait_started_async
+from corral.machine.process import (
+    is_our_qemu,
+    kill,
+    read_pid,
+    spawn,
+    wait_gone,
+    wait_started_async,
+)
 from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec
+from corral.run import run
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
 
@@ -81,9 +94,7 @@ class BuildVm:
         console: Sink | None = None,
     ) -> BuildVm:
         """Start a VM on the disk `top` and wait until it answers over SSH."""
-        store.ensure()
-        rundir = store.runs / f"{os.getpid()}-{secrets.token_hex(4)}"
-        rundir.mkdir(mode=0o700)
+        rundir = store.new_run_dir()
         files = InstanceFiles(rundir)
         key = ensure_corral_key(ctx.home.ssh_key)
         seed = SeedInput(instance_id=f"build-{rundir.name}", hostname="build", user=boot.user,
@@ -113,10 +124,10 @@ class BuildVm:
                     boot=DirectBoot(kernel, ctx.store.blob(boot.initrd) if boot.initrd else None,
                                     boot.cmdline or "console=ttyS0"),
                 )  # fmt: skip
-                proc = spawn(
-                    build_argv(ctx.host.qemu.path, spec), cwd=rundir, log=files.qemu_stderr
-                )
-                pid = proc.pid
+                argv = [*_die_with_owner(), *build_argv(ctx.host.qemu.path, spec)]
+                pid = spawn(argv, cwd=rundir, log=files.qemu_stderr).pid
+                # Our unreaped child: the pid cannot have been reused yet.
+                write_atomic(rundir / QEMU_FILE, f"{pid} {process_start_time(pid)}\n".encode())
                 await wait_started_async(pid, files.qmp, files.qemu_stderr)
             qmp = QMPClient("corral-build")
             await qmp.connect(str(files.qmp))
@@ -237,6 +248,69 @@ class BuildVm:
         finally:
             await self.qmp.execute("cont")
         self.top, self.top_node = new_top, node
+
+
+@functools.cache
+def _die_with_owner() -> tuple[str, ...]:
+    """The argv prefix that makes QEMU get SIGTERM when its starter dies (none if unavailable).
+
+    setpriv sets the parent-death signal and execs QEMU, which keeps it (and the pid). The
+    signal comes when the thread that started QEMU ends: a build starts its VMs from the
+    thread that runs the build.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "TERM", "--")
+    try:
+        run([*prefix, "true"], timeout=10)
+    except CorralError:
+        return ()  # too old to know --pdeathsig
+    return prefix
+
+
+def stop_orphans(store: BuildStore) -> list[int]:
+    """Stop the QEMU of every build VM whose owner has gone; remove their run directories.
+
+    Returns the pids stopped. A process is signalled only when it provably is that VM's QEMU:
+    its pid is the pidfile's (and the one recorded at spawn), its command line names the run
+    directory's QMP socket, and it started when that QEMU did; a pid reused by anything else
+    is left alone. A QEMU is asked to quit (SIGTERM, which also reaches one that was stopped
+    as SIGCONT follows) and killed if it has not within ten seconds.
+    """
+    stopped = []
+    for rundir in store.orphan_runs():
+        files = InstanceFiles(rundir)
+        pid = read_pid(files.pidfile)
+        recorded_pid, started = _qemu_record(rundir)
+        pid = pid or recorded_pid
+        if pid and _is_that_qemu(pid, files, recorded_pid, started):
+            kill(pid, signal.SIGTERM)
+            kill(pid, signal.SIGCONT)
+            if not wait_gone(pid, 10):
+                kill(pid)
+                if not wait_gone(pid, 10):
+                    continue  # unkillable for now: keep its files so the next sweep finds it
+            stopped.append(pid)
+        shutil.rmtree(rundir, ignore_errors=True)
+    return stopped
+
+
+def _qemu_record(rundir: Path) -> tuple[int | None, int | None]:
+    try:
+        pid, start = (rundir / QEMU_FILE).read_text().split()
+        return int(pid), int(start) if start.isdigit() else None
+    except (OSError, ValueError):
+        return None, None
+
+
+def _is_that_qemu(pid: int, files: InstanceFiles, recorded_pid: int | None,
+                  started: int | None) -> bool:  # fmt: skip
+    if not is_our_qemu(pid, files.qmp):
+        return False
+    if recorded_pid is None:
+        return True  # killed between spawn and the record: the command line must do
+    return pid == recorded_pid and (started is None or process_start_time(pid) == started)
 
 
 def _follow(path: Path, sink: Sink) -> asyncio.Task[None]:

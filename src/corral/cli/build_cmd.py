@@ -60,23 +60,23 @@ def run_build(
         text = file.read_text()
     except OSError as exc:
         raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
-    try:
-        spec = parse_spec(text)
-    except SpecError as exc:
-        exc.message = f"{file}:{exc.message}"
-        raise
-    if not context.is_dir():
-        raise InvalidInput(f"build context {context} is not a directory")
-    options = BuildOptions(
-        context=context.resolve(), secrets=_secrets(secrets), cpus=cpus,
-        memory_mib=parse_memory_mib(memory), boot_timeout=boot_timeout, jobs=jobs,
-    )  # fmt: skip
 
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
-    build(get_context(), spec, options, write)
+    try:  # a mistake in the spec, found while parsing or before a VM boots, names the file
+        spec = parse_spec(text)
+        if not context.is_dir():
+            raise InvalidInput(f"build context {context} is not a directory")
+        options = BuildOptions(
+            context=context.resolve(), secrets=_secrets(secrets), cpus=cpus,
+            memory_mib=parse_memory_mib(memory), boot_timeout=boot_timeout, jobs=jobs,
+        )  # fmt: skip
+        build(get_context(), spec, options, write)
+    except SpecError as exc:
+        exc.message = f"{file}:{exc.message}"
+        raise
 
 
 @app.command("ls")
@@ -113,8 +113,9 @@ def prune_cmd(
     older_than: str | None = typer.Option(None, "--older-than", help="e.g. 7d, 12h."),
     keep_bytes: str | None = typer.Option(None, "--keep-bytes", help="e.g. 20G."),
 ) -> None:
-    """Remove layers, least recently used leaves first."""
+    """Remove layers, least recently used leaves first (and VMs of builds that died)."""
     from corral.builds.store import BuildStore, prune
+    from corral.builds.vm import stop_orphans
     from corral.fsutil import locked
     from corral.image.manage import parse_age
 
@@ -122,6 +123,9 @@ def prune_cmd(
         raise InvalidInput("say what to prune: --older-than AGE and/or --keep-bytes SIZE")
     store = BuildStore(get_context().home)
     store.ensure()
+    for pid in stop_orphans(store):
+        out.print(f"stopped the VM of a build that died (QEMU pid {pid})", markup=False)
+    store.purge_tmp()
     with locked(store.locks / "store.lock"):  # waits for running builds
         removed = prune(
             store,

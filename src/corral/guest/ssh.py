@@ -19,6 +19,8 @@ from pathlib import Path
 import asyncssh
 
 from corral.errors import GuestError, InvalidInput, NotFound
+from corral.guest.receive import receive_file, receive_tree
+from corral.guest.tar import Read
 
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
@@ -175,24 +177,78 @@ async def upload(conn: asyncssh.SSHClientConnection, src: Path, dst: str) -> Non
 
 
 async def download(conn: asyncssh.SSHClientConnection, src: str, dst: Path) -> None:
-    """Copy a guest file or directory to the local path dst."""
+    """Copy a guest file or directory to the local path dst, streamed to disk as it comes.
+
+    What the guest sends is not trusted: receive.py writes it (see there).
+    """
     probe = await run_on(conn, ["sh", "-c", f"test -d {shlex.quote(src)} && echo dir"])
     if probe.stdout.strip() == b"dir":
-        result = await run_on(conn, ["tar", "-cf", "-", "-C", src, "."])
-        if result.exit_code != 0:
-            raise GuestError(f"copy from {src} failed: {_last_line(result.stderr)}")
         target = dst / Path(src.rstrip("/")).name if dst.is_dir() else dst
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
-            tar.extractall(target, filter="data")  # never writes outside target
+        argv = ["tar", "-cf", "-", "-C", src, "."]
+        await _pull(conn, argv, lambda read, check: receive_tree(read, target, check), src)
         return
-    result = await run_on(conn, ["cat", src])
-    if result.exit_code != 0:
-        raise GuestError(f"copy from {src} failed: {_last_line(result.stderr)}")
     target = dst / Path(src).name if dst.is_dir() else dst
     if not target.parent.is_dir():
         raise InvalidInput(f"no such directory: {target.parent}")
-    target.write_bytes(result.stdout)
+    await _pull(conn, ["cat", src], lambda read, check: receive_file(read, target, check), src)
+
+
+async def _pull(
+    conn: asyncssh.SSHClientConnection,
+    argv: list[str],
+    land: Callable[[Read, Callable[[], None]], None],
+    src: str,
+) -> None:
+    """Run argv in the guest and hand its stdout to `land`, which runs in a thread.
+
+    `land` reads with a blocking `read(n)` that waits on the channel here, so nothing is
+    held in memory beyond what it asks for; it reads to the end, then calls `check()` before
+    it keeps anything, which raises if the guest's command failed.
+    """
+    loop = asyncio.get_running_loop()
+    errors = bytearray()
+    async with remote_process(conn, command_line(argv)) as proc:
+        proc.stdin.write_eof()
+
+        async def collect() -> None:
+            while chunk := await proc.stderr.read(65536):
+                if len(errors) < 65536:
+                    errors.extend(chunk)
+
+        collector = asyncio.create_task(collect())
+
+        async def failure(wait: float | None) -> GuestError | None:
+            """The command's own failure once it has ended; None if it succeeded (or runs on
+            after `wait` seconds). Its output must have been read: nothing more is."""
+            try:
+                async with asyncio.timeout(wait):
+                    await proc.wait_closed()
+                    await collector
+            except TimeoutError:
+                return None
+            if _exit_code(proc) == 0:
+                return None
+            return GuestError(f"copy from {src} failed: {_last_line(bytes(errors))}")
+
+        def read(n: int) -> bytes:
+            return asyncio.run_coroutine_threadsafe(proc.stdout.read(n), loop).result()
+
+        async def finished() -> None:
+            if (error := await failure(None)) is not None:
+                raise error
+
+        def check() -> None:
+            asyncio.run_coroutine_threadsafe(finished(), loop).result()
+
+        try:
+            await asyncio.to_thread(land, read, check)
+        except GuestError:
+            # A command that failed sends a stub or nothing: its own words explain better.
+            if (error := await failure(2)) is not None:
+                raise error from None
+            raise
+        finally:
+            collector.cancel()
 
 
 def _last_line(data: bytes) -> str:
