@@ -36,6 +36,7 @@ from pathlib import Path
 
 from corral import confine
 from corral.errors import GuestError, InvalidInput
+from corral.fsutil import atomic_file
 from corral.guest.tar import CHUNK, DIRECTORY, HARDLINK, SYMLINK, Member, Read, TarReader
 
 Check = Callable[[], None]  # raises if the sender failed; called before anything is kept
@@ -60,20 +61,13 @@ def receive_file(read: Read, target: Path, check: Check) -> None:
     """
     dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd, tmp = confine.create_exclusive(dir_fd, f".{target.name}.", ".part", 0o666 & ~umask())
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with atomic_file(dir_fd, target.name, suffix=".part", mode=0o666 & ~umask()) as fd:
+            with os.fdopen(os.dup(fd), "wb") as f:
                 while chunk := read(CHUNK):
                     f.write(chunk)
             check()
-            try:
-                os.rename(tmp, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except IsADirectoryError:
-                raise InvalidInput(f"{target} is a directory") from None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+    except IsADirectoryError:
+        raise InvalidInput(f"{target} is a directory") from None
     finally:
         os.close(dir_fd)
 
