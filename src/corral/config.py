@@ -66,6 +66,9 @@ class Config:
     allocation_token_hash: str | None = None  # sha256 hex of aleph-vm's X-Auth-Signature
     developer_ssh_keys: tuple[str, ...] = ()  # added to every VM's cloud-init
     vm_default_image: str | None = None  # image for VMs that name only a boot source
+    # `corral serve` and `corral node`: the largest request body they read (bytes); a larger
+    # one is refused with 413 before it is read.
+    max_body_bytes: int = 1 << 20
 
 
 _ENV = {
@@ -88,6 +91,7 @@ _ENV = {
     "CORRAL_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
     "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
     "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
+    "CORRAL_MAX_BODY_BYTES": "max_body_bytes",
 }
 _KEYS = set(_ENV.values()) | {"catalog"}
 
@@ -145,6 +149,8 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
             changes[key] = text
         elif key == "developer_ssh_keys":
             changes[key] = parse_key_list(value)
+        elif key == "max_body_bytes":
+            changes[key] = parse_size_limit(key, value)
         elif key == "accelerator":
             if value not in ("auto", "kvm", "tcg"):
                 raise InvalidInput(f"accelerator must be auto, kvm or tcg, not {value!r}")
@@ -168,6 +174,14 @@ def _positive_float(key: str, value: Any) -> float:
     if not 0 < number < float("inf"):
         raise InvalidInput(f"{key} must be a positive number, not {value!r}")
     return number
+
+
+def parse_size_limit(key: str, value: Any) -> int:
+    """A whole number of bytes, at least 1 KiB (an API request with its headers' worth of JSON)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1024:
+        raise InvalidInput(f"{key} must be a whole number of bytes, at least 1024, not {value!r}")
+    return int(text)
 
 
 def parse_key_list(value: Any) -> tuple[str, ...]:
