@@ -83,7 +83,7 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
     file.write_text(
         'database = "postgresql+psycopg://corral@db/corral"\n'
         "cpu_overcommit = 8\nmemory_overcommit = 1.5\nhealth_interval = 2\ndown_after = 6\n"
-        "heartbeat_interval = 2\n"
+        "heartbeat_interval = 2\nmax_body_bytes = 65536\n"
         'developer_ssh_keys = ["ssh-ed25519 AAAA me@laptop"]\n'
         'vm_default_image = "debian-12"\n'
     )
@@ -102,9 +102,12 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
     assert config.allocation_token_hash == test_hash
     assert config.developer_ssh_keys == ("ssh-rsa AAAB olivier@lanius",)
     assert config.vm_default_image == "debian-12"
+    assert config.max_body_bytes == 65536
+    assert load_config(env={"CORRAL_MAX_BODY_BYTES": "2048"}, file=file).max_body_bytes == 2048
     defaults = load_config(env={}, file=tmp_path / "none.toml")
     assert (defaults.database, defaults.allocation_token_hash) == (None, None)
     assert defaults.developer_ssh_keys == ()
+    assert defaults.max_body_bytes == 1 << 20
 
 
 @pytest.mark.parametrize(
@@ -116,6 +119,8 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
         ({"CORRAL_ALLOCATION_TOKEN_HASH": "test"}, "64 hex digits"),
         ({"CORRAL_DEVELOPER_SSH_KEYS": "ssh-rsa AAAB"}, "JSON list"),
         ({"CORRAL_DEVELOPER_SSH_KEYS": '{"a": 1}'}, "list of ssh public key lines"),
+        ({"CORRAL_MAX_BODY_BYTES": "1M"}, "max_body_bytes must be a whole number of bytes"),
+        ({"CORRAL_MAX_BODY_BYTES": "100"}, "at least 1024"),
     ],
 )
 def test_bad_control_plane_values(tmp_path: Path, env: dict[str, str], words: str) -> None:
@@ -127,9 +132,11 @@ def test_serve_settings_take_the_control_plane_keys(tmp_path: Path) -> None:
     from corral.control.settings import Settings
 
     env = {"CORRAL_HOME": str(tmp_path), "CORRAL_HEARTBEAT_INTERVAL": "3",
-           "CORRAL_PROCESS_TIMEOUT": "20", "CORRAL_DOWN_AFTER": "7"}  # fmt: skip
+           "CORRAL_PROCESS_TIMEOUT": "20", "CORRAL_DOWN_AFTER": "7",
+           "CORRAL_MAX_BODY_BYTES": "4096"}  # fmt: skip
     settings = Settings.from_config(load_config(env=env, file=tmp_path / "none.toml"))
     assert (settings.heartbeat_interval, settings.process_timeout) == (3.0, 20.0)
+    assert settings.max_body_bytes == 4096
     assert settings.down_after == 7.0
     assert settings.local_node and settings.database_url == f"sqlite:///{tmp_path}/corral.db"
 

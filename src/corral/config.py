@@ -76,6 +76,10 @@ class Config:
             return (self.home / "pools",)
         return self.storage_roots
 
+    # `corral serve` and `corral node`: the largest request body they read (bytes); a larger
+    # one is refused with 413 before it is read.
+    max_body_bytes: int = 1 << 20
+
 
 _ENV = {
     "CORRAL_HOME": "home",
@@ -98,6 +102,7 @@ _ENV = {
     "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
     "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
     "CORRAL_STORAGE_ROOTS": "storage_roots",  # directories separated by ':'
+    "CORRAL_MAX_BODY_BYTES": "max_body_bytes",
 }
 _KEYS = set(_ENV.values()) | {"catalog"}
 
@@ -157,6 +162,8 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
             changes[key] = parse_key_list(value)
         elif key == "storage_roots":
             changes[key] = parse_storage_roots(value)
+        elif key == "max_body_bytes":
+            changes[key] = parse_size_limit(key, value)
         elif key == "accelerator":
             if value not in ("auto", "kvm", "tcg"):
                 raise InvalidInput(f"accelerator must be auto, kvm or tcg, not {value!r}")
@@ -180,6 +187,14 @@ def _positive_float(key: str, value: Any) -> float:
     if not 0 < number < float("inf"):
         raise InvalidInput(f"{key} must be a positive number, not {value!r}")
     return number
+
+
+def parse_size_limit(key: str, value: Any) -> int:
+    """A whole number of bytes, at least 1 KiB (an API request with its headers' worth of JSON)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1024:
+        raise InvalidInput(f"{key} must be a whole number of bytes, at least 1024, not {value!r}")
+    return int(text)
 
 
 def parse_key_list(value: Any) -> tuple[str, ...]:

@@ -88,3 +88,24 @@ class NodeUnreachable(CorralError):
     """A node agent did not answer (refused, timed out, or a transport error)."""
 
     http_status = 502
+
+
+class Unauthorized(CorralError):
+    """No credentials, or ones that are unknown or revoked (an API or node token)."""
+
+    exit_code = 2
+    http_status = 401
+
+
+class Forbidden(CorralError):
+    """Valid credentials that may not do this (e.g. a `user` token on an admin-only route)."""
+
+    exit_code = 2
+    http_status = 403
+
+
+class TooLarge(CorralError):
+    """A request body larger than the server accepts (`max_body_bytes`)."""
+
+    exit_code = 2
+    http_status = 413

@@ -3,6 +3,7 @@ on SQLite and on PostgreSQL, fake nodes, an API client with a token, and live uv
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,11 +118,13 @@ class Api:
         return self.wait_job(job["id"])
 
 
-def start_client(settings: Settings, fleet: Fleet) -> tuple[TestClient, str]:
-    app = create_app(settings, node_factory=fleet)
+def start_client(settings: Settings, node_factory: Fleet | None) -> tuple[TestClient, str]:
+    """A client of a new app, with an admin token (tests register hosts and storage); without
+    a node factory, the app reaches nodes over HTTP as `corral serve` does."""
+    app = create_app(settings, node_factory=node_factory)
     client = TestClient(app)
     client.__enter__()
-    _, token = app.state.plane.tokens.create(f"t{uuid.uuid4().hex[:8]}")
+    _, token = app.state.plane.tokens.create(f"t{uuid.uuid4().hex[:8]}", "admin")
     client.headers["Authorization"] = f"Bearer {token}"
     return client, token
 
@@ -147,3 +150,13 @@ def live(settings: Settings, fleet: Fleet) -> Iterator[LiveServer]:
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The control plane's OpenAPI document, made without a server (no database is opened)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(database_url=f"sqlite:///{tmp}/schema.db"))
+        try:
+            return app.openapi()
+        finally:
+            app.state.plane.db.dispose()

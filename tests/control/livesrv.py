@@ -41,8 +41,8 @@ class LiveServer:
             time.sleep(0.01)
         return self
 
-    def token(self, name: str = "live") -> str:
-        return self.plane.tokens.create(name)[1]  # type: ignore[no-any-return]
+    def token(self, name: str = "live", role: str = "admin") -> str:
+        return self.plane.tokens.create(name, role)[1]  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         self.server.should_exit = True

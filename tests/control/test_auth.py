@@ -60,7 +60,9 @@ def test_routes_need_a_valid_token(api: Api) -> None:
 def test_health_openapi_and_docs_need_no_token(api: Api) -> None:
     anonymous = {"Authorization": ""}
     health = api.client.get("/health", headers=anonymous)
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    told = api.client.get("/health").json()  # with a token: the details
+    assert told["database_status"] == "ok" and told["version"]
     schema = api.client.get("/openapi.json", headers=anonymous)
     assert schema.status_code == 200 and schema.json()["openapi"].startswith("3.1")
     assert "bearer" in json.dumps(schema.json()["components"]["securitySchemes"]).lower()
@@ -100,23 +102,30 @@ def test_token_and_db_commands(tmp_path: Path, database_url: str) -> None:
     assert f"database at revision {head()}" in run("db", "upgrade", *db)  # idempotent
     token = run("token", "create", "alice", *db).strip()
     assert token.startswith("corral_")
-    made = json.loads(run("token", "create", "bob", "--json", *db))
+    made = json.loads(run("token", "create", "bob", "--role", "admin", "--json", *db))
     assert made["name"] == "bob" and made["token"].startswith("corral_")
+    assert made["role"] == "admin"
     listing = json.loads(run("token", "ls", "--json", *db))
-    assert [t["name"] for t in listing] == ["alice", "bob"]
+    assert [(t["name"], t["role"]) for t in listing] == [("alice", "user"), ("bob", "admin")]
     assert all(t["revoked_at"] is None for t in listing)
     assert "token" not in json.dumps(listing)
     assert "revoked alice" in run("token", "revoke", "alice", *db)
-    text = run("token", "ls", *db)
-    assert "alice" in text and "revoked" in text and "bob" in text
+    text = run("token", "ls", *db).splitlines()
+    assert text[0].split() == ["NAME", "ROLE", "CREATED", "STATE"]
+    assert text[1].split()[:2] == ["alice", "user"] and "revoked" in text[1]
+    assert text[2].split()[:2] == ["bob", "admin"] and text[2].endswith("active")
+    wrong = runner.invoke(app, ["token", "create", "carol", "--role", "root", *db])
+    assert isinstance(wrong.exception, CorralError) and wrong.exception.exit_code == 2
+    assert wrong.exception.message == "invalid role 'root': admin or user"
+    assert "carol" not in run("token", "ls", *db)
 
     from corral.control.tokens import TokenService
 
     database = Database(database_url)
     try:
         tokens = TokenService(database)
-        assert not tokens.authenticate(token)
-        assert tokens.authenticate(made["token"])
+        assert tokens.authenticate(token) is None
+        assert tokens.authenticate(made["token"]) == "admin"
     finally:
         database.dispose()
     bad = runner.invoke(app, ["token", "revoke", "carol", *db])

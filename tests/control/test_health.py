@@ -105,3 +105,23 @@ def test_the_checker_runs_on_its_own(settings: Settings, fleet: Fleet) -> None:
             time.sleep(0.05)
     finally:
         api.client.__exit__(None, None, None)
+
+
+def test_health_tells_an_anonymous_caller_only_ok_or_degraded(postgres, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    """Issue #11: /health showed the database's error text to anyone."""
+    from control.conftest import TEMPLATE
+
+    name = postgres.create_database(template=TEMPLATE)
+    api = _api(Settings(database_url=postgres.url(name), health_interval=0), fleet)
+    anonymous = {"Authorization": ""}
+    try:
+        assert api.client.get("/health", headers=anonymous).json() == {"status": "ok"}
+        postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        down = api.client.get("/health", headers=anonymous)
+        assert (down.status_code, down.json()) == (503, {"status": "degraded"})
+        assert name not in down.text
+        # A token that cannot be checked now counts as none: the same answer, not a 500.
+        down = api.client.get("/health")
+        assert (down.status_code, down.json()) == (503, {"status": "degraded"})
+    finally:
+        api.client.__exit__(None, None, None)

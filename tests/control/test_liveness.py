@@ -39,7 +39,7 @@ def create_then_die(url: str) -> tuple[dict, str]:
     then that process is killed (no clean-up of any kind). The VM and its job's id."""
     db = Database(url)
     upgrade(db)
-    token = TokenService(db).create("doomed")[1]
+    token = TokenService(db).create("doomed", "admin")[1]
     db.dispose()
     port = free_port()
     doomed = subprocess.Popen([sys.executable, str(HERE / "plane_process.py"), url, str(port)])

@@ -30,15 +30,14 @@ def server(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeNode, str]]:
     settings = Settings(database_url=f"sqlite:///{tmp_path}/cp.db", health_interval=0)
     live = LiveServer(create_app(settings, node_factory=fleet)).start()
     try:
-        token = live.token()
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = {"Authorization": f"Bearer {live.token('operator', 'admin')}"}
         host = httpx.post(
             f"{live.url}/hosts",
             headers=auth,
             json={"name": "h1", "address": "10.0.0.1", "port": 7000},
         ).json()
         assert httpx.post(f"{live.url}/hosts/{host['id']}/init", headers=auth).is_success
-        yield live, node, token
+        yield live, node, live.token("cli", "user")  # all the remote CLI needs
     finally:
         live.stop()
 

@@ -70,7 +70,7 @@ def embedded(ctx: Context, tmp_path: Path) -> Iterator[Embedded]:
     client = TestClient(app)
     client.__enter__()
     try:
-        _, token = app.state.plane.tokens.create("admin")
+        _, token = app.state.plane.tokens.create("admin", "admin")
         client.headers["Authorization"] = f"Bearer {token}"
         yield Embedded(client, ctx)
     finally:
@@ -176,7 +176,7 @@ def test_objects_made_before_the_roots_were_narrowed_are_refused(
     wide = Settings(database_url=database, health_interval=0, storage_roots=(tmp_path,))
     app = create_app(wide)
     with TestClient(app) as client:
-        _, token = app.state.plane.tokens.create("admin")
+        _, token = app.state.plane.tokens.create("admin", "admin")
         auth = {"Authorization": f"Bearer {token}"}
         body: dict = {"name": "old", "pool_type": "local", "config": {"path": str(tmp_path)}}
         pool = client.post("/storage-pools", headers=auth, json=body).json()

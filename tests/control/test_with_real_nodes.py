@@ -42,7 +42,7 @@ def _client(settings: Settings) -> tuple[TestClient, dict[str, str]]:
     app = create_app(settings)
     client = TestClient(app)
     client.__enter__()
-    _, token = app.state.plane.tokens.create("walkthrough")
+    _, token = app.state.plane.tokens.create("walkthrough", "admin")
     return client, {"Authorization": f"Bearer {token}"}
 
 

@@ -115,10 +115,40 @@ def test_console_websocket_refuses_with_a_status(agent: str) -> None:
 
 
 def test_openapi_describes_the_protocol(agent: str) -> None:
-    spec = httpx.get(f"{agent}/openapi.json").json()
+    spec = httpx.get(f"{agent}/openapi.json", headers=AUTH).json()
     assert {"/health", "/capacity", "/vms", "/vms/{name}", "/vms/{name}/console"} <= set(
         spec["paths"]
     )
     assert "NodeVmSpec" in spec["components"]["schemas"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert spec["paths"]["/vms"]["post"]["responses"].keys() >= {"201"}
+
+
+def test_the_openapi_document_needs_the_token_and_there_is_no_swagger_ui(agent: str) -> None:
+    """README: every route but /health needs the token; the docs were served to anyone."""
+    for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        response = httpx.get(f"{agent}{path}")
+        assert response.status_code == 401, path
+        assert "paths" not in response.text and "swagger" not in response.text.lower()
+    assert httpx.get(f"{agent}/openapi.json", headers=AUTH).status_code == 200
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(f"{agent}{path}", headers=AUTH).status_code == 404, path
+
+
+def test_malformed_json_is_422_and_405_names_every_method(agent: str) -> None:
+    headers = {**AUTH, "Content-Type": "application/json"}
+    for body in (b"{", b"\xff\xfe{}"):
+        response = httpx.post(f"{agent}/vms", headers=headers, content=body)
+        assert (response.status_code, response.json()["error"]) == (422, "invalid_input")
+    response = httpx.put(f"{agent}/vms", headers=AUTH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, OPTIONS, POST"
+    response = httpx.options(f"{agent}/vms/v1", headers=AUTH)
+    assert (response.status_code, response.headers["allow"]) == (204, "DELETE, GET, OPTIONS")
+
+
+def test_a_body_over_the_limit_is_413_too_large(agent: str) -> None:
+    response = httpx.post(f"{agent}/vms", headers=AUTH, content=b"x" * (2 << 20))
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+    assert "larger than this server's limit of 1048576 bytes" in response.json()["message"]

@@ -22,6 +22,7 @@ from corral.node.serve import (
     load_or_create_token,
     parse_listen,
 )
+from flood import assert_refused_unread
 
 
 @pytest.mark.parametrize(
@@ -91,9 +92,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_corral_node_serves_until_sigterm(ctx: Context, tmp_path: Path) -> None:
-    port = free_port()
-    token_file = tmp_path / "token"
+def start_node(ctx: Context, port: int, token_file: Path) -> subprocess.Popen[str]:
+    """`corral node` in a process of its own, once its /health answers."""
     env = {**os.environ, "CORRAL_HOME": str(ctx.config.home), "CORRAL_CONFIG": "/nonexistent",
            "CORRAL_CACHE_DIR": str(ctx.config.cache_dir)}  # fmt: skip
     proc = subprocess.Popen(
@@ -101,28 +101,38 @@ def test_corral_node_serves_until_sigterm(ctx: Context, tmp_path: Path) -> None:
          "--token-file", str(token_file)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.1)
+
+
+def test_corral_node_serves_until_sigterm(ctx: Context, tmp_path: Path) -> None:
+    port = free_port()
+    token_file = tmp_path / "token"
+    proc = start_node(ctx, port, token_file)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         token = token_file.read_text().strip()
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/vms", headers=auth).json() == []
         assert httpx.get(f"{url}/vms").status_code == 401
+        assert httpx.get(f"{url}/vms?token={token}").status_code == 401  # not a way in here
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+        stdout, stderr = proc.communicate(timeout=20)
     # uvicorn shuts down cleanly, then re-raises the signal: the exit status says SIGTERM.
     assert proc.returncode in (0, -signal.SIGTERM), stderr
+    assert '"GET /vms?token=REDACTED HTTP/1.1" 401' in stdout  # the access log
+    assert token not in stdout + stderr
     assert "Application shutdown complete" in stderr
     assert f"node token written to {token_file} (mode 0600)" in stderr
 
@@ -136,3 +146,17 @@ def test_corral_node_refuses_a_bad_listen_address(ctx: Context) -> None:
     assert proc.returncode != 0
     assert "invalid listen address 'nowhere'" in proc.stderr
     assert not default_token_file(Context(ctx.config)).exists()  # nothing made
+
+
+def test_corral_node_refuses_a_200_mb_body_before_reading_it(ctx: Context, tmp_path: Path) -> None:
+    """Finding 5 of issue #11: the node held a whole body before its 401."""
+    port = free_port()
+    token_file = tmp_path / "token"
+    proc = start_node(ctx, port, token_file)
+    try:
+        auth = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert_refused_unread(proc.pid, port, "/vms", auth)
+        assert httpx.get(f"http://127.0.0.1:{port}/vms", headers=auth).json() == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)

@@ -3,7 +3,8 @@
 Nothing is built at import time: each call makes its own ControlPlane (database engine, event
 bus, node clients, job runner), started and stopped by the app's lifespan. OpenAPI 3.1 is served
 at /openapi.json and Swagger UI at /swagger-ui; every other route except /health needs a bearer
-token.
+token (or, under /control, aleph-vm's X-Auth-Signature), checked by corral.webguard.Guard
+before the request's body is read.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from corral import __version__
-from corral.api import errors
+from corral.api import deps, errors
 from corral.api.routers import control, health, hosts, jobs, storage, vms
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
+from corral.webguard import Guard, Scope
 
 DESCRIPTION = """\
 corral's control plane: hosts running node agents, storage pools and objects, boot sources,
@@ -27,8 +29,18 @@ and VMs scheduled onto hosts by free capacity. Long operations answer 202 with a
 (`GET /jobs/{id}`); `GET /events` streams every state change. aleph-vm's supervisor endpoints
 live under `/control`.
 
-Authenticate with `Authorization: Bearer TOKEN` (`corral token create NAME`).
+Authenticate with `Authorization: Bearer TOKEN` (`corral token create NAME [--role admin]`).
+A `user` token manages VMs and reads hosts, storage, boot sources, jobs and events; registering,
+changing, initialising and deleting hosts, and creating and deleting storage pools, storage
+objects and boot sources need an `admin` token (otherwise 403). Websockets take the token in
+the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKEN`
+(`new WebSocket(url, ["bearer", TOKEN])`; the server answers with `bearer`), or as `?token=`
+(kept out of the server's logs). Request bodies larger than the server's `max_body_bytes`
+(1 MiB by default) are refused with 413 before they are read.
 """
+
+# Served to anyone; a valid token still counts there (GET /health then tells more).
+PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui")
 
 
 def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -> FastAPI:
@@ -54,10 +66,22 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         openapi_url="/openapi.json",
         docs_url="/swagger-ui",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
     )
     app.state.plane = plane
     errors.install(app)
+
+    async def authenticate(scope: Scope) -> str:
+        return await deps.authenticate(plane, scope)
+
+    app.add_middleware(
+        Guard,
+        authenticate=authenticate,
+        render=errors.render,
+        max_body_bytes=settings.max_body_bytes,
+        public=PUBLIC_PATHS,
+    )
     for router in (
         health.router,
         hosts.router,

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from corral.api.deps import token_valid, websocket_token
+from corral.api.deps import token_role, websocket_credentials
 from corral.control.plane import ControlPlane
 from corral.errors import CorralError
 
@@ -21,11 +21,13 @@ INTERNAL_ERROR = 1011
 async def accept_authorised(
     websocket: WebSocket, plane: ControlPlane, *, extra_ok: bool = False
 ) -> bool:
-    """Accept the websocket if it carries a valid token; else refuse it (HTTP 403)."""
-    if not (extra_ok or await token_valid(plane, websocket_token(websocket))):
+    """Accept the websocket if it carries a valid token (of any role) or `extra_ok`; else
+    refuse it (HTTP 403)."""
+    token, subprotocol = websocket_credentials(websocket)
+    if not (extra_ok or await token_role(plane, token)):
         await websocket.close(code=POLICY_VIOLATION, reason="unknown, revoked or missing token")
         return False
-    await websocket.accept()
+    await websocket.accept(subprotocol=subprotocol)
     return True
 
 

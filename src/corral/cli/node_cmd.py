@@ -11,9 +11,9 @@ from corral.cli.output import note
 from corral.node.serve import (
     DEFAULT_LISTEN,
     default_token_file,
-    is_loopback,
     load_or_create_token,
     parse_listen,
+    plain_http_warning,
     serve,
     token_file_mode_ok,
 )
@@ -39,11 +39,9 @@ def node(
         note(f"node token written to {path} (mode 0600): give it to the control plane")
     elif not token_file_mode_ok(path):
         note(f"warning: {path} can be read by others than its owner: chmod 600 {path}")
-    if not is_loopback(host):
-        note(
-            f"warning: listening on {host}: the node speaks plain HTTP, so its token travels "
-            "in clear text; use a private network, an SSH tunnel or a TLS proxy"
-        )
+    warning = plain_http_warning(host, "the node")
+    if warning:
+        note(warning)
     serve(ctx, host=host, port=port, token=token)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from corral.cli.context import get_context
-from corral.cli.output import err, print_json
+from corral.cli.output import err, note, print_json
 from corral.errors import CorralError, InvalidInput
 
 DatabaseOption = typer.Option(
@@ -87,8 +87,13 @@ def serve(
     from corral.config import parse_key_list
     from corral.control.tokens import TokenService
     from corral.db.serve_lock import ServeLock
+    from corral.node.serve import plain_http_warning
+    from corral.webguard import uvicorn_log_config
 
     host, port = parse_listen(listen)
+    warning = plain_http_warning(host, "the control plane")
+    if warning:
+        note(warning)
     overrides: dict[str, Any] = {}
     if developer_ssh_keys is not None:
         overrides["developer_ssh_keys"] = parse_key_list(developer_ssh_keys)
@@ -107,6 +112,7 @@ def serve(
             host=host,
             port=port,
             log_level="info",
+            log_config=uvicorn_log_config(),  # `?token=` of websockets redacted
             timeout_graceful_shutdown=5,  # event streams and console websockets never end alone
         )
     finally:
@@ -124,6 +130,13 @@ def db_upgrade(database: str | None = DatabaseOption) -> None:
 
 def token_create(
     name: str = typer.Argument(..., help="A name for the token, e.g. who or what uses it."),
+    role: str = typer.Option(
+        "user",
+        "--role",
+        metavar="admin|user",
+        help="user: VMs, and reading hosts, storage, images, jobs and events. "
+        "admin: also registering hosts and managing storage pools, objects and boot sources.",
+    ),
     database: str | None = DatabaseOption,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -131,9 +144,9 @@ def token_create(
     from corral.control.tokens import TokenService
 
     with _database(database) as db:
-        row, token = TokenService(db).create(name)
+        row, token = TokenService(db).create(name, role)
     if json_out:
-        print_json({"id": str(row.id), "name": row.name, "token": token})
+        print_json({"id": str(row.id), "name": row.name, "role": row.role, "token": token})
         return
     print(token)
     if sys.stderr.isatty():
@@ -153,6 +166,7 @@ def token_ls(
         {
             "id": str(t.id),
             "name": t.name,
+            "role": t.role,
             "created_at": t.created_at.isoformat(),
             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
         }
@@ -161,10 +175,10 @@ def token_ls(
     if json_out:
         print_json(items)
         return
-    print(f"{'NAME':<24} {'CREATED':<26} STATE")
+    print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<20} STATE")
     for item in items:
         state = f"revoked {item['revoked_at'][:19]}" if item["revoked_at"] else "active"
-        print(f"{item['name']:<24} {item['created_at'][:19]:<26} {state}")
+        print(f"{item['name']:<24} {item['role']:<6} {item['created_at'][:19]:<20} {state}")
 
 
 def token_revoke(

@@ -62,7 +62,7 @@ def default_factory(settings: Settings) -> NodeFactory:
             return local[0]
         from corral.node.http import HttpNode
 
-        return HttpNode(where.base_url, where.token or "")
+        return HttpNode(where.base_url, where.token)
 
     return make
 

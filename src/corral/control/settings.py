@@ -32,6 +32,7 @@ class Settings:
     # process_timeout seconds has its unfinished jobs failed by the others (0: no heartbeat).
     heartbeat_interval: float = 5.0
     process_timeout: float = 30.0
+    max_body_bytes: int = 1 << 20  # larger request bodies are refused (413) before being read
     # Embedded mode: register this machine as host `local`, served in-process by a LocalNode
     # on `config`'s state directory.
     local_node: bool = False
@@ -55,6 +56,7 @@ class Settings:
             down_after=config.down_after,
             heartbeat_interval=config.heartbeat_interval,
             process_timeout=config.process_timeout,
+            max_body_bytes=config.max_body_bytes,
             allocation_token_hash=config.allocation_token_hash,
             developer_ssh_keys=config.developer_ssh_keys,
             vm_default_image=config.vm_default_image,

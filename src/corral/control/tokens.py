@@ -1,11 +1,14 @@
-"""API tokens: `corral_<key>_<secret>`, shown once at creation, stored as a sha256.
+"""API tokens: `corral_<key>_<secret>`, shown once at creation, stored as a sha256, each with
+a role: `user` (VMs, and reading what VMs are made from) or `admin` (also hosts, storage and
+boot sources).
 
 A token is found by its public key, and the sha256 of what the client sent is compared with the
 stored one in constant time (hmac.compare_digest). Revoked tokens stay listed, marked revoked.
-A token found valid is trusted for `CACHE_SECONDS` before it is looked up again, so a busy
-client does not cost a database read per request: a revocation takes effect at once in the
-process that made it, and within that time in others (another server, `corral token revoke`).
-Synchronous on purpose: `corral token ...` uses it without an event loop, the API in a thread.
+A token found valid is trusted (with its role) for `CACHE_SECONDS` before it is looked up
+again, so a busy client does not cost a database read per request: a revocation takes effect
+at once in the process that made it, and within that time in others (another server,
+`corral token revoke`). Synchronous on purpose: `corral token ...` uses it without an event
+loop, the API in a thread.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from corral.errors import Conflict, InvalidInput, NotFound
 
 PREFIX = "corral"
 CACHE_SECONDS = 1.0
+ADMIN, USER = "admin", "user"
+ROLES = (ADMIN, USER)
 
 
 def sha256_hex(text: str) -> str:
@@ -40,10 +45,13 @@ def _split(token: str) -> str | None:
 class TokenService:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._valid: dict[str, float] = {}  # sha256 of a valid token -> when it was looked up
+        # sha256 of a valid token -> (its role, when it was looked up)
+        self._valid: dict[str, tuple[str, float]] = {}
 
-    def create(self, name: str) -> tuple[ApiToken, str]:
+    def create(self, name: str, role: str = USER) -> tuple[ApiToken, str]:
         """A new token; the plaintext is returned here and never again."""
+        if role not in ROLES:
+            raise InvalidInput(f"invalid role {role!r}: {' or '.join(ROLES)}")
         if (
             not name
             or len(name) > 63
@@ -59,7 +67,9 @@ class TokenService:
             if tokens.name_taken(name):
                 raise Conflict(f"a token named {name!r} already exists")
             row = tokens.add(
-                ApiToken(id=uuid.uuid4(), name=name, key=key, token_hash=sha256_hex(token))
+                ApiToken(
+                    id=uuid.uuid4(), name=name, key=key, token_hash=sha256_hex(token), role=role
+                )
             )
         return row, token
 
@@ -84,32 +94,35 @@ class TokenService:
             self._valid.pop(row.token_hash, None)
             return row
 
-    def authenticate(self, token: str) -> bool:
+    def authenticate(self, token: str) -> str | None:
+        """The token's role, or None for a token that is unknown, revoked or malformed."""
         return self.cached(token) or self.lookup(token)
 
-    def cached(self, token: str) -> bool:
-        """Whether the token was found valid less than CACHE_SECONDS ago (no database)."""
+    def cached(self, token: str) -> str | None:
+        """The role of a token found valid less than CACHE_SECONDS ago (no database), else None."""
         seen = self._valid.get(sha256_hex(token))
-        return seen is not None and time.monotonic() - seen < CACHE_SECONDS
+        if seen is not None and time.monotonic() - seen[1] < CACHE_SECONDS:
+            return seen[0]
+        return None
 
-    def lookup(self, token: str) -> bool:
+    def lookup(self, token: str) -> str | None:
+        """The token's role from the database (and cached), or None."""
         key = _split(token)
         if key is None:
-            return False
+            return None
         with self.db.read() as session:
             found = TokenRepository(session).by_key(key)
         if found is None:
-            return False
-        stored, revoked = found
+            return None
+        stored, revoked, role = found
         digest = sha256_hex(token)
-        valid = hmac.compare_digest(stored, digest) and not revoked
-        if valid:
+        if hmac.compare_digest(stored, digest) and not revoked:
             if len(self._valid) > 10_000:
                 self._valid.clear()
-            self._valid[digest] = time.monotonic()
-        else:
-            self._valid.pop(digest, None)
-        return valid
+            self._valid[digest] = (role, time.monotonic())
+            return role
+        self._valid.pop(digest, None)
+        return None
 
     def any(self) -> bool:
         with self.db.read() as session:

@@ -299,10 +299,10 @@ class JobRepository(Repository[Job]):
 class TokenRepository(Repository[ApiToken]):
     model = ApiToken
 
-    def by_key(self, key: str) -> tuple[str, bool] | None:
-        """(sha256 of the token, revoked) for the token with this public key."""
+    def by_key(self, key: str) -> tuple[str, bool, str] | None:
+        """(sha256 of the token, revoked, role) for the token with this public key."""
         row = self.conn.execute(sql.TOKEN_BY_KEY, {"key": key}).first()
-        return None if row is None else (row[0], row[1] is not None)
+        return None if row is None else (row[0], row[1] is not None, row[2])
 
 
 class AllocationRepository(Repository[Allocation]):

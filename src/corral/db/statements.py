@@ -204,6 +204,6 @@ JOB_FINISHED = (
     .returning(_j.kind, _j.vm_id)
 )
 
-TOKEN_BY_KEY = select(TOKENS.c.token_hash, TOKENS.c.revoked_at).where(
+TOKEN_BY_KEY = select(TOKENS.c.token_hash, TOKENS.c.revoked_at, TOKENS.c.role).where(
     TOKENS.c.key == bindparam("key")
 )

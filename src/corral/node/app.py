@@ -1,8 +1,11 @@
 """The node agent's HTTP API: the node protocol on the wire, with its models as bodies.
 
-Routes are thin: each calls one LocalNode method. Every route but /health needs the node's
-bearer token. corral errors are mapped to HTTP once, here, with a JSON body that HttpNode turns
-back into the same error class.
+Routes are thin: each calls one LocalNode method. Every route but /health (the OpenAPI
+document at /openapi.json included) needs the node's bearer token, checked before a request's
+body is read; bodies over `max_body_bytes` are refused (413), see corral.webguard. There is no
+Swagger UI: a browser could not give it the token, and the node's one client is a control
+plane. corral errors are mapped to HTTP once, here, with a JSON body that HttpNode turns back
+into the same error class.
 
     GET    /health                       no token; {"status": "ok", ...}
     GET    /capacity                     Capacity
@@ -20,51 +23,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from corral import __version__
 from corral.context import Context
-from corral.errors import CorralError, InvalidInput
+from corral.errors import CorralError, InvalidInput, TooLarge, Unauthorized
 from corral.node.http import error_body
 from corral.node.local import LocalNode
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.webguard import PRINCIPAL, BodyTooLarge, Guard, Scope, allowed_methods, header
 
 log = logging.getLogger("corral.node")
 
-_STATUS_KINDS = {401: "unauthorized", 404: "not_found", 405: "invalid_input", 409: "conflict"}
-_UNAUTHORIZED = {
-    "error": "unauthorized",
-    "message": "a valid bearer token is required",
-    "hint": None,
-    "details": [],
-}
+_STATUS_KINDS = {
+    401: "unauthorized", 404: "not_found", 405: "invalid_input", 409: "conflict", 413: "too_large",
+}  # fmt: skip
+NODE = "node"  # the principal: whoever holds the node's token, i.e. its control plane
+_REFUSED = "a valid bearer token is required"
 
 
-def create_node_app(ctx: Context, token: str) -> FastAPI:
-    """The node agent for the VMs of `ctx`'s state directory, guarded by `token`."""
+def create_node_app(ctx: Context, token: str, *, max_body_bytes: int | None = None) -> FastAPI:
+    """The node agent for the VMs of `ctx`'s state directory, guarded by `token`; request
+    bodies up to `max_body_bytes` (default: the config's)."""
     if not token:
         raise InvalidInput("the node token must not be empty")
     app = FastAPI(
         title="corral node",
         version=__version__,
-        description="One hypervisor host's VMs, for a corral control plane.",
+        description="One hypervisor host's VMs, for a corral control plane. Every route but "
+        "/health needs `Authorization: Bearer TOKEN` (the node's token file).",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.node = LocalNode(ctx)
-    app.state.token = token.encode()
+    secret = token.encode()
+
+    async def authenticate(scope: Scope) -> str:
+        scheme, _, given = (header(scope, b"authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), secret):
+            return NODE
+        raise Unauthorized(_REFUSED)
+
+    app.state.authenticate = authenticate
     app.include_router(_open)
     app.include_router(_guarded)
     app.add_api_websocket_route("/vms/{name}/console/stream", _console_stream)
     app.add_exception_handler(CorralError, _corral_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_middleware(
+        Guard,
+        authenticate=authenticate,
+        render=_render,
+        max_body_bytes=max_body_bytes or ctx.config.max_body_bytes,
+        public=("/health",),
+    )
     return app
 
 
@@ -73,17 +95,15 @@ def create_node_app(ctx: Context, token: str) -> FastAPI:
 _bearer = HTTPBearer(auto_error=False, description="The token from the node's token file.")
 
 
-def _token_ok(app: FastAPI, given: str | None) -> bool:
+def _same(given: str, secret: bytes) -> bool:
     # Constant time: a wrong token must not reveal how much of it was right.
-    return given is not None and hmac.compare_digest(given.encode(), app.state.token)
+    return hmac.compare_digest(given.encode(), secret)
 
 
-def _authorize(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if not _token_ok(request.app, credentials.credentials if credentials else None):
-        raise HTTPException(401, _UNAUTHORIZED["message"], headers={"WWW-Authenticate": "Bearer"})
+async def _authorize(request: Request, _: Annotated[object, Depends(_bearer)]) -> None:
+    """What the guard found (the dependency on _bearer puts the scheme in OpenAPI)."""
+    if request.scope.get(PRINCIPAL) != NODE:
+        raise Unauthorized(_REFUSED)
 
 
 def _node(request: Request) -> LocalNode:
@@ -166,10 +186,10 @@ async def console_log(name: str, node: Node) -> Response:
 async def _console_stream(websocket: WebSocket, name: str) -> None:
     """New console output as binary messages; closed (1000) when the VM stops."""
     node: LocalNode = websocket.app.state.node
-    header = websocket.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not _token_ok(websocket.app, given.strip()):
-        await _deny(websocket, 401, _UNAUTHORIZED)
+    try:
+        await websocket.app.state.authenticate(websocket.scope)
+    except Unauthorized as exc:
+        await _deny(websocket, 401, _body(exc))
         return
     try:
         await node.get_vm(name)  # refuse an unknown VM with a status, before the upgrade
@@ -224,8 +244,18 @@ async def _deny(websocket: WebSocket, status: int, body: dict[str, Any]) -> None
 # --- errors -----------------------------------------------------------------------------------
 
 
+def _body(exc: CorralError) -> dict[str, Any]:
+    kind = _STATUS_KINDS.get(exc.http_status) if isinstance(exc, Unauthorized | TooLarge) else None
+    return {**error_body(exc), "error": kind} if kind else error_body(exc)
+
+
+def _render(exc: CorralError) -> bytes:
+    return json.dumps(_body(exc)).encode()
+
+
 async def _corral_error(request: Request, exc: CorralError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.http_status)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return JSONResponse(_body(exc), status_code=exc.http_status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -239,7 +269,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(body, status_code=422)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, BodyTooLarge):
+        return await _corral_error(request, exc.error)
+    if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8)
+        return await _corral_error(request, InvalidInput("the request body is not valid JSON"))
+    if exc.status_code == 405:
+        allow = {"Allow": allowed_methods(request.app, request.url.path)}
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=allow)
+        exc.headers = allow
     body = {
         "error": _STATUS_KINDS.get(exc.status_code, "error"),
         "message": str(exc.detail),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -67,6 +68,7 @@ def error_body(exc: CorralError) -> dict[str, Any]:
     }
 
 
+_PHRASES = {s.value for s in HTTPStatus}
 M = TypeVar("M", bound=BaseModel)
 _VMS = TypeAdapter(list[NodeVm])
 
@@ -81,14 +83,20 @@ class HttpNode:
     """
 
     def __init__(
-        self, base_url: str, token: str, *, timeout: float = 30.0, slow_timeout: float = 600.0
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        slow_timeout: float = 600.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidInput(f"a node URL starts with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.slow_timeout = slow_timeout
-        self._token = token
+        # No token (a host registered without one): no Authorization header at all.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
@@ -162,7 +170,7 @@ class HttpNode:
         try:
             ws = await connect(
                 url,
-                additional_headers={"Authorization": f"Bearer {self._token}"},
+                additional_headers=self._auth,
                 open_timeout=self.timeout,
                 max_size=4 << 20,
             )
@@ -192,7 +200,7 @@ class HttpNode:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 base_url=self.base_url,
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers=self._auth,
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             )
         return self._client
@@ -235,7 +243,7 @@ class HttpNode:
                 data = json.loads(body)
             except ValueError:
                 data = None
-        if isinstance(data, dict) and isinstance(data.get("message"), str):
+        if _is_node_error(data):
             cls = ERROR_KINDS.get(str(data.get("error")), CorralError)
             hint = data.get("hint")
             details = data.get("details")
@@ -244,10 +252,11 @@ class HttpNode:
                 hint=hint if isinstance(hint, str) else None,
                 details=[str(d) for d in details] if isinstance(details, list) else None,
             )
-        text = body.decode(errors="replace").strip().splitlines()
+        # Not a node's answer (a proxy's page, another service at that address): its status
+        # and reason phrase only, never its body, which would carry whatever it serves.
         cls = _BY_STATUS.get(status, CorralError)
-        suffix = f": {text[0][:200]}" if text else ""
-        return cls(f"node {self.base_url} answered HTTP {status}{suffix}")
+        reason = HTTPStatus(status).phrase if status in _PHRASES else "unknown status"
+        return cls(f"node {self.base_url} answered HTTP {status} {reason}")
 
     def _parse(self, model: type[M], response: httpx.Response) -> M:
         try:
@@ -262,6 +271,16 @@ class HttpNode:
 
 
 _HINT = "is `corral node` running there, and is the address right?"
+
+
+def _is_node_error(data: Any) -> bool:
+    """Whether a JSON answer has the node agent's error shape (and nothing else)."""
+    return (
+        isinstance(data, dict)
+        and set(data) <= {"error", "message", "hint", "details"}
+        and isinstance(data.get("error"), str)
+        and isinstance(data.get("message"), str)
+    )
 
 
 def _vm(name: str, *parts: str) -> str:

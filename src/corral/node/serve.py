@@ -50,6 +50,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def plain_http_warning(host: str, server: str) -> str | None:
+    """The warning for `server` (the node, the control plane) listening beyond loopback."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: listening on {host}: {server} speaks plain HTTP, so its tokens travel "
+        "in clear text; use a private network, an SSH tunnel or a TLS proxy"
+    )
+
+
 def default_token_file(ctx: Context) -> Path:
     return ctx.home.root / "node" / "token"
 
@@ -79,12 +89,14 @@ def serve(ctx: Context, *, host: str, port: int, token: str) -> None:
     import uvicorn
 
     from corral.node.app import create_node_app
+    from corral.webguard import uvicorn_log_config
 
     uvicorn.run(
         create_node_app(ctx, token),
         host=host,
         port=port,
         log_level="info",
+        log_config=uvicorn_log_config(),
         # Console streams last as long as their VM: do not let them hold up a shutdown.
         timeout_graceful_shutdown=5,
     )

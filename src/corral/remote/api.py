@@ -3,7 +3,7 @@
 VMs are addressed by name, as on the command line; long operations are jobs, and each method
 waits for its job so that the CLI reports the outcome (and a failed job's error) as it does for
 a local instance. Error answers come back as the corral errors they started as: 404 NotFound,
-409 Conflict, 401/422 InvalidInput, so exit codes match local use.
+409 Conflict, 401/422 InvalidInput, 403 Forbidden, so exit codes match local use.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from urllib.parse import quote
 
 import httpx
 
-from corral.errors import Conflict, CorralError, DeadlineExceeded, InvalidInput, NotFound
+from corral.errors import (
+    Conflict,
+    CorralError,
+    DeadlineExceeded,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
 from corral.remote.saved import Remote
 
 PAGE = 1000  # the API's largest page
@@ -180,6 +187,8 @@ def error_from(response: httpx.Response, url: str) -> CorralError:
             f"the control plane at {url} refused the token: {message}",
             hint="corral token create NAME on the server; pass it with --token",
         )
+    if status == 403:
+        return Forbidden(f"the control plane at {url} refused: {message}", hint=hint)
     if status == 404:
         return NotFound(message, hint=hint)
     if status == 409:

@@ -4,51 +4,39 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, WebSocket
+from fastapi import APIRouter, Header, Request, Response, WebSocket
 
-from corral.api.deps import Plane, token_valid, websocket_token
-from corral.api.errors import ERRORS, Unauthorized
+from corral.api.deps import SUPERVISOR, Plane, principal, token_role, websocket_credentials
+from corral.api.errors import ERRORS
 from corral.api.schemas import AllocationRequest, AllocationResult, JobPublic, VmRef
 from corral.api.streams import accept_authorised, pump
+from corral.errors import Unauthorized
 
 router = APIRouter(prefix="/control", tags=["aleph-vm supervisor"], responses=ERRORS)  # type: ignore[arg-type]
 
+# Documentation only: the guard (corral.webguard) checks the header before the body is read.
 Signature = Annotated[
     str | None,
     Header(alias="X-Auth-Signature", max_length=1024, description="the allocation token"),
 ]
-Authorization = Annotated[str | None, Header(max_length=1024, include_in_schema=False)]
-
-
-async def _signed_or_token(plane: Plane, signature: str | None, authorization: str | None) -> None:
-    if plane.allocations.authorised(signature):
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and await token_valid(plane, token.strip()):
-        return
-    raise Unauthorized("needs X-Auth-Signature (the allocation token) or a bearer token")
 
 
 @router.post("/allocations")
 async def allocations(
-    body: AllocationRequest, plane: Plane, signature: Signature = None
+    body: AllocationRequest, request: Request, plane: Plane, signature: Signature = None
 ) -> AllocationResult:
     """Make the listed VMs (ids or names) run; stop those allocated before and not listed now."""
-    if not plane.allocations.authorised(signature):
-        raise Unauthorized("X-Auth-Signature does not match the allocation token")
+    if principal(request) != SUPERVISOR:
+        raise Unauthorized("this route needs X-Auth-Signature (the allocation token)")
     return await plane.allocations.allocate(body)
 
 
 @router.post("/machine/{ref}/stop", responses={202: {"description": "the stop is still under way"}})
 async def stop_machine(
-    ref: VmRef,
-    response: Response,
-    plane: Plane,
-    signature: Signature = None,
-    authorization: Authorization = None,
+    ref: VmRef, response: Response, plane: Plane, signature: Signature = None
 ) -> JobPublic:
-    """Stop a VM (by id or name); answers when it has stopped (202 if that takes too long)."""
-    await _signed_or_token(plane, signature, authorization)
+    """Stop a VM (by id or name); answers when it has stopped (202 if that takes too long).
+    Authorised by X-Auth-Signature or by a bearer token of any role."""
     job = await plane.allocations.stop(ref)
     if job.status in ("pending", "running"):
         response.status_code = 202
@@ -60,7 +48,7 @@ async def machine_logs(websocket: WebSocket, ref: str) -> None:
     """New console lines of the VM as JSON text frames: {"type": "stdout", "message": LINE}."""
     plane = websocket.app.state.plane
     signed = plane.allocations.authorised(websocket.headers.get("x-auth-signature"))
-    if not signed and not await token_valid(plane, websocket_token(websocket)):
+    if not signed and not await token_role(plane, websocket_credentials(websocket)[0]):
         await websocket.close(code=1008, reason="unknown, revoked or missing token")
         return
     try:
