@@ -37,7 +37,7 @@ class Record:
     def from_dict(cls: type[R], data: Any, where: str = "") -> R:
         if not isinstance(data, dict):
             raise RecordError(f"{where or cls.__name__}: expected an object")
-        hints = _hints(cls)
+        hints = _hints(typing.cast(type, cls))  # a class is hashable; mypy sees type[R]
         unknown = set(data) - set(hints)
         if unknown:
             raise RecordError(f"{where or cls.__name__}: unknown field {sorted(unknown)[0]!r}")

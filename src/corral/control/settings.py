@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from corral.config import Config
 from corral.db.engine import check_url
@@ -48,7 +49,7 @@ class Settings:
         if url is None:
             make_private(Home(config.home))  # the database goes inside: tighten an old install
             url = f"sqlite:///{config.home / 'corral.db'}"
-        values = dict(
+        values: dict[str, Any] = dict(
             database_url=check_url(url),
             cpu_overcommit=config.cpu_overcommit,
             memory_overcommit=config.memory_overcommit,

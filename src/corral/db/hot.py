@@ -15,7 +15,7 @@ here, so a parameter left out is an error rather than a NULL.
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.rows import namedtuple_row
@@ -24,6 +24,8 @@ from sqlalchemy import JSON, Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 
 class _Compiled(NamedTuple):
@@ -68,7 +70,8 @@ def _compiled(stmt: Executable, dialect: Dialect) -> _Compiled:
     found = _cache.get(id(stmt))
     if found is not None:
         return found
-    compiled = stmt.compile(dialect=dialect)
+    # Every statement here is a Core clause, compiled by the dialect's SQL compiler.
+    compiled = cast(SQLCompiler, cast(ClauseElement, stmt).compile(dialect=dialect))
     defaults = {k: v for k, v in compiled.params.items() if v is not None}
     required = frozenset(k for k, v in compiled.params.items() if v is None)
     json = tuple(k for k, b in compiled.binds.items() if isinstance(b.type, JSON))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -40,6 +40,10 @@ from corral.db.models import (
 )
 
 M = TypeVar("M", bound=Base)
+
+if TYPE_CHECKING:
+    # A result row of any shape (SQLAlchemy types rows by their columns).
+    AnyRow = Row[*tuple[Any, ...]]
 
 
 class Repository(Generic[M]):
@@ -98,7 +102,7 @@ class HostRepository(Repository[Host]):
         cpu_ratio: float,
         memory_ratio: float,
         skip_locked: bool,
-    ) -> Row[Any] | None:
+    ) -> AnyRow | None:
         """Reserve room for VM `name` on the `up` host with room for it and the most free
         memory, if no VM has that name yet: the host's (id, name, address, port, token).
 
@@ -118,7 +122,7 @@ class HostRepository(Repository[Host]):
 
     def pick_waiting(
         self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float
-    ) -> Row[Any] | None:
+    ) -> AnyRow | None:
         """Like take, without reserving, after FOR UPDATE on every `up` host in id order (so
         two such transactions cannot deadlock): the choice is made on their current values."""
         params = {"cpu_ratio": cpu_ratio, "memory_ratio": memory_ratio}
@@ -223,13 +227,13 @@ class VmRepository(Repository[Vm]):
         if job is not None:
             self.conn.execute(sql.INSERT_JOB, job)
 
-    def state(self, vm_id: uuid.UUID) -> Row[Any] | None:
+    def state(self, vm_id: uuid.UUID) -> AnyRow | None:
         """(name, status, status_reason, host_id) of a VM, without loading the whole row."""
         return self.conn.execute(sql.VM_STATE, {"vm_id": vm_id}).first()
 
     def move_from(
         self, vm_id: uuid.UUID, expected: str, status: str, reason: str | None
-    ) -> Row[Any] | None:
+    ) -> AnyRow | None:
         """expected -> status in one statement; the VM's (name, host_id), or None if it was
         not in the expected status (or is gone)."""
         params = {"vm_id": vm_id, "from_status": expected, "to_status": status, "to_reason": reason}
@@ -239,7 +243,7 @@ class VmRepository(Repository[Vm]):
         params = {"vm_id": vm_id, "to_status": status, "to_reason": reason}
         self.conn.execute(sql.VM_SET_STATUS, params)
 
-    def node_spec(self, vm_id: uuid.UUID) -> Row[Any] | None:
+    def node_spec(self, vm_id: uuid.UUID) -> AnyRow | None:
         """In one statement: what a node needs to create the VM, and where its host is."""
         return self.conn.execute(sql.VM_NODE_SPEC, {"vm_id": vm_id}).first()
 

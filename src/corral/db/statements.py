@@ -9,12 +9,13 @@ repositories; nothing else should need them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ARRAY,
     Float,
     String,
+    Table,
     bindparam,
     exists,
     func,
@@ -23,33 +24,33 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import FromClause, TableClause
 
 from corral.db.models import ApiToken, BootSource, Host, Job, StorageObject, Vm, VmTag
 
-HOSTS = Host.__table__
-VMS = Vm.__table__
-TAGS = VmTag.__table__
-JOBS = Job.__table__
-TOKENS = ApiToken.__table__
-BOOT_SOURCES = BootSource.__table__
-OBJECTS = StorageObject.__table__
+HOSTS = cast(Table, Host.__table__)
+VMS = cast(Table, Vm.__table__)
+TAGS = cast(Table, VmTag.__table__)
+JOBS = cast(Table, Job.__table__)
+TOKENS = cast(Table, ApiToken.__table__)
+BOOT_SOURCES = cast(Table, BootSource.__table__)
+OBJECTS = cast(Table, StorageObject.__table__)
 
 _h, _v, _j = HOSTS.c, VMS.c, JOBS.c
 
 VM_NAME_TAKEN = select(_v.id).where(_v.name == bindparam("name")).limit(1)
 
 
-def _free_cpu(hosts: TableClause) -> Any:
+def _free_cpu(hosts: FromClause) -> Any:
     """A host's free vCPUs after the overcommit ratio."""
     return hosts.c.cpus * bindparam("cpu_ratio", type_=Float) - hosts.c.used_vcpus
 
 
-def _free_memory(hosts: TableClause) -> Any:
+def _free_memory(hosts: FromClause) -> Any:
     return hosts.c.memory * bindparam("memory_ratio", type_=Float) - hosts.c.used_memory
 
 
-def _pick(hosts: TableClause) -> Any:
+def _pick(hosts: FromClause) -> Any:
     """The `up` host with room for the VM and the most free memory."""
     fits = (
         (hosts.c.status == "up")

@@ -9,6 +9,7 @@ make QEMU open a file outside the store.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import secrets
@@ -225,7 +226,7 @@ class ImageStore:
         self.home.parents.mkdir(parents=True, exist_ok=True)
         write_atomic(self.home.parents / digest, parent.encode())
 
-    def chain(self, digest: str) -> list[str]:
+    def chain(self, digest: str) -> builtins.list[str]:
         """The digests from `digest` down to its base layer."""
         digests = [digest]
         while (parent := self.parent_of(digests[-1])) is not None:
@@ -234,7 +235,7 @@ class ImageStore:
             digests.append(parent)
         return digests
 
-    def collect_garbage(self, keep: Iterable[str]) -> list[str]:
+    def collect_garbage(self, keep: Iterable[str]) -> builtins.list[str]:
         """Delete blobs that no manifest and no digest in `keep` needs; return their digests.
 
         A blob is needed when it is named, kept, or below a needed blob in a layer chain.

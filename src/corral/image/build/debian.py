@@ -197,7 +197,7 @@ def _bootstrap(
     rootfs: Path, release: str, mirror: str, packages: Sequence[str], apt_cache: Path | None
 ) -> None:
     """Install the packages into rootfs with mmdebstrap, verified against Debian's keyring."""
-    argv = [
+    argv: list[str | Path] = [
         "mmdebstrap",
         "--mode=root",
         "--variant=apt",

@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.confine import is_inside, open_dir, relative_parts
 from corral.context import Context
@@ -330,7 +331,7 @@ def _build_one(
             if base is not None:
                 if out is not None:  # the output copy stands alone: no backing file
                     ctx.qemu_img.convert(disk, "qcow2", out.fd, "qcow2", options=image.options)
-                user = {"default_user": image.user} if image.user else {}
+                user: dict[str, Any] = {"default_user": image.user} if image.user else {}
                 manifest = save_image(
                     ctx, disk, image.name, parent=base, like=base, source=origin,
                     replace=replace, **user,
