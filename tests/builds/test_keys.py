@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from corral.builds.copying import manifest
+from corral.builds.executor import _manifest_bytes
 from corral.builds.keys import Step, StepContext, base_id, step_id
 from corral.builds.spec import Cache, Copy, Env, NamedUser, Run, Secret, UnixUser, Workdir
 
@@ -65,3 +69,54 @@ def test_context_follows_the_ops() -> None:
     assert ctx.workdir == "/src/app"
     assert ctx.env == (("B", "2"), ("A", "3"))  # redefined: moves to the end, as obuilder does
     assert ctx.user == NamedUser("opam")
+
+
+# --- pinned IDs ------------------------------------------------------------------------------
+# Every layer in every build store is named by these IDs: a refactor that changes one byte of
+# the material silently invalidates every cache. The values were computed once and must stay.
+
+PINNED_TREE = {
+    "app/main.py": (b"print('hi')\n", 0o644),
+    "app/run.sh": (b"#!/bin/sh\nexec python3 main.py\n", 0o755),
+    "app/.git/HEAD": (b"ref: refs/heads/main\n", 0o644),
+    "app/lib/util.py": (b"", 0o600),
+}
+
+
+def pinned_context(root: Path) -> Path:
+    for rel, (data, mode) in PINNED_TREE.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+    (root / "app" / "current").symlink_to("lib/./util.py")
+    return root
+
+
+def test_pinned_base_and_run_ids() -> None:
+    assert base_id("d" * 64) == "54245ac7818bcac8b9374b15ca52c121b9219e25ddf747f940eb9a7857d59a22"
+    assert sid() == "7a0d69f917c1dc012c13c2dc122aa7fe93aa5ed879be5bbd0f43662037a4bdf2"
+    plain = step_id(base_id("d" * 64), Step(3, Run("echo hi"), StepContext()))
+    assert plain == "eb5e324f0a1d64687cb597d9e313cc0d84ea7cc955940a50482ef9b4fe1b60dc"
+    named = StepContext("/home/opam", (("PATH", "/bin"),), NamedUser("opam"), ("/bin/sh", "-c"))
+    net = Run("curl x", network=("host",))
+    assert (
+        step_id(PARENT, Step(0, net, named))
+        == "bdfe7e6dfadc7dd2a06348e25602562677831a11811c92cedb83c3d82e7cca2c"
+    )
+
+
+def test_pinned_copy_ids(tmp_path: Path) -> None:
+    context = pinned_context(tmp_path)
+    copy = Copy(("app",), "/srv/", exclude=(".git",))
+    material = _manifest_bytes(manifest(context, copy.src, copy.exclude))
+    assert (
+        step_id(PARENT, Step(0, copy, CTX), copy_manifest=material)
+        == "51cb0b133aaa28f2cdc47c11ff78665274237239b9acd86960337ce0cacbde24"
+    )
+    child = Copy(("/usr/bin/app",), "bin/app", from_build="dev")
+    built = b"build:" + b"c" * 64
+    assert (
+        step_id(PARENT, Step(0, child, CTX), copy_manifest=built)
+        == "980295d60c7a97a412bea81d559888e9470c4b771f4646a490e26e00e45cd80b"
+    )
