@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import shlex
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,10 @@ from corral.builds.commands import (
     stage_secret_script,
     user_ids,
 )
-from corral.builds.keys import Step, StepContext, base_id, step_id
 from corral.builds.sexp import START, SpecError
 from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
+from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
+from corral.builds.steps import Step, StepContext
 from corral.builds.store import Boot, BuildStore, LayerMeta
 from corral.builds.vm import BuildVm, cache_serial, stop_orphans
 from corral.context import Context
@@ -58,12 +58,6 @@ class BuildOptions:
     memory_mib: int = 2048
     boot_timeout: float = 300
     jobs: int = 2
-
-
-def _manifest_bytes(entries: Iterable[copying.Entry]) -> bytes:
-    return "\n".join(
-        json.dumps([e.path, e.kind, e.digest, e.target, e.mode]) for e in entries
-    ).encode()
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -243,7 +237,7 @@ class Builder:
             context = StepContext()
             for op, workdir in zip(spec.ops, effective_workdirs(spec.ops), strict=True):
                 if isinstance(op, Run | Copy):
-                    step = Step(0, op, context, workdir)
+                    step = Step(op, context, workdir)
                     parent = await self._step(step, parent, boot, results, runner)
                 else:
                     self.say(f"{workdir}: {format_op(op)}\n")
@@ -264,10 +258,9 @@ class Builder:
                 )
             return {s.id: self.options.secrets[s.id] for s in op.secrets}, None
         if op.from_build is not None:
-            # A child build's layer is immutable and named by its inputs: it stands for its files.
-            return {}, f"build:{results[op.from_build]}".encode()
+            return {}, child_build_material(results[op.from_build])
         entries = copying.manifest(self.options.context, op.src, op.exclude)
-        return {}, _manifest_bytes(entries)
+        return {}, copy_material(entries)
 
     async def _step(self, step: Step, parent: str, boot: Boot, results: Mapping[str, str],
                     runner: Runner) -> str:  # fmt: skip

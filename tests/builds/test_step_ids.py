@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from corral.builds.copying import manifest
-from corral.builds.executor import _manifest_bytes
-from corral.builds.keys import Step, StepContext, base_id, step_id
-from corral.builds.spec import Cache, Copy, Env, NamedUser, Run, Secret, UnixUser, Workdir
+from corral.builds.spec import Cache, Copy, NamedUser, Run, Secret, UnixUser
+from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
+from corral.builds.steps import Step, StepContext
 
 PARENT = "a" * 64
 RUN = Run("make", cache=(Cache("opam", "/cache"),), secrets=(Secret("tok", "/run/tok"),))
@@ -17,7 +17,7 @@ CTX = StepContext(workdir="/src", env=(("A", "1"), ("B", "2")), user=UnixUser(10
 
 
 def sid(op=RUN, ctx=CTX, parent=PARENT, secrets=None, manifest=None) -> str:
-    return step_id(parent, Step(0, op, ctx), secrets=secrets or {"tok": b"s3cret"},
+    return step_id(parent, Step(op, ctx), secrets=secrets or {"tok": b"s3cret"},
                    copy_manifest=manifest)  # fmt: skip
 
 
@@ -61,16 +61,6 @@ def test_the_secret_value_is_not_in_the_key_material_but_its_digest_is() -> None
     assert "s3cret" not in sid()
 
 
-def test_context_follows_the_ops() -> None:
-    ctx = StepContext()
-    for op in (Workdir("/src"), Workdir("app"), Env("A", "1"), Env("B", "2"), Env("A", "3"),
-               NamedUser("opam")):  # fmt: skip
-        ctx = ctx.apply(op)
-    assert ctx.workdir == "/src/app"
-    assert ctx.env == (("B", "2"), ("A", "3"))  # redefined: moves to the end, as obuilder does
-    assert ctx.user == NamedUser("opam")
-
-
 # --- pinned IDs ------------------------------------------------------------------------------
 # Every layer in every build store is named by these IDs: a refactor that changes one byte of
 # the material silently invalidates every cache. The values were computed once and must stay.
@@ -96,12 +86,12 @@ def pinned_context(root: Path) -> Path:
 def test_pinned_base_and_run_ids() -> None:
     assert base_id("d" * 64) == "54245ac7818bcac8b9374b15ca52c121b9219e25ddf747f940eb9a7857d59a22"
     assert sid() == "7a0d69f917c1dc012c13c2dc122aa7fe93aa5ed879be5bbd0f43662037a4bdf2"
-    plain = step_id(base_id("d" * 64), Step(3, Run("echo hi"), StepContext()))
+    plain = step_id(base_id("d" * 64), Step(Run("echo hi"), StepContext()))
     assert plain == "eb5e324f0a1d64687cb597d9e313cc0d84ea7cc955940a50482ef9b4fe1b60dc"
     named = StepContext("/home/opam", (("PATH", "/bin"),), NamedUser("opam"), ("/bin/sh", "-c"))
     net = Run("curl x", network=("host",))
     assert (
-        step_id(PARENT, Step(0, net, named))
+        step_id(PARENT, Step(net, named))
         == "bdfe7e6dfadc7dd2a06348e25602562677831a11811c92cedb83c3d82e7cca2c"
     )
 
@@ -109,14 +99,14 @@ def test_pinned_base_and_run_ids() -> None:
 def test_pinned_copy_ids(tmp_path: Path) -> None:
     context = pinned_context(tmp_path)
     copy = Copy(("app",), "/srv/", exclude=(".git",))
-    material = _manifest_bytes(manifest(context, copy.src, copy.exclude))
+    material = copy_material(manifest(context, copy.src, copy.exclude))
     assert (
-        step_id(PARENT, Step(0, copy, CTX), copy_manifest=material)
+        step_id(PARENT, Step(copy, CTX), copy_manifest=material)
         == "51cb0b133aaa28f2cdc47c11ff78665274237239b9acd86960337ce0cacbde24"
     )
     child = Copy(("/usr/bin/app",), "bin/app", from_build="dev")
-    built = b"build:" + b"c" * 64
+    built = child_build_material("c" * 64)
     assert (
-        step_id(PARENT, Step(0, child, CTX), copy_manifest=built)
+        step_id(PARENT, Step(child, CTX), copy_manifest=built)
         == "980295d60c7a97a412bea81d559888e9470c4b771f4646a490e26e00e45cd80b"
     )
