@@ -360,14 +360,7 @@ class Builder:
         with tempfile.TemporaryFile() as exported:
             await self._export(results[op.from_build], op, exported)
             exported.seek(0)
-            stream = copying.retarget_tar(
-                exported,
-                op.src,
-                op.dst,
-                step.context.workdir,
-                uid,
-                gid,  # type: ignore[arg-type]
-            )
+            stream = copying.retarget_tar(exported, op.src, op.dst, step.context.workdir, uid, gid)
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
 
     async def _export(self, layer: str, op: Copy, into: object) -> None:

@@ -111,5 +111,5 @@ def format_spec(spec: Spec) -> str:
 
 
 def canonical_bytes(node: Spec | Op) -> bytes:
-    """Stable bytes for cache keys: canonical S-expression bytes of the canonical tree."""
+    """Stable bytes, for IDs and comparisons: the canonical S-expression of the canonical tree."""
     return to_canonical(spec_sexp(node) if isinstance(node, Spec) else op_sexp(node))
