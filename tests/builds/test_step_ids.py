@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.builds.copying import manifest
+from corral.builds.copying import ContextCopy
 from corral.builds.spec import Cache, Copy, NamedUser, Run, Secret, UnixUser
 from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
 from corral.builds.steps import Step, StepContext
@@ -99,7 +99,7 @@ def test_pinned_base_and_run_ids() -> None:
 def test_pinned_copy_ids(tmp_path: Path) -> None:
     context = pinned_context(tmp_path)
     copy = Copy(("app",), "/srv/", exclude=(".git",))
-    material = copy_material(manifest(context, copy.src, copy.exclude))
+    material = copy_material(ContextCopy.walk(context, copy).entries)
     assert (
         step_id(PARENT, Step(copy, CTX), copy_manifest=material)
         == "51cb0b133aaa28f2cdc47c11ff78665274237239b9acd86960337ce0cacbde24"

@@ -31,6 +31,7 @@ from corral.builds.commands import (
     stage_secret_script,
     user_ids,
 )
+from corral.builds.copying import ContextCopy
 from corral.builds.sexp import START, SpecError
 from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
 from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
@@ -248,7 +249,11 @@ class Builder:
 
     def _inputs(
         self, step: Step, results: Mapping[str, str]
-    ) -> tuple[dict[str, bytes], bytes | None]:
+    ) -> tuple[dict[str, bytes], bytes | None, ContextCopy | None]:
+        """What the step's ID is made from besides the step: its secrets, or what it copies.
+
+        A copy from the context is walked here, once: its tar is made from the same walk.
+        """
         op = step.op
         if isinstance(op, Run):
             missing = [s.id for s in op.secrets if s.id not in self.options.secrets]
@@ -256,15 +261,15 @@ class Builder:
                 raise InvalidInput(
                     f"secret {missing[0]!r} is not given", hint=f"--secret {missing[0]}:FILE"
                 )
-            return {s.id: self.options.secrets[s.id] for s in op.secrets}, None
+            return {s.id: self.options.secrets[s.id] for s in op.secrets}, None, None
         if op.from_build is not None:
-            return {}, child_build_material(results[op.from_build])
-        entries = copying.manifest(self.options.context, op.src, op.exclude)
-        return {}, copy_material(entries)
+            return {}, child_build_material(results[op.from_build]), None
+        copy = ContextCopy.walk(self.options.context, op)
+        return {}, copy_material(copy.entries), copy
 
     async def _step(self, step: Step, parent: str, boot: Boot, results: Mapping[str, str],
                     runner: Runner) -> str:  # fmt: skip
-        secrets, manifest = self._inputs(step, results)
+        secrets, manifest, copy = self._inputs(step, results)
         sid = step_id(parent, step, secrets=secrets, copy_manifest=manifest)
         self.say(f"{step.workdir_shown}: {format_op(step.op)}\n")
         async with self._claim(sid) as followed:
@@ -287,7 +292,7 @@ class Builder:
                 self._check_interrupted()
                 vm = await runner.on(parent)
                 self._check_interrupted()
-                code = await self._execute(vm, step, secrets, results, sink)
+                code = await self._execute(vm, step, secrets, copy, results, sink)
                 if code != 0:
                     await runner.close()
                     raise BuildFailed(
@@ -332,7 +337,8 @@ class Builder:
             await asyncio.sleep(0.1)
 
     async def _execute(self, vm: BuildVm, step: Step, secrets: Mapping[str, bytes],
-                       results: Mapping[str, str], sink: Sink) -> int:  # fmt: skip
+                       copy: ContextCopy | None, results: Mapping[str, str],
+                       sink: Sink) -> int:  # fmt: skip
         op = step.op
         if isinstance(op, Run):
             for index, secret in enumerate(op.secrets):
@@ -353,9 +359,8 @@ class Builder:
         dirs = copying.parent_dirs(op.src, op.dst, step.context.workdir)
         script = extract_script(step.context.user, copying.extract_command(uid, gid, dirs))
         if op.from_build is None:
-            entries = copying.manifest(self.options.context, op.src, op.exclude)
-            members = copying.plan(entries, op.src, op.dst, step.context.workdir)
-            stream = copying.tar_stream(self.options.context, members, uid, gid)
+            assert copy is not None  # walked by _inputs, for the step's ID
+            stream = copy.tar(step.context.workdir, uid, gid)
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
         with tempfile.TemporaryFile() as exported:
             await self._export(results[op.from_build], op, exported)

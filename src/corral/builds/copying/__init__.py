@@ -1,6 +1,6 @@
 """Copy steps: what a `copy` takes, where it lands in the guest, and the tar that carries it there.
 
-A copy from the build context:
+A copy from the build context, walked once (`ContextCopy`, context_copy.py):
 
     manifest(context, srcs, exclude)      context_manifest.py: every file, directory and
                                           symlink taken, sorted by path; the step's ID is
@@ -28,7 +28,7 @@ by the step's numeric uid:gid (entries.py).
 """
 
 from corral.builds.copying.child_build import manifest_from_tar, retarget_tar
-from corral.builds.copying.context_copy import tar_stream
+from corral.builds.copying.context_copy import ContextCopy, tar_stream
 from corral.builds.copying.context_manifest import manifest
 from corral.builds.copying.entries import (
     DIR_MODE,
@@ -49,6 +49,7 @@ __all__ = [
     "EXEC_MODE",
     "FILE_MODE",
     "LINK_MODE",
+    "ContextCopy",
     "Entry",
     "Kind",
     "TarMember",

@@ -1,8 +1,9 @@
-"""A copy from the build context: the tar of its manifest's entries, checked as it is read.
+"""A copy from the build context: walked once, its step ID and its tar made from that walk.
 
-Each file is read again and checked against the digest its manifest holds, so what lands in
-the layer is what the step ID says; whatever changed since fails the step ("changed while
-being copied").
+The walk (`walk_context`) gives the manifest the step's ID is made from; the tar sends those
+very entries, each file read again and checked against its digest as it goes, so what lands
+in the layer is what the ID says. Whatever changed since the walk fails the step ("changed
+while being copied"); a file added since is not copied, as the ID does not name it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,35 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from corral.builds.copying.context_manifest import changed, open_inside, readlink
+from corral.builds.copying.context_manifest import changed, open_inside, readlink, walk_context
 from corral.builds.copying.entries import Entry, TarMember
+from corral.builds.copying.placement import plan
 from corral.builds.copying.tar_writer import Pieces, encode, header, send_data
+from corral.builds.spec import Copy
+
+
+@dataclass(frozen=True)
+class ContextCopy:
+    """A `copy` from the build context, its sources walked once."""
+
+    op: Copy
+    root: Path  # the context's real path, resolved once for the walk and the tar
+    entries: tuple[Entry, ...]  # the manifest: step_ids.copy_material makes the ID from it
+
+    @classmethod
+    def walk(cls, context: Path, op: Copy) -> ContextCopy:
+        """Walk `op`'s sources in `context`; InvalidInput names what cannot be copied."""
+        root, entries = walk_context(context, op.src, op.exclude)
+        return cls(op, root, entries)
+
+    def tar(self, workdir: str, uid: int, gid: int) -> Iterator[bytes]:
+        """The tar of the walked entries, placed for `workdir` (`plan` runs now, the reads as
+        the pieces are taken); raises InvalidInput for anything changed since the walk."""
+        members = plan(self.entries, self.op.src, self.op.dst, workdir)
+        return _tar(self.root, members, uid, gid)
 
 
 def tar_stream(context: Path, members: Sequence[TarMember], uid: int, gid: int) -> Iterator[bytes]:
