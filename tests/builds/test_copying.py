@@ -30,6 +30,7 @@ from corral.builds.copying import (
     EXEC_MODE,
     FILE_MODE,
     LINK_MODE,
+    ContextCopy,
     Entry,
     TarMember,
     extract_command,
@@ -41,6 +42,7 @@ from corral.builds.copying import (
     retarget_tar,
     tar_stream,
 )
+from corral.builds.spec import Copy
 from corral.errors import GuestError, InvalidInput
 
 UID, GID = 1234, 4321  # ids no user or group on the host has, so names cannot stand in
@@ -712,6 +714,63 @@ def test_a_directory_swapped_for_a_link_out_after_the_manifest_is_caught(tmp_pat
     (ctx / "d").symlink_to(outside)
     with pytest.raises(InvalidInput, match=r"'d/f' leads out of the build context"):
         b"".join(tar_stream(ctx, members, 0, 0))
+
+
+# --- a context copy, walked once -----------------------------------------------------------
+
+
+def tar_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def test_a_context_copy_is_the_manifest_plan_and_tar(tmp_path: Path) -> None:
+    ctx = make_tree(tmp_path, TREE)
+    walked = ContextCopy.walk(ctx, Copy(("src", "README"), "app/", exclude=("secret",)))
+    assert walked.entries == manifest(ctx, ["src", "README"], ["secret"])
+    members = plan(walked.entries, ["src", "README"], "app/", "/home/u")
+    expected = b"".join(tar_stream(ctx, members, UID, GID))
+    assert b"".join(walked.tar("/home/u", UID, GID)) == expected
+
+
+def test_a_context_copy_tars_only_what_its_walk_found(tmp_path: Path) -> None:
+    """A file added after the walk is not in the step's ID, so it is not in its layer."""
+    ctx = make_tree(tmp_path, {"d/f": b"one"})
+    walked = ContextCopy.walk(ctx, Copy(("d",), "/x/"))
+    (ctx / "d" / "late").write_bytes(b"not in the ID")
+    assert tar_names(b"".join(walked.tar("/", 0, 0))) == ["x/f"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ctx: (ctx / "d" / "f").write_bytes(b"two"),  # same size, other bytes
+        lambda ctx: (ctx / "d" / "f").write_bytes(b"longer"),
+        lambda ctx: (ctx / "d" / "f").unlink(),
+        lambda ctx: ((ctx / "d" / "l").unlink(), (ctx / "d" / "l").symlink_to("f2")),
+    ],
+)
+def test_a_context_copy_refuses_what_changed_after_its_walk(tmp_path: Path, change) -> None:
+    """The tar is checked against the walk the ID was made from: no layer unlike its ID."""
+    ctx = make_tree(tmp_path, {"d/f": b"one", "d/l": Link("f")})
+    walked = ContextCopy.walk(ctx, Copy(("d",), "/x/"))
+    change(ctx)
+    with pytest.raises(InvalidInput, match=r"changed while being copied"):
+        b"".join(walked.tar("/", 0, 0))
+
+
+def test_a_context_copy_reads_the_context_it_walked(tmp_path: Path) -> None:
+    """The context's real path is resolved once: repointing a symlinked context after the
+    walk does not redirect the reads, which stay inside the walked directory."""
+    first = make_tree(tmp_path / "first", {"f": b"mine"})
+    make_tree(tmp_path / "second", {"f": b"mine"})
+    (tmp_path / "ctx").symlink_to(first)
+    walked = ContextCopy.walk(tmp_path / "ctx", Copy(("f",), "/f"))
+    (tmp_path / "ctx").unlink()
+    (tmp_path / "ctx").symlink_to(tmp_path / "second")
+    (first / "f").write_bytes(b"edit")
+    with pytest.raises(InvalidInput, match=r"'f' changed while being copied"):
+        b"".join(walked.tar("/", 0, 0))
 
 
 # --- from a child build: export, manifest, retarget ----------------------------------------

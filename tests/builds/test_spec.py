@@ -1,5 +1,6 @@
 """The build-spec language: every op and field, obuilder's own example, errors, printing."""
 
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -674,6 +675,17 @@ def test_canonical_bytes_are_stable() -> None:
         b"(3:run(5:cache(1:c(6:target2:/c)))(7:network4:host)(5:shell4:make))"
     )
     assert canonical_bytes(Spec("a", (Comment("\u00e9"),))) == b"((4:from1:a)(7:comment2:\xc3\xa9))"
+
+
+def test_the_example_s_canonical_bytes_and_text_are_pinned() -> None:
+    """Every op and field of obuilder's example, as bytes and as text: fixed once, kept."""
+    spec = parse_spec(EXAMPLE.read_text())
+    assert hashlib.sha256(canonical_bytes(spec)).hexdigest() == (
+        "e86f968f0271642073517ef0e3f0809197240ddef656f1697a2953e392934291"
+    )
+    assert hashlib.sha256(format_spec(spec).encode()).hexdigest() == (
+        "e8e153b3687a15b0a6aada445a93d0507f84ef7ee9b21d92cfad638adac9ec7c"
+    )
 
 
 def test_canonical_bytes_ignore_spelling_layout_and_positions() -> None:

@@ -1,7 +1,7 @@
 """Builds: obuilder build specs, run step by step in VMs with each step a cached layer.
 
-sexp.py reads and writes S-expressions with positions; spec.py is the spec language (AST,
-parser, canonical printer). Both are pure.
+sexp.py reads and writes S-expressions with positions; spec/ is the spec language (syntax
+tree, parser, canonical printer). Both are pure.
 """
 
 from corral.builds.sexp import Pos, SpecError

@@ -12,8 +12,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.builds.keys import StepContext
 from corral.builds.spec import NamedUser, Run, UnixUser, User
+from corral.builds.steps import StepContext
 from corral.machine.argv import OUTSIDE_MAC
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import shlex
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,11 @@ from corral.builds.commands import (
     stage_secret_script,
     user_ids,
 )
-from corral.builds.keys import Step, StepContext, base_id, step_id
+from corral.builds.copying import ContextCopy
 from corral.builds.sexp import START, SpecError
 from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
+from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
+from corral.builds.steps import Step, StepContext
 from corral.builds.store import Boot, BuildStore, LayerMeta
 from corral.builds.vm import BuildVm, cache_serial, stop_orphans
 from corral.context import Context
@@ -58,12 +59,6 @@ class BuildOptions:
     memory_mib: int = 2048
     boot_timeout: float = 300
     jobs: int = 2
-
-
-def _manifest_bytes(entries: Iterable[copying.Entry]) -> bytes:
-    return "\n".join(
-        json.dumps([e.path, e.kind, e.digest, e.target, e.mode]) for e in entries
-    ).encode()
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -243,7 +238,7 @@ class Builder:
             context = StepContext()
             for op, workdir in zip(spec.ops, effective_workdirs(spec.ops), strict=True):
                 if isinstance(op, Run | Copy):
-                    step = Step(0, op, context, workdir)
+                    step = Step(op, context, workdir)
                     parent = await self._step(step, parent, boot, results, runner)
                 else:
                     self.say(f"{workdir}: {format_op(op)}\n")
@@ -254,7 +249,11 @@ class Builder:
 
     def _inputs(
         self, step: Step, results: Mapping[str, str]
-    ) -> tuple[dict[str, bytes], bytes | None]:
+    ) -> tuple[dict[str, bytes], bytes | None, ContextCopy | None]:
+        """What the step's ID is made from besides the step: its secrets, or what it copies.
+
+        A copy from the context is walked here, once: its tar is made from the same walk.
+        """
         op = step.op
         if isinstance(op, Run):
             missing = [s.id for s in op.secrets if s.id not in self.options.secrets]
@@ -262,16 +261,15 @@ class Builder:
                 raise InvalidInput(
                     f"secret {missing[0]!r} is not given", hint=f"--secret {missing[0]}:FILE"
                 )
-            return {s.id: self.options.secrets[s.id] for s in op.secrets}, None
+            return {s.id: self.options.secrets[s.id] for s in op.secrets}, None, None
         if op.from_build is not None:
-            # A child build's layer is immutable and named by its inputs: it stands for its files.
-            return {}, f"build:{results[op.from_build]}".encode()
-        entries = copying.manifest(self.options.context, op.src, op.exclude)
-        return {}, _manifest_bytes(entries)
+            return {}, child_build_material(results[op.from_build]), None
+        copy = ContextCopy.walk(self.options.context, op)
+        return {}, copy_material(copy.entries), copy
 
     async def _step(self, step: Step, parent: str, boot: Boot, results: Mapping[str, str],
                     runner: Runner) -> str:  # fmt: skip
-        secrets, manifest = self._inputs(step, results)
+        secrets, manifest, copy = self._inputs(step, results)
         sid = step_id(parent, step, secrets=secrets, copy_manifest=manifest)
         self.say(f"{step.workdir_shown}: {format_op(step.op)}\n")
         async with self._claim(sid) as followed:
@@ -294,7 +292,7 @@ class Builder:
                 self._check_interrupted()
                 vm = await runner.on(parent)
                 self._check_interrupted()
-                code = await self._execute(vm, step, secrets, results, sink)
+                code = await self._execute(vm, step, secrets, copy, results, sink)
                 if code != 0:
                     await runner.close()
                     raise BuildFailed(
@@ -339,7 +337,8 @@ class Builder:
             await asyncio.sleep(0.1)
 
     async def _execute(self, vm: BuildVm, step: Step, secrets: Mapping[str, bytes],
-                       results: Mapping[str, str], sink: Sink) -> int:  # fmt: skip
+                       copy: ContextCopy | None, results: Mapping[str, str],
+                       sink: Sink) -> int:  # fmt: skip
         op = step.op
         if isinstance(op, Run):
             for index, secret in enumerate(op.secrets):
@@ -360,21 +359,13 @@ class Builder:
         dirs = copying.parent_dirs(op.src, op.dst, step.context.workdir)
         script = extract_script(step.context.user, copying.extract_command(uid, gid, dirs))
         if op.from_build is None:
-            entries = copying.manifest(self.options.context, op.src, op.exclude)
-            members = copying.plan(entries, op.src, op.dst, step.context.workdir)
-            stream = copying.tar_stream(self.options.context, members, uid, gid)
+            assert copy is not None  # walked by _inputs, for the step's ID
+            stream = copy.tar(step.context.workdir, uid, gid)
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
         with tempfile.TemporaryFile() as exported:
             await self._export(results[op.from_build], op, exported)
             exported.seek(0)
-            stream = copying.retarget_tar(
-                exported,
-                op.src,
-                op.dst,
-                step.context.workdir,
-                uid,
-                gid,  # type: ignore[arg-type]
-            )
+            stream = copying.retarget_tar(exported, op.src, op.dst, step.context.workdir, uid, gid)
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
 
     async def _export(self, layer: str, op: Copy, into: object) -> None:

@@ -145,7 +145,7 @@ def healthcheck(
     import asyncio
 
     from corral.builds.executor import BuildOptions, Runner
-    from corral.builds.keys import base_id
+    from corral.builds.step_ids import base_id
     from corral.builds.store import Boot, BuildStore, LayerMeta
 
     ctx = get_context()

@@ -1,80 +1,26 @@
-"""What a build step is, and the ID it is cached under: pure functions of the spec.
+"""The ID a build step's layer is cached under: a pure function of the step and its inputs.
 
 A step's ID is the sha256 of a canonical S-expression of its parent's ID and every input that
 can change its result: the op itself (command, caches and their targets, network; or copy
 sources, destination and exclusions), the shell, the environment in order, the user, the
 workdir, the values of its secrets (as digests), and for copies a manifest of every source
-file. A cache's contents and the VM's size are deliberately left out: they do not change what
-the step produces.
+file (`copy_material`). A cache's contents and the VM's size are deliberately left out: they
+do not change what the step produces.
+
+Every layer in every build store is named by these IDs, so their bytes never change
+(tests/builds/test_step_ids.py pins them).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+import json
+from collections.abc import Iterable, Mapping
 
+from corral.builds.copying import Entry
 from corral.builds.sexp import Atom, SList, to_canonical
-from corral.builds.spec import (
-    DEFAULT_SHELL,
-    DEFAULT_WORKDIR,
-    Comment,
-    Copy,
-    Env,
-    NamedUser,
-    Op,
-    Run,
-    Shell,
-    UnixUser,
-    User,
-    Workdir,
-    op_sexp,
-    resolve_workdir,
-)
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """The state the ops before a step leave behind."""
-
-    workdir: str = DEFAULT_WORKDIR
-    env: tuple[tuple[str, str], ...] = ()
-    user: User | None = None  # None: root, as in obuilder
-    shell: tuple[str, ...] = DEFAULT_SHELL
-
-    def apply(self, op: Op) -> StepContext:
-        """The context after a non-step op (comment, workdir, shell, env, user)."""
-        if isinstance(op, Workdir):
-            return replace(self, workdir=resolve_workdir(self.workdir, op.path))
-        if isinstance(op, Env):  # a redefined variable moves to the end, as in obuilder
-            kept = tuple((k, v) for k, v in self.env if k != op.name)
-            return replace(self, env=(*kept, (op.name, op.value)))
-        if isinstance(op, UnixUser | NamedUser):
-            return replace(self, user=op)
-        if isinstance(op, Shell):
-            return replace(self, shell=op.args)
-        return self
-
-
-@dataclass(frozen=True)
-class Step:
-    """One `run` or `copy` op with the context it runs in."""
-
-    index: int  # position among the spec's ops
-    op: Run | Copy
-    context: StepContext
-    workdir_shown: str = field(default=DEFAULT_WORKDIR)  # what obuilder prints before it
-
-
-def steps(ops: Sequence[Op]) -> Iterator[Step | Comment | Op]:
-    """Walk the ops, yielding each run/copy as a Step (with its context) and others as is."""
-    context = StepContext()
-    for index, op in enumerate(ops):
-        if isinstance(op, Run | Copy):
-            yield Step(index, op, context, context.workdir)
-        else:
-            yield op
-            context = context.apply(op)
+from corral.builds.spec import Run, UnixUser, User, op_sexp
+from corral.builds.steps import Step
 
 
 def _atom(value: str) -> Atom:
@@ -95,6 +41,21 @@ def base_id(image_digest: str) -> str:
     return hashlib.sha256(to_canonical(material)).hexdigest()
 
 
+def copy_material(entries: Iterable[Entry]) -> bytes:
+    """What a copy from the build context adds to its ID: one JSON line per manifest entry."""
+    return "\n".join(
+        json.dumps([e.path, e.kind, e.digest, e.target, e.mode]) for e in entries
+    ).encode()
+
+
+def child_build_material(layer: str) -> bytes:
+    """What a copy from a child build adds to its ID: the child's final layer ID.
+
+    A layer is immutable and named by its inputs, so it stands for every file in it.
+    """
+    return f"build:{layer}".encode()
+
+
 def step_id(
     parent: str,
     step: Step,
@@ -102,7 +63,10 @@ def step_id(
     secrets: Mapping[str, bytes] | None = None,
     copy_manifest: bytes | None = None,
 ) -> str:
-    """The cache ID of `step` on top of the layer `parent`."""
+    """The ID of `step` on top of the layer `parent`.
+
+    `copy_manifest` is `copy_material` or `child_build_material` for a copy, None for a run.
+    """
     ctx = step.context
     fields: list[SList] = [
         SList((Atom("parent"), _atom(parent))),
