@@ -356,7 +356,7 @@ def start_then_kill(
     import time
 
     from corral.fsutil import pid_alive
-    from corral.layout import InstanceFiles
+    from corral.layout import MachineFiles
     from corral.machine.process import read_pid
     from helpers import corral_popen
 
@@ -372,7 +372,7 @@ def start_then_kill(
         assert f"{word}-42".encode() in seen, seen  # the step runs in the VM
         (rundir,) = [p for p in BuildStore(ctx.home).runs.iterdir()
                      if p.name.startswith(f"{proc.pid}-")]  # fmt: skip
-        qemu = read_pid(InstanceFiles(rundir).pidfile)
+        qemu = read_pid(MachineFiles(rundir).pidfile)
         assert qemu and pid_alive(qemu)
         if stop_qemu:
             os.kill(qemu, signal.SIGSTOP)

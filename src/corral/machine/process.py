@@ -1,6 +1,6 @@
-"""Starting QEMU detached and ending it: the only place that spawns or signals QEMU.
+"""Starting QEMU detached and signalling it: the only place that spawns or signals QEMU.
 
-QEMU runs in its own session with stdio on a file in the instance directory, so it outlives
+QEMU runs in its own session with stdio on a file in the VM's directory, so it outlives
 the command that started it and its own error messages are kept. Startup waits until QMP
 answers or QEMU exits; in the latter case QEMU's last words become the error.
 """
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from corral.errors import DeadlineExceeded, MissingDependency, QemuError
+from corral.errors import CorralError, DeadlineExceeded, MissingDependency, QemuError
 from corral.fsutil import pid_alive, process_cmdline
+from corral.run import run
 
 START_DEADLINE = 60.0
 
@@ -97,3 +100,22 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not pid_alive(pid)
+
+
+@functools.cache
+def die_with_owner() -> tuple[str, ...]:
+    """The argv prefix that makes QEMU get SIGTERM when its starter dies (none if unavailable).
+
+    setpriv sets the parent-death signal and execs QEMU, which keeps it (and the pid). The
+    signal comes when the thread that started QEMU ends: a build starts its VMs from the
+    thread that runs the build.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "TERM", "--")
+    try:
+        run([*prefix, "true"], timeout=10)
+    except CorralError:
+        return ()  # too old to know --pdeathsig
+    return prefix
