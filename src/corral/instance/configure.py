@@ -129,3 +129,20 @@ def _sysprep(ctx: Context, name: str) -> None:
             f"sysprep failed with exit code {result.exit_code}; nothing saved",
             details=result.stderr.decode(errors="replace").strip().splitlines()[-10:],
         )
+
+
+def with_user_data(
+    ctx: Context,
+    user_data: bytes,
+    *,
+    console: Callable[[bytes], None] = lambda data: None,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> Callable[[str, str], Manifest]:
+    """How `corral image build --user-data` configures what it built: once, with sysprep,
+    flattened into one standalone image."""
+    options = ConfigureOptions(user_data=user_data, sysprep=True, flatten=True)
+
+    def configure_image(image: str, as_name: str) -> Manifest:
+        return configure(ctx, image, as_name, options, console=console, on_stage=on_stage)
+
+    return configure_image
