@@ -1,13 +1,12 @@
 """Starting QEMU detached and signalling it: the only place that spawns or signals QEMU.
 
 QEMU runs in its own session with stdio on a file in the VM's directory, so it outlives
-the command that started it and its own error messages are kept. Startup waits until QMP
-answers or QEMU exits; in the latter case QEMU's last words become the error.
+the command that started it and its own error messages are kept (`qemu_error_text` picks its
+last words out for errors).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -18,11 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from corral.errors import CorralError, DeadlineExceeded, MissingDependency, QemuError
+from corral.errors import CorralError, MissingDependency
 from corral.fsutil import pid_alive, process_cmdline
 from corral.run import run
-
-START_DEADLINE = 60.0
 
 
 def spawn(argv: list[str], *, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -55,22 +52,6 @@ def qemu_error_text(log: Path) -> str:
     errors = [ln for ln in words if "warning:" not in ln]
     picked = (errors or words)[-1:] if (errors or words) else ["no output"]
     return picked[0].strip()
-
-
-async def wait_started_async(
-    proc_pid: int, qmp: Path, log: Path, *, deadline: float = START_DEADLINE
-) -> None:
-    """Return once QMP answers; raise QemuError with QEMU's message if it exits first."""
-    from corral.machine.qmp import qmp_answers_async
-
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if not pid_alive(proc_pid):
-            raise QemuError(f"QEMU failed to start: {qemu_error_text(log)}", hint=f"see {log}")
-        if qmp.exists() and await qmp_answers_async(qmp, timeout=2):
-            return
-        await asyncio.sleep(0.01)
-    raise DeadlineExceeded(f"QEMU did not answer on QMP within {deadline:g}s", hint=f"see {log}")
 
 
 def is_our_qemu(pid: int | None, qmp: Path) -> bool:

@@ -21,22 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.errors import QemuError
+from corral.errors import DeadlineExceeded, QemuError
 from corral.fsutil import pid_alive, process_start_time
 from corral.layout import MachineFiles
 from corral.machine.argv import build_argv
-from corral.machine.process import (
-    START_DEADLINE,
-    is_our_qemu,
-    kill,
-    read_pid,
-    spawn,
-    wait_gone,
-    wait_started_async,
-)
-from corral.machine.qmp import TIMEOUT, Qmp, qmp_execute_async
+from corral.machine.process import is_our_qemu, kill, qemu_error_text, read_pid, spawn, wait_gone
+from corral.machine.qmp import TIMEOUT, Qmp, qmp_answers_async, qmp_execute_async
 from corral.machine.spec import MachineSpec
 
+START_DEADLINE = 60.0  # for a starting QEMU to answer on QMP
 QMP_DEADLINE = 5.0  # for QEMU to answer a QMP command while stopping
 QUIT_DEADLINE = 10.0  # for QEMU to exit after quit
 KILL_DEADLINE = 10.0  # for a killed QEMU to be gone
@@ -73,7 +66,7 @@ class Vm:
         vm = cls(files, proc.pid, process_start_time(proc.pid))  # our child: not reused yet
         try:
             on_spawn(vm)
-            await wait_started_async(proc.pid, files.qmp, files.qemu_stderr, deadline=deadline)
+            await _until_answering(proc.pid, files, deadline)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -223,3 +216,16 @@ class Vm:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+
+async def _until_answering(pid: int, files: MachineFiles, deadline: float) -> None:
+    """Return once QMP answers; raise QemuError with QEMU's message if it exits first."""
+    log = files.qemu_stderr
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            raise QemuError(f"QEMU failed to start: {qemu_error_text(log)}", hint=f"see {log}")
+        if files.qmp.exists() and await qmp_answers_async(files.qmp, timeout=2):
+            return
+        await asyncio.sleep(0.01)
+    raise DeadlineExceeded(f"QEMU did not answer on QMP within {deadline:g}s", hint=f"see {log}")
