@@ -416,3 +416,23 @@ def test_a_killed_build_leaves_no_vm_behind(bctx: Context, tmp_path: Path) -> No
     assert not orphan_dir.exists()
     store = BuildStore(bctx.home)
     assert not list(store.runs.iterdir()) and not list(store.layers.glob("tmp-*"))
+
+
+def test_a_build_never_takes_a_port_a_stopped_instance_holds(bctx: Context, tmp_path: Path) -> None:
+    """Host ports are host-wide: a stopped instance keeps its port, and a build VM (which
+    picks from the same range) must leave it alone even though nothing is bound to it."""
+    from dataclasses import replace
+
+    from corral.errors import Conflict
+    from corral.instance.launch import launch
+    from corral.instance.options import make_options
+    from corral.machine.ports import pick_ports
+
+    (port,) = pick_ports((19000, 19999), (), 1)
+    bctx.config = replace(bctx.config, port_range=(port, port))
+    record = launch(bctx, "tinyd", make_options(name="holder", instance_type="c1m256"),
+                    start=False)  # fmt: skip
+    assert record.ssh_port == port
+    with pytest.raises(Conflict, match="no free port"):
+        run_build(bctx, '((from tinyd) (run (shell "true")))', tmp_path)
+    assert not list(BuildStore(bctx.home).runs.iterdir())
