@@ -48,14 +48,27 @@ def cache_serial(name: str) -> str:
     return "cc" + hashlib.sha256(name.encode()).hexdigest()[:18]
 
 
-def _drives(files: MachineFiles, top: Path, caches: Mapping[str, Path]) -> tuple[Drive, ...]:
+def _spec(
+    ctx: Context, files: MachineFiles, boot: Boot, top: Path, caches: Mapping[str, Path],
+    cpus: int, memory_mib: int, port: int,
+) -> MachineSpec:  # fmt: skip
+    """The build VM's machine: the layer's top disk, then the caches, then the seed; its first
+    NIC reaches only the ssh forward."""
+    assert boot.kernel  # checked by boot
     drives = [Drive("disk0", top, "qcow2", node_name="top0")]
     drives += [
         Drive(f"cache{i}", path, "qcow2", serial=cache_serial(name))
         for i, (name, path) in enumerate(sorted(caches.items()))
     ]
     drives.append(Drive("seed", files.seed, "raw", readonly=True))
-    return tuple(drives)
+    initrd = ctx.store.blob(boot.initrd) if boot.initrd else None
+    return MachineSpec(
+        name="corral-build", cpus=cpus, memory_mib=memory_mib, accelerator=ctx.host.accelerator,
+        drives=tuple(drives), forwards=(Forward(port, 22),), qmp_socket=files.qmp,
+        serial_socket=files.serial_socket, serial_log=files.serial_log, pidfile=files.pidfile,
+        isolated=True,
+        boot=DirectBoot(ctx.store.blob(boot.kernel), initrd, boot.cmdline or "console=ttyS0"),
+    )  # fmt: skip
 
 
 @dataclass
@@ -86,34 +99,25 @@ class BuildVm:
         console: Sink | None = None,
     ) -> BuildVm:
         """Start a VM on the disk `top` and wait until it answers over SSH."""
+        if not boot.kernel:
+            raise CorralError(f"image {boot.image!r} has no kernel: builds boot images directly")
+        size = ctx.qemu_img.info(top, "qcow2").virtual_size  # before QEMU holds its lock
         rundir = store.new_run_dir()
         files = MachineFiles(rundir)
-        key = ensure_corral_key(ctx.home.ssh_key)
-        seed = SeedInput(instance_id=f"build-{rundir.name}", hostname="build", user=boot.user,
-                         ssh_keys=(key,))  # fmt: skip
-        write_seed_iso(files.seed, render_seed_files(seed))
-        size = ctx.qemu_img.info(top, "qcow2").virtual_size  # before QEMU holds its lock
-        kernel = ctx.store.blob(boot.kernel) if boot.kernel else None
-        if kernel is None:
-            raise CorralError(f"image {boot.image!r} has no kernel: builds boot images directly")
 
         def record(vm: Vm) -> None:  # our unreaped child: the pid cannot have been reused yet
             write_atomic(rundir / QEMU_FILE, f"{vm.pid} {vm.started}\n".encode())
 
         vm = None
         try:
+            key = ensure_corral_key(ctx.home.ssh_key)
+            seed = SeedInput(instance_id=f"build-{rundir.name}", hostname="build",
+                             user=boot.user, ssh_keys=(key,))  # fmt: skip
+            write_seed_iso(files.seed, render_seed_files(seed))
             # Hold the host-wide ports lock until QEMU has bound its forward.
             with locked(ctx.home.ports_lock):
                 (port,) = PortClaims(ctx.home).pick(rundir, ctx.config.port_range)
-                spec = MachineSpec(
-                    name="corral-build", cpus=cpus, memory_mib=memory_mib,
-                    accelerator=ctx.host.accelerator, drives=_drives(files, top, caches),
-                    forwards=(Forward(port, 22),), qmp_socket=files.qmp,
-                    serial_socket=files.serial_socket, serial_log=files.serial_log,
-                    pidfile=files.pidfile, isolated=True,
-                    boot=DirectBoot(kernel, ctx.store.blob(boot.initrd) if boot.initrd else None,
-                                    boot.cmdline or "console=ttyS0"),
-                )  # fmt: skip
+                spec = _spec(ctx, files, boot, top, caches, cpus, memory_mib, port)
                 vm = await Vm.start(
                     ctx.host.qemu.path, spec, files, prefix=die_with_owner(), on_spawn=record
                 )
