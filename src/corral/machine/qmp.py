@@ -98,7 +98,7 @@ async def qmp_execute_async(
     qmp = Qmp(socket)
     try:
         await qmp.connect(timeout)
-    except QemuError as exc:
+    except QemuError as exc:  # said again naming the command it was for
         raise _failed(f"{command} ", socket, exc.__cause__ or exc) from exc.__cause__
     async with qmp:
         return await qmp.execute(command, arguments, timeout=timeout)
