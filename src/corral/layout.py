@@ -56,6 +56,11 @@ class Home:
         return self.root / "locks" / "instances.lock"
 
     @property
+    def port_claims(self) -> Path:
+        """One file per host port a VM holds (running or not), naming the VM's directory."""
+        return self.root / "ports"
+
+    @property
     def build_cache(self) -> Path:
         return self.root / "cache"
 
@@ -70,37 +75,17 @@ class Home:
 
 
 @dataclass(frozen=True)
-class InstanceFiles:
-    """The files of one instance directory."""
+class MachineFiles:
+    """The files of one VM's directory that QEMU itself uses: sockets, logs, pid, seed.
+
+    An instance directory and a build VM's run directory both hold these.
+    """
 
     dir: Path
 
     @property
-    def record(self) -> Path:
-        return self.dir / "instance.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / "lock"
-
-    @property
-    def disk(self) -> Path:
-        return self.dir / "disk.qcow2"
-
-    def volume(self, index: int) -> Path:
-        return self.dir / f"volume{index}.qcow2"
-
-    @property
     def seed(self) -> Path:
         return self.dir / "seed.iso"
-
-    @property
-    def kernel(self) -> Path:
-        return self.dir / "kernel"
-
-    @property
-    def initrd(self) -> Path:
-        return self.dir / "initrd"
 
     @property
     def qmp(self) -> Path:
@@ -125,3 +110,31 @@ class InstanceFiles:
     @property
     def sockets(self) -> tuple[Path, Path]:
         return self.qmp, self.serial_socket
+
+
+@dataclass(frozen=True)
+class InstanceFiles(MachineFiles):
+    """The files of one instance directory: its machine's, plus its record, lock and disks."""
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "instance.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "lock"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk.qcow2"
+
+    def volume(self, index: int) -> Path:
+        return self.dir / f"volume{index}.qcow2"
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "kernel"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd"

@@ -356,7 +356,7 @@ def start_then_kill(
     import time
 
     from corral.fsutil import pid_alive
-    from corral.layout import InstanceFiles
+    from corral.layout import MachineFiles
     from corral.machine.process import read_pid
     from helpers import corral_popen
 
@@ -372,7 +372,7 @@ def start_then_kill(
         assert f"{word}-42".encode() in seen, seen  # the step runs in the VM
         (rundir,) = [p for p in BuildStore(ctx.home).runs.iterdir()
                      if p.name.startswith(f"{proc.pid}-")]  # fmt: skip
-        qemu = read_pid(InstanceFiles(rundir).pidfile)
+        qemu = read_pid(MachineFiles(rundir).pidfile)
         assert qemu and pid_alive(qemu)
         if stop_qemu:
             os.kill(qemu, signal.SIGSTOP)
@@ -416,3 +416,23 @@ def test_a_killed_build_leaves_no_vm_behind(bctx: Context, tmp_path: Path) -> No
     assert not orphan_dir.exists()
     store = BuildStore(bctx.home)
     assert not list(store.runs.iterdir()) and not list(store.layers.glob("tmp-*"))
+
+
+def test_a_build_never_takes_a_port_a_stopped_instance_holds(bctx: Context, tmp_path: Path) -> None:
+    """Host ports are host-wide: a stopped instance keeps its port, and a build VM (which
+    picks from the same range) must leave it alone even though nothing is bound to it."""
+    from dataclasses import replace
+
+    from corral.errors import Conflict
+    from corral.instance.launch import launch
+    from corral.instance.options import make_options
+    from corral.machine.ports import pick_ports
+
+    (port,) = pick_ports((19000, 19999), (), 1)
+    bctx.config = replace(bctx.config, port_range=(port, port))
+    record = launch(bctx, "tinyd", make_options(name="holder", instance_type="c1m256"),
+                    start=False)  # fmt: skip
+    assert record.ssh_port == port
+    with pytest.raises(Conflict, match="no free port"):
+        run_build(bctx, '((from tinyd) (run (shell "true")))', tmp_path)
+    assert not list(BuildStore(bctx.home).runs.iterdir())

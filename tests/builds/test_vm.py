@@ -10,24 +10,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from corral.builds.store import OWNER_FILE, QEMU_FILE, BuildStore
 from corral.builds.vm import stop_orphans
 from corral.fsutil import pid_alive, process_cmdline, process_start_time
-from corral.layout import InstanceFiles
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
+from corral.layout import MachineFiles
 
 
 def dead_pid() -> int:
@@ -51,7 +39,7 @@ def run_dir(store: BuildStore, owner: tuple[int, int | None], qemu_pid: int,
     path = store.runs / f"{owner[0]}-cafe"
     path.mkdir()
     (path / OWNER_FILE).write_text(f"{owner[0]} {owner[1]}\n")
-    InstanceFiles(path).pidfile.write_text(f"{qemu_pid}\n")
+    MachineFiles(path).pidfile.write_text(f"{qemu_pid}\n")
     if record:
         (path / QEMU_FILE).write_text(f"{qemu_pid} {qemu_start}\n")
     return path
@@ -59,7 +47,7 @@ def run_dir(store: BuildStore, owner: tuple[int, int | None], qemu_pid: int,
 
 def test_the_qemu_of_a_dead_owner_is_stopped(store: BuildStore, procs: list) -> None:
     path = store.runs / f"{dead_pid()}-cafe"
-    qmp = str(InstanceFiles(path).qmp)
+    qmp = str(MachineFiles(path).qmp)
     pid = stand_in(procs, qmp)
     run_dir(store, (int(path.name.split("-")[0]), None), pid, process_start_time(pid))
     assert stop_orphans(store) == [pid]
@@ -75,7 +63,7 @@ def test_a_reused_pid_is_never_signalled(store: BuildStore, procs: list) -> None
     assert pid_alive(other) and not first.exists()
 
     path = store.runs / f"{dead_pid()}-cafe"
-    twin = stand_in(procs, str(InstanceFiles(path).qmp))  # the same command line...
+    twin = stand_in(procs, str(MachineFiles(path).qmp))  # the same command line...
     start = process_start_time(twin)
     assert start is not None
     run_dir(store, (int(path.name.split("-")[0]), None), twin, start - 1)  # ...started later
@@ -86,7 +74,7 @@ def test_a_reused_pid_is_never_signalled(store: BuildStore, procs: list) -> None
 def test_a_live_owner_keeps_its_vm(store: BuildStore, procs: list) -> None:
     me = (os.getpid(), process_start_time(os.getpid()))
     path = store.runs / f"{me[0]}-cafe"
-    pid = stand_in(procs, str(InstanceFiles(path).qmp))
+    pid = stand_in(procs, str(MachineFiles(path).qmp))
     run_dir(store, me, pid, process_start_time(pid))
     assert stop_orphans(store) == []
     assert pid_alive(pid) and path.exists()
@@ -98,7 +86,7 @@ def test_an_owner_whose_pid_was_reused_is_gone(store: BuildStore, procs: list) -
     start = process_start_time(me)
     assert start is not None
     path = store.runs / f"{me}-cafe"
-    pid = stand_in(procs, str(InstanceFiles(path).qmp))
+    pid = stand_in(procs, str(MachineFiles(path).qmp))
     run_dir(store, (me, start + 1), pid, process_start_time(pid))
     assert store.orphan_runs() == [path]
     assert stop_orphans(store) == [pid]

@@ -26,3 +26,26 @@ def test_skips_a_port_bound_by_someone_else() -> None:
 def test_range_exhausted_is_a_conflict() -> None:
     with pytest.raises(Conflict, match="no free port"):
         pick_ports((18000, 18001), reserved={18000, 18001}, count=1)
+
+
+def test_claims_count_while_their_holder_exists(tmp_path) -> None:
+    from corral.layout import Home
+    from corral.machine.ports import PortClaims
+
+    home = Home(tmp_path)
+    claims = PortClaims(home)
+    assert claims.held() == {}
+    kept, gone = tmp_path / "instances" / "kept", tmp_path / "builds" / "run" / "1-cafe"
+    kept.mkdir(parents=True)
+    gone.mkdir(parents=True)
+    claims.claim(kept, [18000, 18001])
+    claims.claim(gone, [18002])
+    assert claims.held() == {18000: kept, 18001: kept, 18002: gone}
+    gone.rmdir()  # a VM frees its ports by being removed
+    assert claims.held() == {18000: kept, 18001: kept}
+    assert sorted(p.name for p in home.port_claims.iterdir()) == ["18000", "18001"]
+    # Picking skips what is claimed (a range: someone else may hold some of it), and claims
+    # what it picks.
+    picked = claims.pick(gone.parent, (18000, 18063), 2)
+    assert len(set(picked)) == 2 and not {18000, 18001} & set(picked)
+    assert set(claims.held()) == {18000, 18001, *picked}

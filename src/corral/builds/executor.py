@@ -41,7 +41,7 @@ from corral.builds.vm import BuildVm, cache_serial, stop_orphans
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, NotFound
 from corral.fsutil import locked
-from corral.guest.ssh import remote_process
+from corral.machine.console import following_async
 
 Sink = Callable[[bytes], None]
 CACHE_DISK_SIZE = 20 << 30  # sparse: what a cache may grow to
@@ -315,26 +315,12 @@ class Builder:
                 yield False
                 return
         self.say("(another build is running this step; following it)\n")
-        follower = asyncio.create_task(self._follow(self.store.live_log(sid)))
-        fd = await _lock(self.store.locks / f"{sid}.lock")
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        async with following_async(self.store.live_log(sid), self.out, poll=0.1):
+            fd = await _lock(self.store.locks / f"{sid}.lock")
         try:
             yield True
         finally:
             os.close(fd)
-
-    async def _follow(self, path: Path) -> None:
-        position = 0
-        while True:
-            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-                f.seek(position)
-                data = f.read()
-                if data:
-                    self.out(data)
-                    position += len(data)
-            await asyncio.sleep(0.1)
 
     async def _execute(self, vm: BuildVm, step: Step, secrets: Mapping[str, bytes],
                        copy: ContextCopy | None, results: Mapping[str, str],
@@ -375,15 +361,12 @@ class Builder:
         try:
             vm = await child.on(layer)
             errors = bytearray()
-            script = " ".join(
-                __import__("shlex").quote(a)
-                for a in copying.guest_export_command(op.src, op.exclude)
-            )
+            script = shlex.join(copying.guest_export_command(op.src, op.exclude))
 
             def write(data: bytes) -> None:
                 into.write(data)  # type: ignore[attr-defined]
 
-            code = await _run_split(vm, script, write, errors.extend)
+            code = await vm.run(script, sink=write, stderr=errors.extend)
             if code != 0:
                 raise BuildFailed(
                     f"copying {', '.join(op.src)} from build {op.from_build!r} failed: "
@@ -391,21 +374,6 @@ class Builder:
                 )
         finally:
             await child.close()
-
-
-async def _run_split(vm: BuildVm, script: str, stdout: Sink, stderr: Sink) -> int:
-    """Run as root with stdout and stderr kept apart (a tar on stdout must stay clean)."""
-    command = shlex.join(vm._as_root(script))
-    async with remote_process(vm.conn, command) as proc:
-
-        async def pump(reader: object, sink: Sink) -> None:
-            while chunk := await reader.read(65536):  # type: ignore[attr-defined]
-                sink(chunk)
-
-        proc.stdin.write_eof()
-        await asyncio.gather(pump(proc.stdout, stdout), pump(proc.stderr, stderr))
-        await proc.wait()
-        return proc.exit_status if proc.exit_status is not None and proc.exit_status >= 0 else 255
 
 
 def build(ctx: Context, spec: Spec, options: BuildOptions, out: Sink) -> str:

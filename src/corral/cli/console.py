@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 from corral.context import Context
 from corral.errors import QemuError
 from corral.instance import lifecycle
+from corral.machine import console as serial
 
 DETACH = b"\x1d"  # Ctrl-]
 PIPE_GRACE = 2.0  # seconds to keep reading after stdin ends when not on a terminal
@@ -76,17 +76,10 @@ def print_log(ctx: Context, name: str, *, follow: bool) -> None:
     """Print the serial log; with follow, keep printing until the VM stops or Ctrl-C."""
     path = ctx.home.instance(name).serial_log
     out = sys.stdout.buffer
-    position = 0
-    while True:
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
-            f.seek(position)
-            while chunk := f.read(65536):
-                out.write(chunk)
-                position += len(chunk)
-            out.flush()
-        if not follow:
-            return
-        _, seen = lifecycle.status(ctx, name)
-        if seen.pid is None:
-            return
-        time.sleep(0.2)
+
+    def running() -> bool:
+        return follow and lifecycle.status(ctx, name)[1].pid is not None
+
+    for chunk in serial.follow(path, running=running):
+        out.write(chunk)
+        out.flush()

@@ -28,7 +28,7 @@ def configure(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the console."),
 ) -> None:
     """Boot an image once with cloud-init, shut it down cleanly and save the result."""
-    from corral.image.configure import ConfigureOptions, configure
+    from corral.instance.configure import ConfigureOptions, configure
 
     itype = parse_instance_type(instance_type)
     options = ConfigureOptions(

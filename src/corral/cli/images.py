@@ -127,12 +127,17 @@ def build(
     assert recipe is not None
     from corral.cli.files import read_file
 
+    ctx = get_context()
     data = read_file(user_data)
+    configure = None
+    if data is not None:
+        from corral.instance.configure import with_user_data
+
+        configure = with_user_data(ctx, data, console=_console, on_stage=note)
     wanted = [p for item in packages for p in item.split(",") if p.strip()]
     manifest = build_recipe(
-        get_context(), recipe, name=name, packages=wanted, user_data=data, replace=replace,
-        log=note, console=_console,
-    )  # fmt: skip
+        ctx, recipe, name=name, packages=wanted, configure=configure, replace=replace, log=note
+    )
     out.print(
         f"built {manifest.name}: {manifest.format} {human_size(manifest.virtual_size)} "
         f"sha256:{manifest.digest[:12]}",

@@ -12,9 +12,10 @@ import io
 import logging
 import shlex
 import tarfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 
@@ -107,8 +108,8 @@ async def run_on(
         result = await conn.run(command_line(command), input=stdin, encoding=None, check=False)
     return ExecResult(
         result.exit_status if result.exit_status is not None and result.exit_status >= 0 else 255,
-        result.stdout or b"",
-        result.stderr or b"",
+        cast(bytes, result.stdout or b""),  # bytes: encoding=None
+        cast(bytes, result.stderr or b""),
     )
 
 
@@ -134,10 +135,11 @@ async def stream_on(
     command: str | Sequence[str],
     *,
     stdout: Sink,
-    stderr: Sink,
-    stdin: asyncio.StreamReader | None = None,
+    stderr: Sink | None = None,
+    stdin: bytes | AsyncIterable[bytes] | None = None,
 ) -> int:
-    """Run a command, passing its output to the sinks as it arrives; return its exit code."""
+    """Run a command, passing its output to the sinks as it arrives (stderr to stdout's sink
+    when it has none of its own); return its exit code."""
     async with remote_process(conn, command_line(command)) as proc:
 
         async def pump(reader: asyncssh.SSHReader[bytes], sink: Sink) -> None:
@@ -145,12 +147,15 @@ async def stream_on(
                 sink(chunk)
 
         async def feed() -> None:
-            if stdin is not None:
-                while chunk := await stdin.read(65536):
+            if isinstance(stdin, bytes):
+                proc.stdin.write(stdin)
+            elif stdin is not None:
+                async for chunk in stdin:
                     proc.stdin.write(chunk)
+                    await proc.stdin.drain()
             proc.stdin.write_eof()
 
-        await asyncio.gather(pump(proc.stdout, stdout), pump(proc.stderr, stderr), feed())
+        await asyncio.gather(pump(proc.stdout, stdout), pump(proc.stderr, stderr or stdout), feed())
         await proc.wait()
         return _exit_code(proc)
 

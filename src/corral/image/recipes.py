@@ -49,21 +49,25 @@ def _build(
     raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
 
 
+# Configure an image once and save the result: (image, as_name) -> the new image.
+Configure = Callable[[str, str], Manifest]
+
+
 def build_recipe(
     ctx: Context,
     recipe: str,
     *,
     name: str | None = None,
     packages: Sequence[str] = (),
-    user_data: bytes | None = None,
+    configure: Configure | None = None,
     replace: bool = False,
     log: Callable[[str], None] = lambda line: None,
-    console: Callable[[bytes], None] = lambda data: None,
 ) -> Manifest:
     """Build a recipe and add the result to the store as `name` (default: the recipe's name).
 
-    With user_data, the built image is then configured once with it (see image.configure,
-    with sysprep) and only the configured, flattened result is kept under `name`.
+    With `configure` (for --user-data: instance.configure.with_user_data, which boots the
+    image), the built image is then configured once and only the configured result is kept
+    under `name`.
     """
     if recipe not in RECIPES:
         raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
@@ -88,13 +92,10 @@ def build_recipe(
             default_user=built.default_user,
             origin=f"build:{recipe}",
         )
-        if user_data is not None:
+        if configure is not None:
             log("configuring with the user-data")
-            from corral.image.configure import ConfigureOptions, configure
-
             configured = f"{stage}-configured"
-            options = ConfigureOptions(user_data=user_data, sysprep=True, flatten=True)
-            result = configure(ctx, stage, configured, options, console=console, on_stage=log)
+            result = configure(stage, configured)
             result = result.replace(source=f"build:{recipe}+user-data")
             _forget(ctx, stage)
             stage = configured
@@ -104,7 +105,7 @@ def build_recipe(
     finally:
         _forget(ctx, stage)
         shutil.rmtree(workdir, ignore_errors=True)
-        if user_data is not None:  # the unconfigured build is garbage now
+        if configure is not None:  # the unconfigured build is garbage now
             from corral.image.manage import instance_blobs
 
             ctx.store.collect_garbage(instance_blobs(ctx))

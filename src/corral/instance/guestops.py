@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,21 +12,14 @@ import asyncssh
 from corral.context import Context
 from corral.errors import Conflict, CorralError, GuestError, InvalidInput
 from corral.guest.ready import wait_ready_async
-from corral.guest.ssh import (
-    ExecResult,
-    SshTarget,
-    close,
-    connect,
-    download,
-    run_on,
-    stream_on,
-    upload,
-)
+from corral.guest.session import GuestSession
+from corral.guest.ssh import ExecResult, SshTarget
 from corral.instance import registry
 from corral.instance.record import InstanceRecord
-from corral.instance.state import console_tail, observe
+from corral.instance.state import observe
 from corral.layout import InstanceFiles
-from corral.machine.process import is_our_qemu, read_pid
+from corral.machine import console
+from corral.machine.vm import Vm
 
 
 def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
@@ -37,18 +30,13 @@ T = TypeVar("T")
 
 
 def _in_guest(
-    ctx: Context,
-    record: InstanceRecord,
-    work: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+    ctx: Context, record: InstanceRecord, work: Callable[[GuestSession], Awaitable[T]]
 ) -> T:
-    """Run `work` on one SSH connection; SSH failures become a GuestError naming the instance."""
+    """Run `work` in one session; SSH failures become a GuestError naming the instance."""
 
     async def go() -> T:
-        conn = await connect(ssh_target(ctx, record))
-        try:
-            return await work(conn)
-        finally:
-            await close(conn)
+        async with await GuestSession.open(ssh_target(ctx, record)) as session:
+            return await work(session)
 
     try:
         return asyncio.run(go())
@@ -75,11 +63,8 @@ def wait_ready(
     """Wait until ssh answers and cloud-init is done; errors carry the last console lines."""
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
-    pid = read_pid(files.pidfile)
-
-    def alive() -> bool:
-        return is_our_qemu(pid, files.qmp)
-
+    vm = Vm.attach(files)
+    alive = vm.alive if vm is not None else lambda: False
     try:
         asyncio.run(
             wait_ready_async(
@@ -87,34 +72,41 @@ def wait_ready(
             )
         )
     except CorralError as exc:
-        console = console_tail(files, 15)
-        exc.details = [*exc.details, *(["last console lines:", *console] if console else [])]
+        lines = console.tail(files.serial_log, 15)
+        exc.details = [*exc.details, *(["last console lines:", *lines] if lines else [])]
         exc.hint = exc.hint or f"full console log: {files.serial_log}"
         raise
 
 
 def execute(
     ctx: Context, name: str, command: str | Sequence[str], *, stdin: bytes | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None, user: str | None = None, cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ExecResult:  # fmt: skip
-    """Run a command in the guest and collect (exit code, stdout, stderr)."""
+    """Run a command in the guest (as `user`, in `cwd`, with `env` added; by default as the
+    instance's login user) and collect (exit code, stdout, stderr)."""
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
 
-    return _in_guest(ctx, record, lambda conn: run_on(conn, command, stdin=stdin, timeout=timeout))
+    def work(guest: GuestSession) -> Awaitable[ExecResult]:
+        return guest.run(command, stdin=stdin, timeout=timeout, user=user, cwd=cwd, env=env)
+
+    return _in_guest(ctx, record, work)
 
 
 def execute_streaming(
     ctx: Context, name: str, command: str | Sequence[str], *,
-    stdout: Callable[[bytes], None], stderr: Callable[[bytes], None],
+    stdout: Callable[[bytes], None], stderr: Callable[[bytes], None], user: str | None = None,
+    cwd: str | None = None, env: Mapping[str, str] | None = None,
 ) -> int:  # fmt: skip
     """Run a command in the guest, streaming its output; return its exit code."""
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
 
-    return _in_guest(
-        ctx, record, lambda conn: stream_on(conn, command, stdout=stdout, stderr=stderr)
-    )
+    def work(guest: GuestSession) -> Awaitable[int]:
+        return guest.stream(command, stdout=stdout, stderr=stderr, user=user, cwd=cwd, env=env)
+
+    return _in_guest(ctx, record, work)
 
 
 def split_remote(spec: str) -> tuple[str | None, str]:
@@ -137,6 +129,6 @@ def copy(ctx: Context, src: str, dst: str) -> None:
     _require_running(files, record)
 
     if src_name is None:
-        _in_guest(ctx, record, lambda conn: upload(conn, Path(src_path), dst_path))
+        _in_guest(ctx, record, lambda guest: guest.upload(Path(src_path), dst_path))
     else:
-        _in_guest(ctx, record, lambda conn: download(conn, src_path, Path(dst_path)))
+        _in_guest(ctx, record, lambda guest: guest.download(src_path, Path(dst_path)))

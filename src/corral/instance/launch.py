@@ -13,15 +13,15 @@ import shutil
 from corral.context import Context
 from corral.errors import Conflict, QemuError
 from corral.fsutil import locked, process_start_time
+from corral.guest.ssh_keys import collect_keys, ensure_corral_key
 from corral.image.layers import touch
 from corral.image.manifest import Manifest, now
 from corral.instance import registry
-from corral.instance.keys import collect_keys, ensure_corral_key
-from corral.instance.machine import check_socket_paths, machine_spec, start_qemu
+from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
 from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord
 from corral.layout import InstanceFiles
-from corral.machine.ports import pick_ports, port_free
+from corral.machine.ports import PortClaims, pick_ports, port_free
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
 
@@ -51,7 +51,8 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
     with locked(home.ports_lock):
         if files.dir.exists():
             raise Conflict(f"an instance named {options.name!r} already exists")
-        reserved = registry.reserved_ports(home)
+        claims = PortClaims(home)
+        reserved = set(claims.held())
         for fwd in options.forwards:
             if fwd.host_port in reserved or not port_free(
                 fwd.host_port, fwd.host_addr, fwd.protocol
@@ -60,7 +61,9 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
         reserved |= {f.host_port for f in options.forwards}
         (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
         files.dir.mkdir(mode=0o700)
-        registry.save(files, record.replace(ssh_port=ssh_port))
+        record = record.replace(ssh_port=ssh_port)
+        registry.save(files, record)
+        claims.claim(files.dir, registry.ports(record))
     return files
 
 

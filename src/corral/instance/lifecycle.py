@@ -1,31 +1,27 @@
 """Stop, start, pause, resume and remove instances, each under the instance's lock.
 
-Stopping escalates with a deadline at each step: ACPI powerdown (the guest shuts down
-cleanly), then QMP quit, then SIGKILL.
+Stopping escalates with a deadline at each step (see machine/vm.py): ACPI powerdown (the guest
+shuts down cleanly), then QMP quit, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from corral.context import Context
-from corral.errors import Conflict, QemuError
+from corral.errors import Conflict
 from corral.fsutil import locked, process_start_time
 from corral.image.manifest import now
 from corral.instance import registry
-from corral.instance.machine import machine_spec, start_qemu
+from corral.instance.boot import machine_spec, start_qemu
 from corral.instance.record import InstanceRecord, State
 from corral.instance.state import Observed, observe
 from corral.layout import InstanceFiles
 from corral.machine.ports import wait_port_free
-from corral.machine.process import kill, wait_gone
-from corral.machine.qmp import qmp_execute_async
-
-QMP_DEADLINE = 5.0  # for QEMU to answer a QMP command
-QUIT_DEADLINE = 10.0  # for QEMU to exit after quit
-KILL_DEADLINE = 10.0
+from corral.machine.vm import Vm
 
 
 def status(ctx: Context, name: str) -> tuple[InstanceRecord, Observed]:
@@ -42,10 +38,6 @@ def _update(files: InstanceFiles, record: InstanceRecord, **changes: object) -> 
     record = record.replace(**changes)
     registry.save(files, record)
     return record
-
-
-def _qmp(files: InstanceFiles, command: str, timeout: float = 10) -> None:
-    asyncio.run(qmp_execute_async(files.qmp, command, timeout=timeout))
 
 
 def stop(
@@ -65,27 +57,9 @@ def stop(
             if seen.state != record.state:
                 record = _update(files, record, state=seen.state, reason=seen.reason)
             return record
-        pid = seen.pid
         record = _update(files, record, state="stopping", reason=None)
-        gone = False
-        if not force and seen.state != "paused":
-            progress("powerdown")
-            try:
-                _qmp(files, "system_powerdown", timeout=min(QMP_DEADLINE, timeout))
-                gone = wait_gone(pid, timeout)
-            except QemuError:
-                gone = False
-        if not gone:
-            progress("quit")
-            try:
-                _qmp(files, "quit", timeout=QMP_DEADLINE)
-            except QemuError:
-                pass  # QEMU may close the socket before answering
-            gone = wait_gone(pid, QUIT_DEADLINE)
-        if not gone:
-            progress("kill")
-            kill(pid)
-            wait_gone(pid, KILL_DEADLINE)
+        powerdown = None if force or seen.state == "paused" else timeout
+        asyncio.run(Vm(files, seen.pid).stop(powerdown=powerdown, progress=progress))
         registry.release_ports(record)
         for leftover in (*files.sockets, files.pidfile):
             leftover.unlink(missing_ok=True)
@@ -135,25 +109,27 @@ def restart(ctx: Context, name: str, *, force: bool = False, timeout: float = 60
     return start(ctx, name)
 
 
-def _switch(ctx: Context, name: str, want: str, command: str, to: State) -> InstanceRecord:
+def _switch(
+    ctx: Context, name: str, want: str, act: Callable[[Vm], Coroutine[Any, Any, None]], to: State
+) -> InstanceRecord:
     """Move a VM from state `want` to `to` with one QMP command (pause and resume)."""
     files, _ = registry.load_named(ctx.home, name)
     with registry.instance_lock(files):
         record = registry.load(files)
         seen = observe(record, files)
-        if seen.state != want:
+        if seen.state != want or seen.pid is None:
             raise Conflict(f"instance {name!r} is {seen.state}, not {want}")
-        _qmp(files, command)
+        asyncio.run(act(Vm(files, seen.pid)))
         return _update(files, record, state=to)
 
 
 def pause(ctx: Context, name: str) -> InstanceRecord:
     """Stop the VM's vCPUs (QMP stop); memory and devices stay as they are."""
-    return _switch(ctx, name, "running", "stop", "paused")
+    return _switch(ctx, name, "running", Vm.pause, "paused")
 
 
 def resume(ctx: Context, name: str) -> InstanceRecord:
-    return _switch(ctx, name, "paused", "cont", "running")
+    return _switch(ctx, name, "paused", Vm.resume, "running")
 
 
 def remove(ctx: Context, name: str, *, force: bool = False) -> None:

@@ -13,8 +13,8 @@ from corral.fsutil import locked, write_atomic
 from corral.instance.record import InstanceRecord, check_instance_name
 from corral.instance.state import observe
 from corral.layout import Home, InstanceFiles
-from corral.machine.ports import wait_port_free
-from corral.machine.process import is_our_qemu, kill, read_pid, wait_gone
+from corral.machine.ports import PortClaims, wait_port_free
+from corral.machine.vm import Vm
 from corral.records import RecordError
 
 
@@ -68,12 +68,9 @@ def instance_lock(files: InstanceFiles, *, blocking: bool = True) -> Iterator[No
         os.close(fd)
 
 
-def reserved_ports(home: Home) -> set[int]:
-    ports: set[int] = set()
-    for _, record in records(home):
-        ports.add(record.ssh_port)
-        ports.update(f.host_port for f in record.forwards)
-    return ports
+def ports(record: InstanceRecord) -> list[int]:
+    """The host ports the instance holds for as long as it exists (running or not)."""
+    return [record.ssh_port, *(f.host_port for f in record.forwards)]
 
 
 def release_ports(record: InstanceRecord, timeout: float = 3.0) -> None:
@@ -87,12 +84,11 @@ def release_ports(record: InstanceRecord, timeout: float = 3.0) -> None:
 
 
 def destroy(files: InstanceFiles) -> None:
-    """End the instance's QEMU if it still runs and remove its directory."""
-    pid = read_pid(files.pidfile)
-    if is_our_qemu(pid, files.qmp):
-        assert pid is not None
-        kill(pid)
-        wait_gone(pid, 10)
+    """End the instance's QEMU if it still runs and remove its directory (which frees the
+    ports it claimed)."""
+    vm = Vm.attach(files)
+    if vm is not None:
+        vm.kill()
         with contextlib.suppress(CorralError):
             release_ports(load(files))
     shutil.rmtree(files.dir, ignore_errors=True)
@@ -102,12 +98,15 @@ def reap_stale(home: Home) -> list[str]:
     """Clean up launches whose launcher died: no orphan QEMU, no leaked port, no half directory.
 
     Runs under the instances lock, which every launch holds while it creates its directory and
-    first record, so a directory without a record here is one a dead launcher left.
+    first record, so a directory without a record here is one a dead launcher left. Ports that
+    records made before the host-wide port registry hold are claimed there on the way.
     """
     if not home.instances.is_dir():
         return []
     reaped = []
     with locked(home.ports_lock):
+        claims = PortClaims(home)
+        held = claims.held()
         for name in names(home):
             files = home.instance(name)
             if not files.record.exists():
@@ -115,7 +114,10 @@ def reap_stale(home: Home) -> list[str]:
                 reaped.append(name)
                 continue
             with contextlib.suppress(CorralError):
-                if observe(load(files), files).stale:
+                record = load(files)
+                if observe(record, files).stale:
                     destroy(files)
                     reaped.append(name)
+                else:
+                    claims.claim(files.dir, [p for p in ports(record) if p not in held])
     return reaped

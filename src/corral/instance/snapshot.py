@@ -1,7 +1,7 @@
 """Snapshots of an instance's disk: as a new image, or internal qcow2 snapshots.
 
 A new image is a layer on the instance's image: only what the instance changed is copied. A
-running VM is saved with a QMP drive-backup job (sync=top), which copies a point-in-time view
+running VM is saved with a QMP drive-backup job (Vm.backup), which copies a point-in-time view
 of its overlay while the guest keeps running; a stopped VM's overlay is copied with qemu-img
 convert against the image as backing file.
 """
@@ -9,13 +9,12 @@ convert against the image as backing file.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from corral.context import Context
-from corral.errors import Conflict, NotFound, QemuError
+from corral.errors import Conflict, NotFound
 from corral.fsutil import hash_file
 from corral.image.layers import Blob, save_image
 from corral.image.manifest import Manifest, check_image_name
@@ -23,31 +22,9 @@ from corral.instance import registry
 from corral.instance.record import InstanceRecord
 from corral.instance.state import observe
 from corral.layout import InstanceFiles
-from corral.machine.qmp import qmp_session_async
+from corral.machine.vm import Vm
 
 JOB_ID = "corral-snapshot"
-
-
-async def _backup_running(files: InstanceFiles, target: Path, timeout: float = 3600) -> None:
-    await qmp_session_async(
-        files.qmp,
-        ("drive-backup", {"job-id": JOB_ID, "device": "disk0", "target": str(target),
-                          "format": "qcow2", "sync": "top", "mode": "absolute-paths",
-                          "auto-dismiss": False}),
-    )  # fmt: skip
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        (jobs,) = await qmp_session_async(files.qmp, ("query-jobs", None))
-        job = next((j for j in jobs if j["id"] == JOB_ID), None)
-        if job is None:
-            raise QemuError("the snapshot job vanished")
-        if job["status"] == "concluded":
-            await qmp_session_async(files.qmp, ("job-dismiss", {"id": JOB_ID}))
-            if job.get("error"):
-                raise QemuError(f"snapshot failed: {job['error']}")
-            return
-        await asyncio.sleep(0.1)
-    raise QemuError("the snapshot job did not finish in time")
 
 
 def _boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> dict[str, Any]:
@@ -80,11 +57,12 @@ def snapshot_as_image(
     base = Blob(record.image_digest, record.image_format)
     with registry.instance_lock(files):
         record = registry.load(files)
-        state = observe(record, files).state
+        seen = observe(record, files)
+        state = seen.state
         tmp = ctx.store.new_tmp_path()
         try:
-            if state in ("running", "paused"):
-                asyncio.run(_backup_running(files, tmp))
+            if state in ("running", "paused") and seen.pid is not None:
+                asyncio.run(Vm(files, seen.pid).backup("disk0", tmp, job_id=JOB_ID))
             elif state in ("stopped", "crashed"):
                 ctx.qemu_img.convert(
                     files.disk, "qcow2", tmp, "qcow2",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from corral.fsutil import pid_alive, process_start_time
 from corral.instance.record import InstanceRecord, State
 from corral.layout import InstanceFiles
+from corral.machine import console
 from corral.machine.process import is_our_qemu, qemu_error_text, read_pid
 
 POWER_DOWN_MARKERS = ("reboot: Power down", "System halted", "reboot: System halted")
@@ -32,21 +33,8 @@ def launcher_alive(record: InstanceRecord) -> bool:
     return record.launcher_start is None or process_start_time(pid) == record.launcher_start
 
 
-def console_tail(files: InstanceFiles, lines: int = 20) -> list[str]:
-    """The last lines of the serial log, for error messages."""
-    try:
-        with open(files.serial_log, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - 16384))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return []
-    return [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()][-lines:]
-
-
 def powered_off_by_guest(files: InstanceFiles) -> bool:
-    return any(m in line for line in console_tail(files, 5) for m in POWER_DOWN_MARKERS)
+    return any(m in line for line in console.tail(files.serial_log, 5) for m in POWER_DOWN_MARKERS)
 
 
 def observe(record: InstanceRecord, files: InstanceFiles) -> Observed:

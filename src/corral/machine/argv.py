@@ -12,6 +12,7 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 # 10.0.3.2 on it.
 OUTSIDE_NET = "10.0.3.0/24"
 OUTSIDE_MAC = "52:54:00:c0:ff:03"
+OUTSIDE_NIC = "nic1"  # its QMP name (set_link)
 
 
 def _opts(*pairs: str) -> str:
@@ -55,7 +56,7 @@ def network_args(spec: MachineSpec) -> list[str]:
         "-netdev", _opts("user", "id=net0", "restrict=on", *rules),
         "-device", "virtio-net-pci,netdev=net0,id=nic0",
         "-netdev", _opts("user", "id=net1", f"net={OUTSIDE_NET}"),
-        "-device", f"virtio-net-pci,netdev=net1,id=nic1,mac={OUTSIDE_MAC}",
+        "-device", f"virtio-net-pci,netdev=net1,id={OUTSIDE_NIC},mac={OUTSIDE_MAC}",
     ]  # fmt: skip
 
 

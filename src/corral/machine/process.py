@@ -1,25 +1,25 @@
-"""Starting QEMU detached and ending it: the only place that spawns or signals QEMU.
+"""Starting QEMU detached and signalling it: the only place that spawns or signals QEMU.
 
-QEMU runs in its own session with stdio on a file in the instance directory, so it outlives
-the command that started it and its own error messages are kept. Startup waits until QMP
-answers or QEMU exits; in the latter case QEMU's last words become the error.
+QEMU runs in its own session with stdio on a file in the VM's directory, so it outlives
+the command that started it and its own error messages are kept (`qemu_error_text` picks its
+last words out for errors).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from corral.errors import DeadlineExceeded, MissingDependency, QemuError
+from corral.errors import CorralError, MissingDependency
 from corral.fsutil import pid_alive, process_cmdline
-
-START_DEADLINE = 60.0
+from corral.run import run
 
 
 def spawn(argv: list[str], *, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -54,22 +54,6 @@ def qemu_error_text(log: Path) -> str:
     return picked[0].strip()
 
 
-async def wait_started_async(
-    proc_pid: int, qmp: Path, log: Path, *, deadline: float = START_DEADLINE
-) -> None:
-    """Return once QMP answers; raise QemuError with QEMU's message if it exits first."""
-    from corral.machine.qmp import qmp_answers_async
-
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if not pid_alive(proc_pid):
-            raise QemuError(f"QEMU failed to start: {qemu_error_text(log)}", hint=f"see {log}")
-        if qmp.exists() and await qmp_answers_async(qmp, timeout=2):
-            return
-        await asyncio.sleep(0.01)
-    raise DeadlineExceeded(f"QEMU did not answer on QMP within {deadline:g}s", hint=f"see {log}")
-
-
 def is_our_qemu(pid: int | None, qmp: Path) -> bool:
     """True when pid is alive and its command line names this instance's QMP socket."""
     if not pid or not pid_alive(pid):
@@ -97,3 +81,22 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not pid_alive(pid)
+
+
+@functools.cache
+def die_with_owner() -> tuple[str, ...]:
+    """The argv prefix that makes QEMU get SIGTERM when its starter dies (none if unavailable).
+
+    setpriv sets the parent-death signal and execs QEMU, which keeps it (and the pid). The
+    signal comes when the thread that started QEMU ends: a build starts its VMs from the
+    thread that runs the build.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "TERM", "--")
+    try:
+        run([*prefix, "true"], timeout=10)
+    except CorralError:
+        return ()  # too old to know --pdeathsig
+    return prefix

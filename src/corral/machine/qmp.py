@@ -1,8 +1,8 @@
-"""Talking to a running QEMU over its QMP socket, with the qemu.qmp library.
+"""Talking to a running QEMU over its QMP socket: qemu.qmp's client behind typed helpers.
 
-Each call opens its own short connection: corral keeps no process per VM, so there is no
-long-lived connection to share. Async functions are the core; `qmp_call` wraps one for
-synchronous callers.
+`Qmp` is one connection. A detached instance is driven by short-lived commands, each opening
+its own (`qmp_execute_async`); a build keeps one open for its VM's life. Every failure, the
+connection's or the command's, becomes a QemuError that names the command and the socket.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from qemu.qmp import QMPClient
@@ -20,44 +21,87 @@ from corral.errors import QemuError
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
+TIMEOUT = 10.0  # default seconds for connecting and for one command
+
+_FAILURES = (QMPError, OSError, EOFError, TimeoutError)
+
+
+def _failed(what: str, socket: Path, exc: BaseException) -> QemuError:
+    return QemuError(f"QMP {what}on {socket} failed: {exc or type(exc).__name__}")
+
+
+class Qmp:
+    """One QMP connection to a QEMU."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self._client = QMPClient("corral")
+
+    async def connect(self, timeout: float = TIMEOUT) -> Qmp:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._client.connect(str(self.socket))
+        except _FAILURES as exc:
+            await self.close()
+            raise _failed("", self.socket, exc) from exc
+        return self
+
+    async def close(self) -> None:
+        with contextlib.suppress(QMPError, OSError, EOFError):
+            await self._client.disconnect()
+
+    async def __aenter__(self) -> Qmp:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = TIMEOUT
+    ) -> Any:
+        """Run one command and return its result."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._client.execute(command, arguments)
+        except _FAILURES as exc:
+            raise _failed(f"{command} ", self.socket, exc) from exc
+
+    # --- typed helpers ---------------------------------------------------------------------
+
+    async def status(self) -> str:
+        """The run state: 'running', 'paused', 'shutdown', ..."""
+        return str((await self.execute("query-status"))["status"])
+
+    async def set_link(self, nic: str, up: bool) -> None:
+        await self.execute("set_link", {"name": nic, "up": up})
+
+    async def snapshot_onto(self, device: str, file: Path, node: str) -> None:
+        """Make `file` (created by the caller, backed by the current top) the device's top."""
+        await self.execute(
+            "blockdev-snapshot-sync",
+            {"device": device, "snapshot-file": str(file), "snapshot-node-name": node,
+             "format": "qcow2", "mode": "existing"},
+        )  # fmt: skip
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        jobs = await self.execute("query-jobs")
+        return next((j for j in jobs if j["id"] == job_id), None)
+
 
 async def qmp_execute_async(
-    socket: Path, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10
-) -> Any:
-    """Run one QMP command and return its result; failures become QemuError."""
-    client = QMPClient("corral")
+    socket: Path, command: str, arguments: dict[str, Any] | None = None, *,
+    timeout: float = TIMEOUT,
+) -> Any:  # fmt: skip
+    """Run one command over a connection of its own and return its result."""
+    qmp = Qmp(socket)
     try:
-        async with asyncio.timeout(timeout):
-            await client.connect(str(socket))
-        async with asyncio.timeout(timeout):
-            return await client.execute(command, arguments)
-    except (QMPError, OSError, EOFError, TimeoutError) as exc:
-        raise QemuError(f"QMP {command} on {socket} failed: {exc or type(exc).__name__}") from exc
-    finally:
-        with contextlib.suppress(QMPError, OSError, EOFError):
-            await client.disconnect()
-
-
-async def qmp_session_async(
-    socket: Path, *commands: tuple[str, dict[str, Any] | None]
-) -> list[Any]:
-    """Run several commands over one connection, in order."""
-    client = QMPClient("corral")
-    try:
-        async with asyncio.timeout(10):
-            await client.connect(str(socket))
-        return [await client.execute(name, args) for name, args in commands]
-    except (QMPError, OSError, EOFError, TimeoutError) as exc:
-        raise QemuError(f"QMP on {socket} failed: {exc or type(exc).__name__}") from exc
-    finally:
-        with contextlib.suppress(QMPError, OSError, EOFError):
-            await client.disconnect()
-
-
-def qmp_call(
-    socket: Path, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10
-) -> Any:
-    return asyncio.run(qmp_execute_async(socket, command, arguments, timeout=timeout))
+        await qmp.connect(timeout)
+    except QemuError as exc:  # said again naming the command it was for
+        raise _failed(f"{command} ", socket, exc.__cause__ or exc) from exc.__cause__
+    async with qmp:
+        return await qmp.execute(command, arguments, timeout=timeout)
 
 
 async def qmp_answers_async(socket: Path, timeout: float = 1.0) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import platform
@@ -21,17 +22,15 @@ from pathlib import Path
 from corral import __version__, confine
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput, NotFound
+from corral.guest.ssh_keys import KEY_PREFIXES
 from corral.instance import lifecycle
-from corral.instance.keys import KEY_PREFIXES
 from corral.instance.launch import launch
 from corral.instance.options import make_options
 from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
+from corral.machine import console
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
 from corral.storage_roots import open_under
-
-CONSOLE_POLL = 0.2  # seconds between looks at a quiet serial log
-CONSOLE_CHUNK = 1 << 20  # most bytes read from the serial log at once
 
 
 class LocalNode:
@@ -202,18 +201,10 @@ class LocalNode:
         """Yield what is appended to the serial log from now on, until the VM is not running."""
         path = self.ctx.home.instance(name).serial_log
         await asyncio.to_thread(lifecycle.status, self.ctx, name)  # NotFound before anything
-        position = await asyncio.to_thread(_size, path)
-        while True:
-            # Look at the VM before reading: output written before it stopped is still sent.
-            running = await asyncio.to_thread(self._running, name)
-            while True:
-                chunk, position = await asyncio.to_thread(_read_from, path, position)
-                if not chunk:
-                    break
-                yield chunk
-            if not running:
-                return
-            await asyncio.sleep(CONSOLE_POLL)
+        start = await asyncio.to_thread(console.size, path)
+        running = functools.partial(self._running, name)
+        async for chunk in console.follow_async(path, start=start, running=running):
+            yield chunk
 
     def _running(self, name: str) -> bool:
         try:
@@ -239,26 +230,6 @@ def _check_key_lines(lines: list[str]) -> list[str]:
 def _fd_file(fd: int) -> Path:
     """A path that opens the very file behind an open descriptor (not whatever has its name)."""
     return Path(f"/proc/self/fd/{fd}")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_from(path: Path, position: int) -> tuple[bytes, int]:
-    """Read what follows `position` in the file; start over if the file was replaced shorter."""
-    try:
-        with open(path, "rb") as f:
-            if f.seek(0, os.SEEK_END) < position:
-                position = 0
-            f.seek(position)
-            chunk = f.read(CONSOLE_CHUNK)
-    except FileNotFoundError:
-        return b"", 0
-    return chunk, position + len(chunk)
 
 
 def _mem_total_mib() -> int:

@@ -1,4 +1,4 @@
-"""From an instance record to a running QEMU: the machine spec, chain checks, spawning."""
+"""Booting an instance: from its record to a machine spec, its disk chain checked, to a Vm."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from corral.errors import InvalidInput
 from corral.image.store import check_chain_inside
 from corral.instance.record import InstanceRecord
 from corral.layout import MAX_SOCKET_PATH, InstanceFiles
-from corral.machine.argv import build_argv
-from corral.machine.process import spawn, wait_started_async
 from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec
+from corral.machine.vm import Vm
 
 
 def check_socket_paths(files: InstanceFiles) -> None:
@@ -61,21 +60,8 @@ def machine_spec(
     )
 
 
-def start_qemu(
-    ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles
-) -> int:
-    """Validate the disk chain, spawn QEMU detached and wait until QMP answers; return its pid."""
+def start_qemu(ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles) -> Vm:
+    """Validate the disk chain, start QEMU detached and wait until QMP answers."""
     expected = ctx.store.chain(record.image_digest)
     check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
-    for sock in (*files.sockets, files.pidfile):
-        sock.unlink(missing_ok=True)
-    proc = spawn(build_argv(ctx.host.qemu.path, spec), cwd=files.dir, log=files.qemu_stderr)
-    try:
-        asyncio.run(wait_started_async(proc.pid, files.qmp, files.qemu_stderr))
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    for sock in files.sockets:
-        sock.chmod(0o600)
-    return proc.pid
+    return asyncio.run(Vm.start(ctx.host.qemu.path, spec, files))

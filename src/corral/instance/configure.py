@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from corral.context import Context
 from corral.errors import Conflict, CorralError, GuestError
+from corral.guest.ssh_keys import ensure_corral_key
 from corral.image.manifest import Manifest, check_image_name
 from corral.instance import guestops, lifecycle
-from corral.instance.console import following
-from corral.instance.keys import ensure_corral_key
 from corral.instance.launch import launch
 from corral.instance.options import LaunchOptions
-from corral.instance.state import console_tail
+from corral.instance.snapshot import snapshot_as_image
+from corral.machine import console as serial
 
 # Reset what makes a machine this machine, so that each launch of the image is a fresh instance
 # to cloud-init, systemd and sshd. Every step tolerates a guest that lacks its tool.
@@ -83,7 +83,7 @@ def configure(
     )  # fmt: skip
     files = ctx.home.instance(name)
     try:
-        with following(files.serial_log, console):
+        with serial.following(files.serial_log, console):
             _wait_for_cloud_init(ctx, name, options.timeout, on_stage)
             if options.sysprep:
                 on_stage("sysprep")
@@ -94,11 +94,9 @@ def configure(
             if steps != ["powerdown"]:
                 raise GuestError(
                     "the guest did not shut down cleanly after configuration; nothing saved",
-                    details=console_tail(files),
+                    details=serial.tail(files.serial_log),
                 )
         on_stage("saving")
-        from corral.instance.snapshot import snapshot_as_image
-
         manifest = snapshot_as_image(ctx, name, as_name, flatten=options.flatten)
         manifest = manifest.replace(
             source=f"configure:{image}", kernel=base.kernel, initrd=base.initrd,
@@ -123,11 +121,28 @@ def _wait_for_cloud_init(
 def _sysprep(ctx: Context, name: str) -> None:
     key = ensure_corral_key(ctx.home.ssh_key).split()[1]
     script = f"CORRAL_KEY='{key}'\n{SYSPREP}"
-    user = lifecycle.status(ctx, name)[0].ssh_user
-    command = ["sh", "-s"] if user == "root" else ["sudo", "-n", "sh", "-s"]
-    result = guestops.execute(ctx, name, command, stdin=script.encode(), timeout=300)
+    result = guestops.execute(
+        ctx, name, ["sh", "-s"], user="root", stdin=script.encode(), timeout=300
+    )
     if result.exit_code != 0:
         raise GuestError(
             f"sysprep failed with exit code {result.exit_code}; nothing saved",
             details=result.stderr.decode(errors="replace").strip().splitlines()[-10:],
         )
+
+
+def with_user_data(
+    ctx: Context,
+    user_data: bytes,
+    *,
+    console: Callable[[bytes], None] = lambda data: None,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> Callable[[str, str], Manifest]:
+    """How `corral image build --user-data` configures what it built: once, with sysprep,
+    flattened into one standalone image."""
+    options = ConfigureOptions(user_data=user_data, sysprep=True, flatten=True)
+
+    def configure_image(image: str, as_name: str) -> Manifest:
+        return configure(ctx, image, as_name, options, console=console, on_stage=on_stage)
+
+    return configure_image

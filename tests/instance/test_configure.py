@@ -10,7 +10,7 @@ import pytest
 
 from corral.context import Context
 from corral.errors import DeadlineExceeded, GuestError
-from corral.image.configure import ConfigureOptions, configure
+from corral.instance.configure import ConfigureOptions, configure
 from helpers import corral
 
 pytestmark = pytest.mark.vm
@@ -62,6 +62,24 @@ def test_configure_timeout_names_the_stage(vm_ctx: Context) -> None:
     assert info.value.message.startswith("configure failed: ssh on port")
     assert not vm_ctx.store.exists("never")
     assert list(vm_ctx.home.instances.iterdir()) == []
+
+
+def test_build_with_user_data_configures_what_it_built(
+    vm_ctx: Context, tiny_guest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`image build RECIPE --user-data`: the CLI hands build_recipe instance.configure's step."""
+    from corral.image import recipes
+    from corral.instance.configure import with_user_data
+
+    monkeypatch.setattr(recipes, "_build", lambda *args: tiny_guest)  # built already
+    stages: list[str] = []
+    configure = with_user_data(vm_ctx, b"#cloud-config\n", on_stage=stages.append)
+    manifest = recipes.build_recipe(vm_ctx, "tiny", name="tiny-built", configure=configure)
+    assert manifest.source == "build:tiny+user-data"
+    assert manifest.parent is None  # configured and flattened: one standalone image
+    assert "sysprep" in stages
+    assert vm_ctx.store.get("tiny-built").digest == manifest.digest
+    assert not [m for m in vm_ctx.store.list() if m.name.startswith("tmp-build-")]
 
 
 USER_DATA = """#cloud-config

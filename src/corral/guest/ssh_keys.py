@@ -1,4 +1,5 @@
-"""SSH keys that go into a guest: corral's own key pair plus the user's public keys."""
+"""SSH keys that go into a guest: corral's own key pair (how corral logs in to every guest)
+plus the user's public keys."""
 
 from __future__ import annotations
 
