@@ -1,7 +1,9 @@
 """The context every operation runs in: configuration, state layout, image store, host facts.
 
 Everything is built lazily and once per context: commands that never start QEMU never pay for
-the host probe, and commands that never touch images never load the store.
+the host probe, and commands that never touch images never read the store. It sits above
+image/ and host/ (it builds their objects); they never import it (image.needs says what image
+operations need of it).
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from corral.config import Config, load_config
+from corral.host.probe import HostFacts, detect_host
+from corral.image.qemu_img import QemuImg
+from corral.image.store import ImageStore
 from corral.layout import Home
-
-if TYPE_CHECKING:
-    from corral.host.probe import HostFacts
-    from corral.image.qemu_img import QemuImg
-    from corral.image.store import ImageStore
+from corral.private import make_private
 
 
 @dataclass
@@ -26,28 +26,20 @@ class Context:
 
     @functools.cached_property
     def home(self) -> Home:
-        from corral.private import make_private
-
         home = Home(self.config.home)
         make_private(home)  # others may not read state: create it 0700, tighten an old one
         return home
 
     @functools.cached_property
     def qemu_img(self) -> QemuImg:
-        from corral.image.qemu_img import QemuImg
-
         return QemuImg(self.config.qemu_img)
 
     @functools.cached_property
     def store(self) -> ImageStore:
-        from corral.image.store import ImageStore
-
         return ImageStore(self.home, self.qemu_img)
 
     @functools.cached_property
     def host(self) -> HostFacts:
-        from corral.host.probe import detect_host
-
         kernels: list[Path] = [
             self.store.blob(m.kernel) for m in self.store.list() if m.kernel is not None
         ]

@@ -15,6 +15,7 @@ from corral.errors import Conflict, InvalidInput
 from corral.image import manage
 from corral.image.layers import save_image
 from corral.image.manifest import now
+from corral.image_holders import image_holders
 
 
 def make_image(ctx: Context, tmp_path: Path, name: str, data_mib: int = 8) -> None:
@@ -55,7 +56,7 @@ def test_tag_is_a_second_name(ctx: Context, tmp_path: Path) -> None:
     assert ctx.store.get("b").digest == ctx.store.get("a").digest
     with pytest.raises(Conflict):
         manage.tag(ctx, "a", "b")
-    manage.remove(ctx, "a")
+    manage.remove(ctx, "a", holders=image_holders(ctx))
     assert ctx.store.blob(ctx.store.get("b").digest).exists()
 
 
@@ -67,10 +68,12 @@ def test_layers_depend_and_rm_names_dependants(ctx: Context, tmp_path: Path) -> 
     assert ctx.store.blob(child.digest).stat().st_size < 3 << 20  # only the changed MiB
     assert read_byte(ctx, "child", 0) == b"a" and read_byte(ctx, "child", 1 << 20) == b"b"
     with pytest.raises(Conflict, match="has dependants: child"):
-        manage.remove(ctx, "base")
-    manage.remove(ctx, "base", force=True)  # the name goes, the data the child needs stays
+        manage.remove(ctx, "base", holders=image_holders(ctx))
+    manage.remove(
+        ctx, "base", holders=image_holders(ctx), force=True
+    )  # the name goes, the data the child needs stays
     assert read_byte(ctx, "child", 0) == b"a"
-    manage.remove(ctx, "child")
+    manage.remove(ctx, "child", holders=image_holders(ctx))
     assert list(ctx.home.blobs.iterdir()) == []
 
 
@@ -146,17 +149,24 @@ def test_prune_least_recently_used_first(ctx: Context, tmp_path: Path) -> None:
         ctx.store.save(m.replace(last_used_at=now() - timedelta(days=10 - 4 * i)))
     layer_on(ctx, "new", "on-new")
     with pytest.raises(InvalidInput, match="say what to prune"):
-        manage.prune(ctx)
-    assert [p.name for p in manage.prune(ctx, older_than=timedelta(days=5), dry_run=True)] == [
-        "old", "mid",
-    ]  # fmt: skip
+        manage.prune(ctx, holders=image_holders(ctx))
+    would = manage.prune(
+        ctx, holders=image_holders(ctx), older_than=timedelta(days=5), dry_run=True
+    )
+    assert [p.name for p in would] == ["old", "mid"]
     total = manage.store_bytes(ctx)
-    pruned = manage.prune(ctx, keep_bytes=total - 1)  # removing one image is enough
+    pruned = manage.prune(
+        ctx, holders=image_holders(ctx), keep_bytes=total - 1
+    )  # removing one image is enough
     assert [p.name for p in pruned] == ["old"]
     assert pruned[0].freed > 4 << 20
     assert sorted(m.name for m in ctx.store.list()) == ["mid", "new", "on-new"]
     # "new" carries a layer, "on-new" is recent but unused: with a tiny budget, all unused go.
-    assert [p.name for p in manage.prune(ctx, keep_bytes=0)] == ["mid", "on-new", "new"]
+    assert [p.name for p in manage.prune(ctx, holders=image_holders(ctx), keep_bytes=0)] == [
+        "mid",
+        "on-new",
+        "new",
+    ]
 
 
 def test_parse_age() -> None:
@@ -175,7 +185,9 @@ def test_prune_drops_the_temporary_names_of_builds_killed_midway(
     make_image(ctx, tmp_path, f"tmp-build-{os.getpid()}-0a1b2c3d", data_mib=5)  # under way
     make_image(ctx, tmp_path, "kept", data_mib=6)
     orphan_blob = ctx.store.blob(ctx.store.get(f"tmp-build-{dead.pid}-0a1b2c3d").digest)
-    assert manage.prune(ctx, older_than=timedelta(days=365)) == []  # nothing that old
+    assert (
+        manage.prune(ctx, holders=image_holders(ctx), older_than=timedelta(days=365)) == []
+    )  # nothing that old
     names = sorted(m.name for m in ctx.store.list())
     assert names == ["kept", f"tmp-build-{os.getpid()}-0a1b2c3d"]
     assert not orphan_blob.exists()  # its data went with it

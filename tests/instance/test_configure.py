@@ -69,12 +69,16 @@ def test_build_with_user_data_configures_what_it_built(
 ) -> None:
     """`image build RECIPE --user-data`: the CLI hands build_recipe instance.configure's step."""
     from corral.image import recipes
+    from corral.image_holders import image_holders
     from corral.instance.configure import with_user_data
 
     monkeypatch.setattr(recipes, "_build", lambda *args: tiny_guest)  # built already
     stages: list[str] = []
     configure = with_user_data(vm_ctx, b"#cloud-config\n", on_stage=stages.append)
-    manifest = recipes.build_recipe(vm_ctx, "tiny", name="tiny-built", configure=configure)
+    manifest = recipes.build_recipe(
+        vm_ctx, "tiny", name="tiny-built", configure=configure,
+        holders=lambda: image_holders(vm_ctx),
+    )  # fmt: skip
     assert manifest.source == "build:tiny+user-data"
     assert manifest.parent is None  # configured and flattened: one standalone image
     assert "sysprep" in stages

@@ -105,9 +105,12 @@ def prune(
 ) -> None:
     """Remove unused images, least recently used first."""
     from corral.image.manage import parse_age, prune
+    from corral.image_holders import image_holders
 
+    ctx = get_context()
     pruned = prune(
-        get_context(),
+        ctx,
+        holders=image_holders(ctx),
         older_than=parse_age(older_than) if older_than else None,
         keep_bytes=parse_size(keep_bytes, what="size", allow_zero=True) if keep_bytes else None,
         dry_run=dry_run,

@@ -83,8 +83,10 @@ def rm(
 ) -> None:
     """Remove an image (refused while instances or other images use it, unless --force)."""
     from corral.image.manage import remove
+    from corral.image_holders import image_holders
 
-    remove(get_context(), name, force=force)
+    ctx = get_context()
+    remove(ctx, name, holders=image_holders(ctx), force=force)
     out.print(f"removed {name}", markup=False)
 
 
@@ -135,9 +137,12 @@ def build(
 
         configure = with_user_data(ctx, data, console=_console, on_stage=note)
     wanted = [p for item in packages for p in item.split(",") if p.strip()]
+    from corral.image_holders import image_holders
+
     manifest = build_recipe(
-        ctx, recipe, name=name, packages=wanted, configure=configure, replace=replace, log=note
-    )
+        ctx, recipe, name=name, packages=wanted, configure=configure,
+        holders=lambda: image_holders(ctx), replace=replace, log=note,
+    )  # fmt: skip
     out.print(
         f"built {manifest.name}: {manifest.format} {human_size(manifest.virtual_size)} "
         f"sha256:{manifest.digest[:12]}",

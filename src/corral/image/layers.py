@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from corral.context import Context
 from corral.errors import Conflict
 from corral.fsutil import hash_file
 from corral.image.manifest import Manifest, now
+from corral.image.needs import ImageContext
 
 # Keep a layer unless it is nearly as large as everything below it: then a flat copy costs no
 # more space and reads faster.
@@ -39,7 +39,7 @@ class Blob:
 
 
 def publish(
-    ctx: Context, tmp: Path, *, parent: Base | None, flatten: bool = False, fmt: str = "qcow2"
+    ctx: ImageContext, tmp: Path, *, parent: Base | None, flatten: bool = False, fmt: str = "qcow2"
 ) -> tuple[str, str, int, str | None]:
     """Publish a qcow2 written under images/tmp; return (digest, format, size, parent digest).
 
@@ -70,7 +70,7 @@ def publish(
 
 
 def save_image(
-    ctx: Context,
+    ctx: ImageContext,
     tmp: Path,
     name: str,
     *,
@@ -108,6 +108,6 @@ def save_image(
     return manifest
 
 
-def touch(ctx: Context, manifest: Manifest) -> None:
+def touch(ctx: ImageContext, manifest: Manifest) -> None:
     """Record a use (launch, derivation): prune removes the least recently used first."""
     ctx.store.save(manifest.replace(last_used_at=now()))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from corral.context import Context
 from corral.errors import Conflict, InvalidInput
 from corral.fsutil import atomic_file, pid_alive
 from corral.image.layers import save_image
 from corral.image.manifest import Manifest, check_image_name, now
+from corral.image.needs import Holders, ImageContext
 from corral.image.qemu_img import FORMATS
 from corral.units import format_size
 
@@ -33,32 +33,7 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * _AGE_UNITS[match[2]])
 
 
-def instance_digests(ctx: Context) -> dict[str, list[str]]:
-    """Image blob digest -> names of the instances whose disks stand on it."""
-    from corral.instance import registry
-
-    users: dict[str, list[str]] = {}
-    for _, record in registry.records(ctx.home):
-        users.setdefault(record.image_digest, []).append(record.name)
-    return users
-
-
-def instance_blobs(ctx: Context) -> set[str]:
-    """Every blob instances and build layers need: images (with chains), kernels, initrds."""
-    from corral.builds.store import BuildStore
-    from corral.instance import registry
-
-    keep: set[str] = BuildStore(ctx.home).referenced_blobs()
-    for _, record in registry.records(ctx.home):
-        keep.add(record.image_digest)
-        if record.boot is not None:
-            for path in (record.boot.kernel, record.boot.initrd):
-                if path and Path(path).parent == ctx.home.blobs:
-                    keep.add(Path(path).name)
-    return keep
-
-
-def dependants(ctx: Context, manifest: Manifest) -> list[str]:
+def dependants(ctx: ImageContext, manifest: Manifest) -> list[str]:
     """Names of images layered on this image's blob (not counting other names for it)."""
     return sorted(
         m.name
@@ -67,7 +42,7 @@ def dependants(ctx: Context, manifest: Manifest) -> list[str]:
     )
 
 
-def tag(ctx: Context, name: str, new_name: str) -> Manifest:
+def tag(ctx: ImageContext, name: str, new_name: str) -> Manifest:
     """Give an image a second name (the same blob)."""
     manifest = ctx.store.get(name)
     check_image_name(new_name)
@@ -79,7 +54,7 @@ def tag(ctx: Context, name: str, new_name: str) -> Manifest:
 
 
 def convert(
-    ctx: Context, name: str, fmt: str, *, compress: bool = False, as_name: str | None = None
+    ctx: ImageContext, name: str, fmt: str, *, compress: bool = False, as_name: str | None = None
 ) -> Manifest:
     """Rewrite an image as a standalone qcow2 or raw file (optionally compressed qcow2)."""
     if fmt not in FORMATS:
@@ -101,7 +76,7 @@ def convert(
         tmp.unlink(missing_ok=True)
 
 
-def resize(ctx: Context, name: str, size: int, *, as_name: str | None = None) -> Manifest:
+def resize(ctx: ImageContext, name: str, size: int, *, as_name: str | None = None) -> Manifest:
     """Grow an image's virtual size: a thin qcow2 layer of the new size on the old blob."""
     manifest = ctx.store.get(name)
     if size < manifest.virtual_size:
@@ -123,7 +98,7 @@ def resize(ctx: Context, name: str, size: int, *, as_name: str | None = None) ->
         tmp.unlink(missing_ok=True)
 
 
-def _target_name(ctx: Context, name: str, as_name: str | None) -> str:
+def _target_name(ctx: ImageContext, name: str, as_name: str | None) -> str:
     if as_name is None or as_name == name:
         return name
     check_image_name(as_name)
@@ -133,7 +108,7 @@ def _target_name(ctx: Context, name: str, as_name: str | None) -> str:
 
 
 def export(
-    ctx: Context,
+    ctx: ImageContext,
     name: str,
     path: Path,
     *,
@@ -167,7 +142,7 @@ def export(
 
 
 def _export_into(
-    ctx: Context, manifest: Manifest, dir_fd: int, path: Path, fmt: str, compress: bool
+    ctx: ImageContext, manifest: Manifest, dir_fd: int, path: Path, fmt: str, compress: bool
 ) -> None:
     """qemu-img writes a new file made exclusively (a link planted in a shared directory is
     never followed), named to it by descriptor; then it is renamed into place."""
@@ -180,7 +155,7 @@ def _export_into(
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
 
 
-def remove(ctx: Context, name: str, *, force: bool = False) -> list[str]:
+def remove(ctx: ImageContext, name: str, *, holders: Holders, force: bool = False) -> list[str]:
     """Forget an image name; return the blobs garbage collection freed.
 
     Refused while instances use it or other images are layered on it, unless force: then
@@ -195,9 +170,9 @@ def remove(ctx: Context, name: str, *, force: bool = False) -> list[str]:
                 f"image {name!r} has dependants: {', '.join(on_it)}",
                 hint="remove them first, or use --force (their data stays)",
             )
-    users = [] if others else instance_digests(ctx).get(manifest.digest, [])
+    users = () if others else holders.users.get(manifest.digest, ())
     ctx.store.remove(name, users=users, force=force)
-    return ctx.store.collect_garbage(instance_blobs(ctx))
+    return ctx.store.collect_garbage(holders.keep)
 
 
 @dataclass(frozen=True)
@@ -207,14 +182,14 @@ class Pruned:
     freed: int
 
 
-def store_bytes(ctx: Context) -> int:
+def store_bytes(ctx: ImageContext) -> int:
     blobs = ctx.home.blobs
     return sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
 
 
-def _needed_bytes(ctx: Context, manifests: list[Manifest]) -> int:
+def _needed_bytes(ctx: ImageContext, manifests: list[Manifest], holders: Holders) -> int:
     """What the store would hold with only these images (and what instances need)."""
-    roots = instance_blobs(ctx) | {m.digest for m in manifests}
+    roots = set(holders.keep) | {m.digest for m in manifests}
     roots |= {d for m in manifests for d in (m.kernel, m.initrd) if d}
     needed = {d for root in roots for d in ctx.store.chain(root)}
     return sum(ctx.store.blob(d).stat().st_size for d in needed if ctx.store.blob(d).exists())
@@ -223,7 +198,7 @@ def _needed_bytes(ctx: Context, manifests: list[Manifest]) -> int:
 STAGE_PREFIX = "tmp-build-"
 
 
-def forget_abandoned_stages(ctx: Context) -> list[str]:
+def forget_abandoned_stages(ctx: ImageContext) -> list[str]:
     """Drop the temporary names of builds whose process is gone (killed mid-build); which.
     Their blobs go with the next garbage collection, like any unused blob."""
     gone = []
@@ -236,8 +211,9 @@ def forget_abandoned_stages(ctx: Context) -> list[str]:
 
 
 def prune(
-    ctx: Context,
+    ctx: ImageContext,
     *,
+    holders: Holders,
     older_than: timedelta | None = None,
     keep_bytes: int | None = None,
     dry_run: bool = False,
@@ -251,12 +227,12 @@ def prune(
     if older_than is None and keep_bytes is None:
         raise InvalidInput("say what to prune: --older-than AGE and/or --keep-bytes SIZE")
     if not dry_run and forget_abandoned_stages(ctx):
-        ctx.store.collect_garbage(instance_blobs(ctx))
-    used = instance_digests(ctx)
+        ctx.store.collect_garbage(holders.keep)
+    used = holders.users
     remaining = ctx.store.list()
     pruned: list[Pruned] = []
     while True:
-        size = _needed_bytes(ctx, remaining)
+        size = _needed_bytes(ctx, remaining, holders)
         if keep_bytes is not None and size <= keep_bytes:
             break
         below = {d for m in remaining for d in ctx.store.chain(m.digest)[1:]}
@@ -272,6 +248,6 @@ def prune(
         last, victim = min(candidates, key=lambda c: c[0])
         remaining = [m for m in remaining if m.name != victim.name]
         if not dry_run:
-            remove(ctx, victim.name)
-        pruned.append(Pruned(victim.name, last, size - _needed_bytes(ctx, remaining)))
+            remove(ctx, victim.name, holders=holders)
+        pruned.append(Pruned(victim.name, last, size - _needed_bytes(ctx, remaining, holders)))
     return pruned

@@ -13,11 +13,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from corral.context import Context
 from corral.errors import Conflict, InvalidInput
 from corral.image.build import BuiltImage
 from corral.image.manage import STAGE_PREFIX, forget_abandoned_stages
 from corral.image.manifest import Manifest, check_image_name
+from corral.image.needs import Holders, ImageContext
 
 RECIPES = {
     "debian-12": "Debian 12 (bookworm) cloud image built with mmdebstrap, cloud-init included",
@@ -26,7 +26,11 @@ RECIPES = {
 
 
 def _build(
-    ctx: Context, recipe: str, workdir: Path, packages: Sequence[str], log: Callable[[str], None]
+    ctx: ImageContext,
+    recipe: str,
+    workdir: Path,
+    packages: Sequence[str],
+    log: Callable[[str], None],
 ) -> BuiltImage:
     cache = ctx.home.build_cache
     if recipe == "debian-12":
@@ -54,12 +58,13 @@ Configure = Callable[[str, str], Manifest]
 
 
 def build_recipe(
-    ctx: Context,
+    ctx: ImageContext,
     recipe: str,
     *,
     name: str | None = None,
     packages: Sequence[str] = (),
     configure: Configure | None = None,
+    holders: Callable[[], Holders] | None = None,
     replace: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> Manifest:
@@ -67,8 +72,11 @@ def build_recipe(
 
     With `configure` (for --user-data: instance.configure.with_user_data, which boots the
     image), the built image is then configured once and only the configured result is kept
-    under `name`.
+    under `name`; the unconfigured build is then collected as garbage, keeping what
+    `holders` (required with `configure`) says stands on the store.
     """
+    if configure is not None and holders is None:
+        raise TypeError("build_recipe(configure=...) needs holders= to collect garbage safely")
     if recipe not in RECIPES:
         raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     name = check_image_name(name or recipe)
@@ -105,12 +113,10 @@ def build_recipe(
     finally:
         _forget(ctx, stage)
         shutil.rmtree(workdir, ignore_errors=True)
-        if configure is not None:  # the unconfigured build is garbage now
-            from corral.image.manage import instance_blobs
-
-            ctx.store.collect_garbage(instance_blobs(ctx))
+        if holders is not None:  # the unconfigured build is garbage now
+            ctx.store.collect_garbage(holders().keep)
 
 
-def _forget(ctx: Context, name: str) -> None:
+def _forget(ctx: ImageContext, name: str) -> None:
     """Drop a temporary name (its blob stays if the final image uses it)."""
     ctx.home.manifest(name).unlink(missing_ok=True)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from corral.confine import is_inside, open_dir, relative_parts
-from corral.context import Context
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.fsutil import atomic_file, copy_hashing_into, hash_file
 from corral.image.fetch import localinput
@@ -38,6 +37,7 @@ from corral.image.fetch.download import Fetcher, Options
 from corral.image.fetch.pull import ProgressFactory, fetch_blob
 from corral.image.layers import save_image
 from corral.image.manifest import Manifest
+from corral.image.needs import ImageContext
 from corral.units import format_size
 
 Log = Callable[[str], None]
@@ -109,7 +109,7 @@ def load_archfile(path: Path, *, verify: bool = True) -> ArchFile:
 
 
 def build_archfile(
-    ctx: Context,
+    ctx: ImageContext,
     path: Path,
     *,
     output_dir: Path | None = None,
@@ -176,7 +176,7 @@ def _owner(arch: ArchFile, given: str | None, output_dir: Path | None, log: Log)
 
 
 def _plan(
-    ctx: Context,
+    ctx: ImageContext,
     arch: ArchFile,
     output_dir: Path | None,
     replace: bool,
@@ -231,7 +231,7 @@ def _open_local(archfile: Path, image: ArchImage, root: Path | None) -> _Local |
     return _Local(found, localinput.open_input(found, root=root, checked=checked, what=inp.field))
 
 
-def _check_store_base(ctx: Context, image: ArchImage) -> None:
+def _check_store_base(ctx: ImageContext, image: ArchImage) -> None:
     """`b` naming no image of this file must name an image of the store, that fits."""
     assert image.base is not None
     where = f"{image.where}.extra_kwargs"
@@ -262,7 +262,7 @@ def _check_output(output_dir: Path, image: ArchImage) -> None:
         )
 
 
-def _base(ctx: Context, image: ArchImage, built: dict[str, BuiltImage]) -> Manifest | None:
+def _base(ctx: ImageContext, image: ArchImage, built: dict[str, BuiltImage]) -> Manifest | None:
     if image.base is None:
         return None
     if image.base.key is not None:
@@ -271,7 +271,7 @@ def _base(ctx: Context, image: ArchImage, built: dict[str, BuiltImage]) -> Manif
 
 
 def _fetch(
-    ctx: Context,
+    ctx: ImageContext,
     fetcher: Fetcher,
     archfile: Path,
     image: ArchImage,
@@ -314,7 +314,7 @@ def _pin(blob: Path, link: Path) -> Path:
 
 
 def _build_one(
-    ctx: Context,
+    ctx: ImageContext,
     image: ArchImage,
     source: _Source,
     base: Manifest | None,
@@ -348,7 +348,7 @@ def _build_one(
 
 
 def _make_disk(
-    ctx: Context, image: ArchImage, source: _Source, base: Manifest | None, workdir: Path
+    ctx: ImageContext, image: ArchImage, source: _Source, base: Manifest | None, workdir: Path
 ) -> Path:
     """The image's disk under corral's work directory: blank, converted, or a layer on base."""
     qemu_img = ctx.qemu_img

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.context import Context
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.fsutil import write_atomic
 from corral.image.fetch.catalog import (
@@ -47,6 +46,7 @@ from corral.image.fetch.download import (
 )
 from corral.image.fetch.stream import COMPRESSIONS
 from corral.image.manifest import Manifest, check_image_name
+from corral.image.needs import ImageContext
 
 ProgressFactory = Callable[[str], Progress]  # label -> progress callback for one download
 Log = Callable[[str], None]
@@ -104,7 +104,7 @@ def resolve_source(
     ref: str,
     fetcher: Fetcher,
     *,
-    ctx: Context | None = None,
+    ctx: ImageContext | None = None,
     checksum: str | None = None,
     checksum_url: str | None = None,
     arch: str | None = None,
@@ -208,7 +208,7 @@ class PullRecord:
 class PullIndex:
     """images/pulls/<key>.json: which blob a URL with a given expected checksum produced."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: ImageContext) -> None:
         self.ctx = ctx
         self.dir = ctx.home.pulls
 
@@ -240,7 +240,7 @@ class PullIndex:
 
 
 def download_verified(
-    ctx: Context,
+    ctx: ImageContext,
     fetcher: Fetcher,
     url: str,
     checksum: Checksum | None,
@@ -266,7 +266,7 @@ def download_verified(
 
 
 def fetch_blob(
-    ctx: Context,
+    ctx: ImageContext,
     fetcher: Fetcher,
     url: str,
     checksum: Checksum | None,
@@ -298,7 +298,7 @@ def fetch_blob(
 
 
 def pull(
-    ctx: Context,
+    ctx: ImageContext,
     ref: str,
     *,
     name: str | None = None,
@@ -363,7 +363,7 @@ def pull(
 
 
 def _name_blob(
-    ctx: Context, record: PullRecord, name: str, *, user: str | None, origin: str
+    ctx: ImageContext, record: PullRecord, name: str, *, user: str | None, origin: str
 ) -> Manifest:
     """Give a name to a blob the store already holds (verified when it was first pulled)."""
     manifest = Manifest(
