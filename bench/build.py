@@ -43,7 +43,7 @@ RATIO_GOAL = 1.3
 
 
 def tiny_disk():
-    from corral.image.build.tiny import build_tiny_guest
+    from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(CACHE / "tiny-disk" / "guest", cache_dir=CACHE / "tiny-guest" / "debs",
                             root_on_disk=True)  # fmt: skip

@@ -130,7 +130,7 @@ class Home:
 
 def tiny_guest() -> Any:
     """The tiny test guest (built once from Debian packages, cached under .cache/tiny-guest)."""
-    from corral.image.build.tiny import build_tiny_guest
+    from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(TINY_CACHE / "guest", cache_dir=TINY_CACHE / "debs")
 

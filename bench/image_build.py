@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from common import BENCH, Home, log, machine, now, print_header, print_table, timed, write_results
-from corral.image.build.debian import PACKAGES
+from corral.image.recipes.debian import PACKAGES
 
 GOAL = 240.0
 

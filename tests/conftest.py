@@ -54,7 +54,7 @@ TINY = "tiny"
 @pytest.fixture(scope="session")
 def tiny_guest():
     """The tiny test guest, built once and cached in .cache/tiny-guest across runs."""
-    from corral.image.build.tiny import build_tiny_guest
+    from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(CACHE / "tiny-guest" / "guest", cache_dir=CACHE / "tiny-guest" / "debs")
 
@@ -62,7 +62,7 @@ def tiny_guest():
 @pytest.fixture(scope="session")
 def tiny_disk_guest():
     """The tiny guest with its root filesystem on the disk (what it writes persists)."""
-    from corral.image.build.tiny import build_tiny_guest
+    from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(
         CACHE / "tiny-disk" / "guest", cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
@@ -100,7 +100,7 @@ E2E_HOME = CACHE / "e2e-home"
 def _builder_digest() -> str:
     import hashlib
 
-    from corral.image.build import debian
+    from corral.image.recipes.built import debian
 
     return hashlib.sha256(Path(debian.__file__).read_bytes()).hexdigest()
 

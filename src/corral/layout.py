@@ -61,7 +61,7 @@ class Home:
         return self.root / "ports"
 
     @property
-    def build_cache(self) -> Path:
+    def package_cache(self) -> Path:
         return self.root / "cache"
 
     def blob(self, digest: str) -> Path:

@@ -158,7 +158,7 @@ def _console(data: bytes) -> None:
 def _build_file(
     file: Path, output: Path | None, owner: str | None, *, replace: bool, verify: bool
 ) -> None:
-    from corral.image.fetch.archbuild import build_archfile
+    from corral.image.archfile.images import build_archfile
 
     with download_progress() as progress:
         built = build_archfile(

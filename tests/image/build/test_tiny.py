@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from qemu.qmp import QMPClient
 
-from corral.image.build import BuiltImage
-from corral.image.build.tiny import MODULES, build_tiny_guest
+from corral.image.recipes.built import BuiltImage
+from corral.image.recipes.tiny import MODULES, build_tiny_guest
 from corral.seed.iso import write_seed_iso
 
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "tiny-guest"

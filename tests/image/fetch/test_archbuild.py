@@ -13,7 +13,7 @@ import pytest
 
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput
-from corral.image.fetch.archbuild import build_archfile, parse_owner
+from corral.image.archfile.images import build_archfile, parse_owner
 from corral.image.fetch.download import Options
 from helpers import corral
 from image.fetch.support import Server, assert_unchanged, sha256, store_state

@@ -17,8 +17,8 @@ import pytest
 
 from corral.context import Context
 from corral.errors import InvalidInput
-from corral.image.fetch import archbuild
-from corral.image.fetch.archbuild import build_archfile
+from corral.image.archfile import images as archbuild
+from corral.image.archfile.images import build_archfile
 from helpers import corral
 from image.fetch.support import assert_unchanged, store_state
 

@@ -14,7 +14,7 @@ import pytest
 
 from corral.context import Context
 from corral.errors import InvalidInput
-from corral.image.fetch.archbuild import build_archfile
+from corral.image.archfile.images import build_archfile
 from helpers import corral
 from image.fetch.support import assert_unchanged, make_qcow2, sha256, store_state
 

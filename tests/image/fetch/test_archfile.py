@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.errors import InvalidInput
-from corral.image.fetch.archfile import parse_archfile
+from corral.image.archfile.parse import parse_archfile
 from corral.image.fetch.checksums import Checksum
 
 H256 = hashlib.sha256(b"x").hexdigest()

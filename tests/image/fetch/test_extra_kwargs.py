@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.image.fetch.extra_kwargs import translate
+from corral.image.archfile.extra_kwargs import translate
 
 
 def test_gen_vm_image_shape_is_translated() -> None:

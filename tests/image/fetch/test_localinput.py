@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from corral.errors import InvalidInput
-from corral.image.fetch.checksums import Checksum
-from corral.image.fetch.localinput import (
+from corral.image.archfile.local_inputs import (
     confinement_root,
     copy_input,
     open_input,
     protocol_prefix,
 )
+from corral.image.fetch.checksums import Checksum
 from corral.image.formats import disk_format
 
 

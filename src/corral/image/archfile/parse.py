@@ -46,10 +46,10 @@ import yaml
 
 from corral.confine import relative_parts
 from corral.errors import InvalidInput
-from corral.image.fetch import extra_kwargs
+from corral.image.archfile import extra_kwargs
+from corral.image.archfile.local_inputs import protocol_prefix
 from corral.image.fetch.checksums import Checksum, make_checksum
 from corral.image.fetch.download import file_url_path, is_url
-from corral.image.fetch.localinput import protocol_prefix
 from corral.image.manifest import check_image_name
 from corral.image.qemu_img import CreateOptions
 from corral.units import format_size, parse_size

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from corral.errors import CorralError
-from corral.image.build import BuiltImage
+from corral.image.recipes.built import BuiltImage
 from corral.run import run
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
@@ -350,7 +350,7 @@ def _modinfo(elf: bytes) -> dict[str, str]:
 
 
 def _init_script() -> str:
-    return resources.files("corral.image.build").joinpath("tiny-init.sh").read_text()
+    return resources.files("corral.image.recipes").joinpath("tiny-init.sh").read_text()
 
 
 # --- cpio newc -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ links), adopt the disk into the store, give the copy its owner through its descr
 rename it into place. Nothing is fetched before the whole file is known to be good, and
 nothing is built before every input is known to fit.
 
-The file is not trusted: localinput.py says where its inputs may come from, and its outputs
+The file is not trusted: local_inputs.py says where its inputs may come from, and its outputs
 stay inside --output. A layered image (`extra_kwargs.b`) is a layer in the store, and a
 standalone (flattened) file in --output.
 """
@@ -31,8 +31,8 @@ from typing import Any
 from corral.confine import is_inside, open_dir, relative_parts
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.fsutil import atomic_file, copy_hashing_into, hash_file
-from corral.image.fetch import localinput
-from corral.image.fetch.archfile import ArchFile, ArchImage, parse_archfile
+from corral.image.archfile import local_inputs
+from corral.image.archfile.parse import ArchFile, ArchImage, parse_archfile
 from corral.image.fetch.download import Fetcher, Options
 from corral.image.fetch.pull import ProgressFactory, fetch_blob
 from corral.image.layers import save_image
@@ -186,7 +186,7 @@ def _plan(
     inputs: dict[str, _Local] = {}
     problems: list[InvalidInput] = []
     clashes: list[str] = []
-    root = localinput.confinement_root(arch.path)
+    root = local_inputs.confinement_root(arch.path)
     for image in arch.images:
         try:
             local = _open_local(arch.path, image, root)
@@ -224,11 +224,11 @@ def _open_local(archfile: Path, image: ArchImage, root: Path | None) -> _Local |
     inp = image.input
     if inp is None or inp.path is None:
         return None
-    found = localinput.find(archfile, inp.path)
+    found = local_inputs.find(archfile, inp.path)
     if found is None:
         raise InvalidInput(f"{inp.field}: no such file: {inp.path}")
     checked = inp.checksum is not None
-    return _Local(found, localinput.open_input(found, root=root, checked=checked, what=inp.field))
+    return _Local(found, local_inputs.open_input(found, root=root, checked=checked, what=inp.field))
 
 
 def _check_store_base(ctx: ImageContext, image: ArchImage) -> None:
@@ -297,7 +297,7 @@ def _fetch(
             # The bytes hashed are the bytes converted: corral's own copy, format from its header.
             path = workdir / f"{image.key}.source"
             label = str(local.path)
-            fmt = localinput.copy_input(local.fd, path, inp.checksum, label)
+            fmt = local_inputs.copy_input(local.fd, path, inp.checksum, label)
             fmt, size = ctx.store.verify_disk(path, label, fmt)
         if inp.format is not None and inp.format != fmt:
             raise InvalidInput(f"{inp.where}.format: the file is {fmt}, not {inp.format}")

@@ -1,4 +1,4 @@
-"""Image builders: each turns declared inputs into a BuiltImage that the store imports."""
+"""What a recipe hands to the image store: a disk plus what direct kernel boot needs."""
 
 from __future__ import annotations
 

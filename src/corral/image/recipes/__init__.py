@@ -1,4 +1,5 @@
-"""`corral image build RECIPE`: the built-in recipes, each a builder plus import into the store.
+"""`corral image build RECIPE`: the built-in recipes (debian.py, tiny.py), each a builder
+whose result (built.py) is imported into the store.
 
 The build happens in a temporary directory under the store's tmp area and only its result is
 imported, so a failed or interrupted build leaves the store unchanged.
@@ -14,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from corral.errors import Conflict, InvalidInput
-from corral.image.build import BuiltImage
 from corral.image.manage import STAGE_PREFIX, forget_abandoned_stages
 from corral.image.manifest import Manifest, check_image_name
 from corral.image.needs import Holders, ImageContext
+from corral.image.recipes.built import BuiltImage
 
 RECIPES = {
     "debian-12": "Debian 12 (bookworm) cloud image built with mmdebstrap, cloud-init included",
@@ -32,9 +33,9 @@ def _build(
     packages: Sequence[str],
     log: Callable[[str], None],
 ) -> BuiltImage:
-    cache = ctx.home.build_cache
+    cache = ctx.home.package_cache
     if recipe == "debian-12":
-        from corral.image.build.debian import build_debian
+        from corral.image.recipes.debian import build_debian
 
         return build_debian(
             workdir,
@@ -47,7 +48,7 @@ def _build(
     if recipe == "tiny":
         if packages:
             raise InvalidInput("the tiny recipe takes no extra packages")
-        from corral.image.build.tiny import build_tiny_guest
+        from corral.image.recipes.tiny import build_tiny_guest
 
         return build_tiny_guest(workdir, cache_dir=cache / "tiny")
     raise InvalidInput(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")

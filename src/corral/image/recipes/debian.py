@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from corral.errors import CommandFailed, CorralError, MissingDependency
-from corral.image.build import BuiltImage
+from corral.image.recipes.built import BuiltImage
 from corral.run import require, run
 
-_log = logging.getLogger("corral.image.build.debian")
+_log = logging.getLogger("corral.image.recipes.debian")
 
 DEFAULT_USER = "debian"
 ROOT_LABEL = "rootfs"
