@@ -76,9 +76,9 @@ def launch(
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
     given = dict(locals())  # every option by name: a remote launch checks which it can take
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.launch(plane, **given)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.launch(client, **given)
         return
     ctx = get_context()
     if no_seed and (user_data or network_config or vendor_data or meta_data):
@@ -212,9 +212,9 @@ def logs(
     name: str, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing.")
 ) -> None:
     """Print the serial console log."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.logs(plane, name, follow)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.logs(client, name, follow)
         return
     from corral.cli.console import print_log
 
@@ -229,9 +229,9 @@ def stop(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for powerdown."),
 ) -> None:
     """Stop a VM: ACPI powerdown, then QMP quit, then SIGKILL."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "force-stop" if force else "stop")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "force-stop" if force else "stop")
         return
     lifecycle.stop(
         get_context(),
@@ -249,9 +249,9 @@ def start(
     timeout: float = TIMEOUT,
 ) -> None:
     """Boot a stopped VM again, with the same disk, identity and ports."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "start")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "start")
         return
     lifecycle.start(get_context(), name)
     if wait:
@@ -266,9 +266,9 @@ def restart(
     timeout: float = TIMEOUT,
 ) -> None:
     """Stop and start a VM."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.restart(plane, name, force)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.restart(client, name, force)
         return
     lifecycle.restart(get_context(), name, force=force)
     if wait:
@@ -278,9 +278,9 @@ def restart(
 
 def pause(name: str) -> None:
     """Pause a running VM's vCPUs."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "pause")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "pause")
         return
     lifecycle.pause(get_context(), name)
     out.print(f"{name} paused", markup=False)
@@ -288,9 +288,9 @@ def pause(name: str) -> None:
 
 def resume(name: str) -> None:
     """Resume a paused VM."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "resume")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "resume")
         return
     lifecycle.resume(get_context(), name)
     out.print(f"{name} running", markup=False)
@@ -301,9 +301,9 @@ def rm(
     force: bool = typer.Option(False, "--force", "-f", help="Remove even if running."),
 ) -> None:
     """Remove VMs with their disks, seeds, sockets and ports."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.rm(plane, names, force)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.rm(client, names, force)
         return
     for name in names:
         lifecycle.remove(get_context(), name, force=force)
@@ -312,9 +312,9 @@ def rm(
 
 def ls(json_out: bool = JSON) -> None:
     """List instances."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.ls(plane, json_out)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.ls(client, json_out)
         return
     ctx = get_context()
     items = [instance_view(ctx.home, r, s) for r, s in lifecycle.list_instances(ctx)]
@@ -341,9 +341,9 @@ def ls(json_out: bool = JSON) -> None:
 
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one instance."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.inspect(plane, name, json_out)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.inspect(client, name, json_out)
         return
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)

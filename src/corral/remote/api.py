@@ -28,7 +28,10 @@ class RemoteUnreachable(CorralError):
     """The control plane did not answer."""
 
 
-class ControlPlane:
+class ControlPlaneClient:
+    """The REST API of the control plane at `remote.url` (the server side is
+    corral.control.plane.ControlPlane), with the remote's token."""
+
     def __init__(self, remote: Remote, *, timeout: float = 30.0) -> None:
         self.remote = remote
         self._http = httpx.Client(
@@ -40,7 +43,7 @@ class ControlPlane:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> ControlPlane:
+    def __enter__(self) -> ControlPlaneClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
