@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from corral.api.schemas import MIB, VmAction, VmCreate
 from corral.control.events import emit
 from corral.control.hosts import lock_host, recount, vm_event, vm_status
 from corral.control.jobs import Finish
 from corral.control.nodes import NodeAddress
+from corral.control.types import MIB, VmAction, VmCreate
 from corral.db.models import Host, Job, Vm, utcnow
 from corral.db.repositories import (
     BootSourceRepository,
