@@ -14,7 +14,7 @@ from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
 from corral.errors import InvalidInput
 from corral.instance import lifecycle
-from corral.instance.options import make_options
+from corral.instance.options import LaunchRequest
 from corral.instance.view import instance_view
 from corral.units import human_size
 
@@ -75,17 +75,7 @@ def launch(
     """Launch an image as a new VM (detached: it keeps running after this command)."""
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
-    given = dict(locals())  # every option by name: a remote launch checks which it can take
-    if (client := remote_cmd.active()) is not None:
-        with client:
-            remote_cmd.launch(client, **given)
-        return
-    ctx = get_context()
-    if no_seed and (user_data or network_config or vendor_data or meta_data):
-        raise InvalidInput(
-            "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
-        )
-    options = make_options(
+    request = LaunchRequest(
         name=name,
         instance_type=instance_type,
         cpus=cpus,
@@ -103,9 +93,17 @@ def launch(
         forwards=forwards,
         seed=not no_seed,
     )
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.launch(client, image, request, start=not no_start, wait=wait)
+        return
+    if no_seed and (user_data or network_config or vendor_data or meta_data):
+        raise InvalidInput(
+            "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
+        )
     from corral.instance.launch import launch as launch_instance
 
-    launch_instance(ctx, image, options, start=not no_start)
+    launch_instance(get_context(), image, request.options(), start=not no_start)
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)

@@ -15,9 +15,9 @@ from typing import Any
 import typer
 
 from corral.cli.context import get_context
-from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
 from corral.errors import InvalidInput
+from corral.instance.options import LaunchRequest
 from corral.remote.api import ControlPlaneClient
 from corral.remote.saved import Remote
 from corral.units import human_size
@@ -103,24 +103,19 @@ def remote_rm(name: str = typer.Argument(..., help="The remote's name.")) -> Non
 # --- the instance commands, remotely ----------------------------------------------------------
 
 
-def launch(client: ControlPlaneClient, image: str, **given: Any) -> None:
+def launch(
+    client: ControlPlaneClient, image: str, request: LaunchRequest, *, start: bool, wait: bool
+) -> None:
     """`corral launch` on the control plane: scheduled onto a host, created and started."""
-    from corral.instance.options import make_options
-
-    unsupported = [flag for flag, value in _LOCAL_ONLY_LAUNCH.items() if given.get(value)]
+    unsupported = [flag for field, flag in _LOCAL_ONLY_LAUNCH.items() if getattr(request, field)]
+    if not request.seed:
+        unsupported.append("--no-seed")
     if unsupported:
         raise InvalidInput(
             f"{', '.join(unsupported)}: not available with --remote",
             hint="the control plane takes cpus, memory, disk size, ssh keys and user-data",
         )
-    options = make_options(
-        name=given["name"],
-        instance_type=given["instance_type"],
-        cpus=given["cpus"],
-        memory=given["memory"],
-        disk_size=given["disk_size"],
-    )
-    keys = given["ssh_keys"] or _default_keys()
+    options = request.options()
     body: dict[str, Any] = {
         "name": options.name,
         "hypervisor": "qemu",
@@ -128,45 +123,33 @@ def launch(client: ControlPlaneClient, image: str, **given: Any) -> None:
         "boot_vcpus": options.cpus,
         "max_vcpus": options.cpus,
         "memory_size": options.memory_mib * MIB,
-        "ssh_keys": [_public_key(p) for p in keys],
-        "start": not given["no_start"],
+        "ssh_keys": list(options.ssh_keys),
+        "start": start,
     }
     if options.disk_size is not None:
         body["disk_size"] = options.disk_size
-    if given["user_data"] is not None:
-        body["user_data"] = read_file(given["user_data"]).decode("utf-8", "replace")
+    if options.user_data is not None:
+        body["user_data"] = options.user_data.decode("utf-8", "replace")
     vm = client.create(body)
     host = client.host_names().get(vm["host_id"], vm["host_id"])
-    if given["wait"]:
+    if wait:
         note(f"{vm['name']}: running on its host (the guest is not reachable from here)")
     out.print(f"{vm['name']} is {vm['status']} on host {host} ({client.remote.url})", markup=False)
     out.print(f"  logs:     corral --remote {_ref(client)} logs {vm['name']}", markup=False)
     out.print(f"  stop:     corral --remote {_ref(client)} stop {vm['name']}", markup=False)
 
 
+# LaunchRequest's fields that only a launch on this machine takes, by their flags.
 _LOCAL_ONLY_LAUNCH = {
-    "--volume": "volumes",
-    "--network-config": "network_config",
-    "--vendor-data": "vendor_data",
-    "--meta-data": "meta_data",
-    "--kernel": "kernel",
-    "--initrd": "initrd",
-    "--cmdline": "cmdline",
-    "--forward": "forwards",
-    "--no-seed": "no_seed",
+    "volumes": "--volume",
+    "network_config": "--network-config",
+    "vendor_data": "--vendor-data",
+    "meta_data": "--meta-data",
+    "kernel": "--kernel",
+    "initrd": "--initrd",
+    "cmdline": "--cmdline",
+    "forwards": "--forward",
 }
-
-
-def _default_keys() -> list[Path]:
-    key = get_context().config.ssh_key
-    return [key] if key else []
-
-
-def _public_key(path: Path) -> str:
-    text = read_file(path).decode("utf-8", "replace").strip()
-    if not text or "PRIVATE KEY" in text:
-        raise InvalidInput(f"{path}: not an ssh public key", hint="give the .pub file")
-    return text.splitlines()[0]
 
 
 def _ref(client: ControlPlaneClient) -> str:
