@@ -18,7 +18,7 @@ from corral.wire import KINDS
 def _kind() -> Any:
     return Field(
         description="the kind of error, as corral's error classes name it",
-        json_schema_extra={"enum": sorted(KINDS)},
+        json_schema_extra={"enum": [*sorted(KINDS)]},
     )
 
 

@@ -21,7 +21,7 @@ from corral.node.protocol import NodeVmSpec
 from corral.storage_roots import under_root
 
 
-def node_spec(vm: Mapping[str, Any], start: bool, developer_keys: Sequence[str]) -> NodeVmSpec:
+def node_spec(vm: Mapping[Any, Any], start: bool, developer_keys: Sequence[str]) -> NodeVmSpec:
     """From a VM_NODE_SPEC row, or a new VM's values (which have no boot source or disk
     object); the operator's developer keys are added to the VM's own."""
     keys = [*vm["ssh_keys"], *developer_keys]
