@@ -75,6 +75,11 @@ def launch(
     """Launch an image as a new VM (detached: it keeps running after this command)."""
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
+    client = remote_cmd.active()
+    if client is None and no_seed and (user_data or network_config or vendor_data or meta_data):
+        raise InvalidInput(
+            "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
+        )
     request = LaunchRequest(
         name=name,
         instance_type=instance_type,
@@ -93,14 +98,10 @@ def launch(
         forwards=forwards,
         seed=not no_seed,
     )
-    if (client := remote_cmd.active()) is not None:
+    if client is not None:
         with client:
             remote_cmd.launch(client, image, request, start=not no_start, wait=wait)
         return
-    if no_seed and (user_data or network_config or vendor_data or meta_data):
-        raise InvalidInput(
-            "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
-        )
     from corral.instance.launch import launch as launch_instance
 
     launch_instance(get_context(), image, request.options(), start=not no_start)
