@@ -122,7 +122,7 @@ class Connection:
 
 
 def prepare(url: str) -> str:
-    """Migrate the database and make a token (not timed)."""
+    """Migrate the database and make an admin token (not timed)."""
     from corral.control.tokens import TokenService
     from corral.db.engine import Database
     from corral.db.migrate import upgrade
@@ -130,7 +130,7 @@ def prepare(url: str) -> str:
     db = Database(url)
     try:
         upgrade(db)
-        return TokenService(db).create("bench")[1]
+        return TokenService(db).create("bench", "admin")[1]  # it registers the hosts
     finally:
         db.dispose()
 

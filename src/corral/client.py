@@ -7,7 +7,7 @@ stop, start, delete. The CLI is a thin layer over exactly these calls.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,9 @@ from corral.guest.ssh import ExecResult
 from corral.image.manifest import Manifest
 from corral.instance import guestops, lifecycle, registry, snapshot
 from corral.instance.launch import launch
-from corral.instance.options import Data, make_options, read_data
+from corral.instance.options import Data, LaunchRequest, read_data
 from corral.instance.record import InstanceRecord
 from corral.instance.state import Observed, observe
-from corral.machine.spec import Forward
 
 
 class Instance:
@@ -127,38 +126,23 @@ class Corral:
         self,
         image: str,
         *,
-        name: str,
-        instance_type: str | None = None,
-        cpus: int | None = None,
-        memory: str | int | None = None,
-        disk_size: str | int | None = None,
-        volumes: Iterable[str | int] = (),
-        ssh_keys: Iterable[str | os.PathLike[str]] = (),
-        user_data: Data = None,
-        network_config: Data = None,
-        vendor_data: Data = None,
-        meta_data: Data = None,
-        kernel: str | os.PathLike[str] | None = None,
-        initrd: str | os.PathLike[str] | None = None,
-        cmdline: str | None = None,
-        forwards: Iterable[str | Forward] = (),
-        seed: bool = True,
         start: bool = True,
         wait: bool = False,
         timeout: float = 300,
+        **request: Any,
     ) -> Instance:
-        """Launch `image` as a new VM called `name`; with wait=True, return once it is ready.
-        start=False creates it stopped (`Instance.start()` boots it)."""
+        """Launch `image` as a new VM; with wait=True, return once it is ready. start=False
+        creates it stopped (`Instance.start()` boots it).
+
+        `request` is the launch parameters, as corral.instance.options.LaunchRequest names them:
+        name (required), instance_type (or cpus and memory), disk_size, volumes, ssh_keys,
+        user_data, network_config, vendor_data, meta_data, kernel, initrd, cmdline, forwards,
+        seed."""
         if wait and not start:
             raise InvalidInput("wait=True needs start=True: a VM created stopped is never ready")
-        options = make_options(
-            name=name, instance_type=instance_type, cpus=cpus, memory=memory,
-            disk_size=disk_size, volumes=volumes, ssh_keys=ssh_keys, user_data=user_data,
-            network_config=network_config, vendor_data=vendor_data, meta_data=meta_data,
-            kernel=kernel, initrd=initrd, cmdline=cmdline, forwards=forwards, seed=seed,
-        )  # fmt: skip
+        options = LaunchRequest(**request).options()
         launch(self.ctx, image, options, start=start)
-        instance = Instance(self.ctx, name)
+        instance = Instance(self.ctx, options.name)
         if wait:
             instance.wait(timeout)
         return instance

@@ -1,8 +1,9 @@
 """The one error tree of corral.
 
 Library code raises these and never prints or exits. Each edge maps them once: the CLI to an
-exit code (2 for the user's mistakes, 1 for failures) and a one-line message plus hint; the API to
-an HTTP status.
+exit code (2 for the user's mistakes, 1 for failures) and a one-line message plus hint; the HTTP
+servers to a status and a `kind`, the name a class travels under on the wire (corral.wire), so
+that a client raises the class the server raised.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ class CorralError(Exception):
 
     exit_code = 1
     http_status = 500
+    kind = "error"  # its name on the wire; a subclass without one travels as its base
 
     def __init__(
         self, message: str, *, hint: str | None = None, details: list[str] | None = None
@@ -31,6 +33,7 @@ class NotFound(CorralError):
 
     exit_code = 2
     http_status = 404
+    kind = "not_found"
 
 
 class Conflict(CorralError):
@@ -38,6 +41,7 @@ class Conflict(CorralError):
 
     exit_code = 2
     http_status = 409
+    kind = "conflict"
 
 
 class InvalidInput(CorralError):
@@ -45,6 +49,7 @@ class InvalidInput(CorralError):
 
     exit_code = 2
     http_status = 422
+    kind = "invalid_input"
 
 
 class MissingDependency(CorralError):
@@ -52,24 +57,28 @@ class MissingDependency(CorralError):
 
     exit_code = 2
     http_status = 503
+    kind = "missing_dependency"
 
 
 class QemuError(CorralError):
     """QEMU or qemu-img failed; the message carries QEMU's own words."""
 
     http_status = 502
+    kind = "qemu_error"
 
 
 class GuestError(CorralError):
     """The guest misbehaved: SSH refused, cloud-init reported an error, a command failed."""
 
     http_status = 502
+    kind = "guest_error"
 
 
 class DeadlineExceeded(CorralError):
     """Something did not finish before its deadline."""
 
     http_status = 504
+    kind = "deadline_exceeded"
 
 
 class CommandFailed(CorralError):
@@ -88,6 +97,7 @@ class NodeUnreachable(CorralError):
     """A node agent did not answer (refused, timed out, or a transport error)."""
 
     http_status = 502
+    kind = "node_unreachable"
 
 
 class Unauthorized(CorralError):
@@ -95,6 +105,7 @@ class Unauthorized(CorralError):
 
     exit_code = 2
     http_status = 401
+    kind = "unauthorized"
 
 
 class Forbidden(CorralError):
@@ -102,6 +113,7 @@ class Forbidden(CorralError):
 
     exit_code = 2
     http_status = 403
+    kind = "forbidden"
 
 
 class TooLarge(CorralError):
@@ -109,3 +121,4 @@ class TooLarge(CorralError):
 
     exit_code = 2
     http_status = 413
+    kind = "too_large"

@@ -1,5 +1,6 @@
 """The door of corral's two HTTP servers (`corral serve`, `corral node`): credentials are
 checked before a request's body is read, bodies are capped, and tokens stay out of the logs.
+Its own refusals (401, 413) are in corral.wire's error shape, as the apps' other errors.
 
 FastAPI reads a route's whole body before any dependency runs, so without this anyone who can
 connect could make a server hold hundreds of MiB before its 401. `Guard` is a pure ASGI
@@ -20,6 +21,7 @@ from urllib.parse import unquote_plus
 from starlette.exceptions import HTTPException
 
 from corral.errors import CorralError, TooLarge, Unauthorized
+from corral.wire import render, status_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,8 +31,6 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Who the caller is (e.g. a token's role); raises Unauthorized when credentials are missing or
 # wrong. It runs before anything of the request's body has been read.
 Authenticate = Callable[[Scope], Awaitable[str]]
-# The JSON body of an error answer, in the app's own error shape.
-Render = Callable[[CorralError], bytes]
 
 PRINCIPAL = "corral.principal"  # scope key: what `authenticate` returned, None on open routes
 DEFAULT_MAX_BODY = 1 << 20
@@ -63,13 +63,11 @@ class Guard:
         app: App,
         *,
         authenticate: Authenticate,
-        render: Render,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         public: Collection[str] = (),
     ) -> None:
         self.app = app
         self.authenticate = authenticate
-        self.render = render
         self.max_body_bytes = max_body_bytes
         self.public = frozenset(public)
 
@@ -126,7 +124,7 @@ class Guard:
             await self._refuse(send, exc.error, close=True)
 
     async def _refuse(self, send: Send, exc: CorralError, *, close: bool) -> None:
-        body = self.render(exc)
+        body = render(exc)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -135,7 +133,7 @@ class Guard:
             headers.append((b"www-authenticate", b"Bearer"))
         if close:
             headers.append(_CLOSE)
-        await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
+        await send({"type": "http.response.start", "status": status_of(exc), "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

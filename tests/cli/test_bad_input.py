@@ -58,6 +58,8 @@ def img_ctx(ctx: Context, tmp_path: Path) -> Context:
         ("no such file", ["launch", "img", "--name", "a1", "--kernel", "/nonexistent"]),
         ("--no-start and --wait exclude", ["launch", "img", "--name", "a1", "--no-start",
                                            "--wait"]),
+        ("--no-seed cannot be combined", ["launch", "img", "--name", "a1", "--no-seed",
+                                          "--user-data", "/nonexistent"]),
         ("no instance named 'ghost'", ["stop", "ghost"]),
         ("no instance named 'ghost'", ["exec", "ghost", "--", "true"]),
         ("no such file", ["image", "import", "/nonexistent.qcow2", "--name", "x"]),

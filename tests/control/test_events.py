@@ -171,8 +171,8 @@ def test_processes_sharing_postgresql_stream_each_others_events(postgres: Postgr
 
 
 def test_event_payloads_stay_under_the_notification_limit() -> None:
-    from corral.api.schemas import Event
     from corral.control.relay import PAYLOAD_LIMIT, decode, encode
+    from corral.control.types import Event
 
     events = [
         Event(

@@ -92,6 +92,7 @@ def test_a_user_token_is_refused_exactly_the_admin_routes(
     if (method, path) in ADMIN_ROUTES:
         assert response.status_code == 403, response.text
         assert response.json() == {
+            "error": "forbidden",
             "detail": "this route needs an admin token, and this one is a user token",
             "hint": "corral token create NAME --role admin",
         }

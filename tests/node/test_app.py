@@ -55,13 +55,13 @@ def test_an_empty_token_is_refused(ctx: Context) -> None:
 
 
 def test_errors_are_json_with_kind_message_and_hint(agent: str) -> None:
+    """The control plane's shape (corral.wire): one error dialect on corral's wire."""
     response = httpx.get(f"{agent}/vms/ghost", headers=AUTH)
     assert response.status_code == 404
     assert response.json() == {
         "error": "not_found",
-        "message": "no instance named 'ghost'",
+        "detail": "no instance named 'ghost'",
         "hint": "see: corral ls",
-        "details": [],
     }
     response = httpx.post(f"{agent}/vms/ghost/pause", headers=AUTH)
     assert (response.status_code, response.json()["error"]) == (404, "not_found")
@@ -86,14 +86,14 @@ def test_a_bad_spec_is_422_invalid_input(agent: str, body: object, where: str) -
     assert response.status_code == 422
     error = response.json()
     assert error["error"] == "invalid_input"
-    assert error["message"].startswith(where)
+    assert ".".join(map(str, error["detail"][0]["loc"])).startswith(where)
 
 
 def test_a_spec_the_library_refuses_is_422(agent: str) -> None:
     body = {"name": "v1", "image": "tiny", "base_disk": "/x"}
     response = httpx.post(f"{agent}/vms", headers=AUTH, json=body)
     assert response.status_code == 422
-    assert response.json()["message"] == "give exactly one of image and base_disk"
+    assert response.json()["detail"] == "give exactly one of image and base_disk"
     response = httpx.post(f"{agent}/vms", headers=AUTH, json={"name": "v1", "image": "nope"})
     assert (response.status_code, response.json()["error"]) == (404, "not_found")
 
@@ -151,4 +151,4 @@ def test_a_body_over_the_limit_is_413_too_large(agent: str) -> None:
     response = httpx.post(f"{agent}/vms", headers=AUTH, content=b"x" * (2 << 20))
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
-    assert "larger than this server's limit of 1048576 bytes" in response.json()["message"]
+    assert "larger than this server's limit of 1048576 bytes" in response.json()["detail"]

@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from corral import __version__
-from corral.api import deps, errors
+from corral import __version__, weberrors
+from corral.api import deps
 from corral.api.routers import control, health, hosts, jobs, storage, vms
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         lifespan=lifespan,
     )
     app.state.plane = plane
-    errors.install(app)
+    weberrors.install(app)
 
     async def authenticate(scope: Scope) -> str:
         return await deps.authenticate(plane, scope)
@@ -78,7 +78,6 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
     app.add_middleware(
         Guard,
         authenticate=authenticate,
-        render=errors.render,
         max_body_bytes=settings.max_body_bytes,
         public=PUBLIC_PATHS,
     )

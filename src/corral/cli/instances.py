@@ -14,7 +14,7 @@ from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
 from corral.errors import InvalidInput
 from corral.instance import lifecycle
-from corral.instance.options import make_options
+from corral.instance.options import LaunchRequest
 from corral.instance.view import instance_view
 from corral.units import human_size
 
@@ -75,17 +75,12 @@ def launch(
     """Launch an image as a new VM (detached: it keeps running after this command)."""
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
-    given = dict(locals())  # every option by name: a remote launch checks which it can take
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.launch(plane, **given)
-        return
-    ctx = get_context()
-    if no_seed and (user_data or network_config or vendor_data or meta_data):
+    client = remote_cmd.active()
+    if client is None and no_seed and (user_data or network_config or vendor_data or meta_data):
         raise InvalidInput(
             "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
         )
-    options = make_options(
+    request = LaunchRequest(
         name=name,
         instance_type=instance_type,
         cpus=cpus,
@@ -103,9 +98,13 @@ def launch(
         forwards=forwards,
         seed=not no_seed,
     )
+    if client is not None:
+        with client:
+            remote_cmd.launch(client, image, request, start=not no_start, wait=wait)
+        return
     from corral.instance.launch import launch as launch_instance
 
-    launch_instance(ctx, image, options, start=not no_start)
+    launch_instance(get_context(), image, request.options(), start=not no_start)
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)
@@ -212,9 +211,9 @@ def logs(
     name: str, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing.")
 ) -> None:
     """Print the serial console log."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.logs(plane, name, follow)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.logs(client, name, follow)
         return
     from corral.cli.console import print_log
 
@@ -229,9 +228,9 @@ def stop(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for powerdown."),
 ) -> None:
     """Stop a VM: ACPI powerdown, then QMP quit, then SIGKILL."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "force-stop" if force else "stop")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "force-stop" if force else "stop")
         return
     lifecycle.stop(
         get_context(),
@@ -249,9 +248,9 @@ def start(
     timeout: float = TIMEOUT,
 ) -> None:
     """Boot a stopped VM again, with the same disk, identity and ports."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "start")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "start")
         return
     lifecycle.start(get_context(), name)
     if wait:
@@ -266,9 +265,9 @@ def restart(
     timeout: float = TIMEOUT,
 ) -> None:
     """Stop and start a VM."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.restart(plane, name, force)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.restart(client, name, force)
         return
     lifecycle.restart(get_context(), name, force=force)
     if wait:
@@ -278,9 +277,9 @@ def restart(
 
 def pause(name: str) -> None:
     """Pause a running VM's vCPUs."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "pause")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "pause")
         return
     lifecycle.pause(get_context(), name)
     out.print(f"{name} paused", markup=False)
@@ -288,9 +287,9 @@ def pause(name: str) -> None:
 
 def resume(name: str) -> None:
     """Resume a paused VM."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.act(plane, name, "resume")
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.act(client, name, "resume")
         return
     lifecycle.resume(get_context(), name)
     out.print(f"{name} running", markup=False)
@@ -301,9 +300,9 @@ def rm(
     force: bool = typer.Option(False, "--force", "-f", help="Remove even if running."),
 ) -> None:
     """Remove VMs with their disks, seeds, sockets and ports."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.rm(plane, names, force)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.rm(client, names, force)
         return
     for name in names:
         lifecycle.remove(get_context(), name, force=force)
@@ -312,9 +311,9 @@ def rm(
 
 def ls(json_out: bool = JSON) -> None:
     """List instances."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.ls(plane, json_out)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.ls(client, json_out)
         return
     ctx = get_context()
     items = [instance_view(ctx.home, r, s) for r, s in lifecycle.list_instances(ctx)]
@@ -341,9 +340,9 @@ def ls(json_out: bool = JSON) -> None:
 
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one instance."""
-    if (plane := remote_cmd.active()) is not None:
-        with plane:
-            remote_cmd.inspect(plane, name, json_out)
+    if (client := remote_cmd.active()) is not None:
+        with client:
+            remote_cmd.inspect(client, name, json_out)
         return
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)

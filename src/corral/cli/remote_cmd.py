@@ -15,10 +15,10 @@ from typing import Any
 import typer
 
 from corral.cli.context import get_context
-from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
 from corral.errors import InvalidInput
-from corral.remote.api import ControlPlane
+from corral.instance.options import LaunchRequest
+from corral.remote.api import ControlPlaneClient
 from corral.remote.saved import Remote
 from corral.units import human_size
 
@@ -46,8 +46,8 @@ def select(target: str, token: str | None, command: str | None) -> None:
     _selected[:] = [saved.resolve(remotes_file(), target, token)]
 
 
-def active() -> ControlPlane | None:
-    return ControlPlane(_selected[0]) if _selected else None
+def active() -> ControlPlaneClient | None:
+    return ControlPlaneClient(_selected[0]) if _selected else None
 
 
 def remotes_file() -> Path:
@@ -72,8 +72,8 @@ def remote_add(
 
     remote = Remote(name, saved.check_url(url), saved.check_token(token))
     if not no_check:
-        with ControlPlane(remote) as plane:
-            hosts = plane.host_names()  # proves the URL and the token
+        with ControlPlaneClient(remote) as client:
+            hosts = client.host_names()  # proves the URL and the token
         note(f"{url}: reached, {len(hosts)} host(s)")
     saved.add(remotes_file(), name, url, token, replace=replace)
     out.print(f"saved remote {name}: use `corral --remote {name} ls`", markup=False)
@@ -103,24 +103,19 @@ def remote_rm(name: str = typer.Argument(..., help="The remote's name.")) -> Non
 # --- the instance commands, remotely ----------------------------------------------------------
 
 
-def launch(plane: ControlPlane, image: str, **given: Any) -> None:
+def launch(
+    client: ControlPlaneClient, image: str, request: LaunchRequest, *, start: bool, wait: bool
+) -> None:
     """`corral launch` on the control plane: scheduled onto a host, created and started."""
-    from corral.instance.options import make_options
-
-    unsupported = [flag for flag, value in _LOCAL_ONLY_LAUNCH.items() if given.get(value)]
+    unsupported = [flag for field, flag in _LOCAL_ONLY_LAUNCH.items() if getattr(request, field)]
+    if not request.seed:
+        unsupported.append("--no-seed")
     if unsupported:
         raise InvalidInput(
             f"{', '.join(unsupported)}: not available with --remote",
             hint="the control plane takes cpus, memory, disk size, ssh keys and user-data",
         )
-    options = make_options(
-        name=given["name"],
-        instance_type=given["instance_type"],
-        cpus=given["cpus"],
-        memory=given["memory"],
-        disk_size=given["disk_size"],
-    )
-    keys = given["ssh_keys"] or _default_keys()
+    options = request.options()
     body: dict[str, Any] = {
         "name": options.name,
         "hypervisor": "qemu",
@@ -128,54 +123,42 @@ def launch(plane: ControlPlane, image: str, **given: Any) -> None:
         "boot_vcpus": options.cpus,
         "max_vcpus": options.cpus,
         "memory_size": options.memory_mib * MIB,
-        "ssh_keys": [_public_key(p) for p in keys],
-        "start": not given["no_start"],
+        "ssh_keys": list(options.ssh_keys),
+        "start": start,
     }
     if options.disk_size is not None:
         body["disk_size"] = options.disk_size
-    if given["user_data"] is not None:
-        body["user_data"] = read_file(given["user_data"]).decode("utf-8", "replace")
-    vm = plane.create(body)
-    host = plane.host_names().get(vm["host_id"], vm["host_id"])
-    if given["wait"]:
+    if options.user_data is not None:
+        body["user_data"] = options.user_data.decode("utf-8", "replace")
+    vm = client.create(body)
+    host = client.host_names().get(vm["host_id"], vm["host_id"])
+    if wait:
         note(f"{vm['name']}: running on its host (the guest is not reachable from here)")
-    out.print(f"{vm['name']} is {vm['status']} on host {host} ({plane.remote.url})", markup=False)
-    out.print(f"  logs:     corral --remote {_ref(plane)} logs {vm['name']}", markup=False)
-    out.print(f"  stop:     corral --remote {_ref(plane)} stop {vm['name']}", markup=False)
+    out.print(f"{vm['name']} is {vm['status']} on host {host} ({client.remote.url})", markup=False)
+    out.print(f"  logs:     corral --remote {_ref(client)} logs {vm['name']}", markup=False)
+    out.print(f"  stop:     corral --remote {_ref(client)} stop {vm['name']}", markup=False)
 
 
+# LaunchRequest's fields that only a launch on this machine takes, by their flags.
 _LOCAL_ONLY_LAUNCH = {
-    "--volume": "volumes",
-    "--network-config": "network_config",
-    "--vendor-data": "vendor_data",
-    "--meta-data": "meta_data",
-    "--kernel": "kernel",
-    "--initrd": "initrd",
-    "--cmdline": "cmdline",
-    "--forward": "forwards",
-    "--no-seed": "no_seed",
+    "volumes": "--volume",
+    "network_config": "--network-config",
+    "vendor_data": "--vendor-data",
+    "meta_data": "--meta-data",
+    "kernel": "--kernel",
+    "initrd": "--initrd",
+    "cmdline": "--cmdline",
+    "forwards": "--forward",
 }
 
 
-def _default_keys() -> list[Path]:
-    key = get_context().config.ssh_key
-    return [key] if key else []
+def _ref(client: ControlPlaneClient) -> str:
+    return client.remote.name or client.remote.url
 
 
-def _public_key(path: Path) -> str:
-    text = read_file(path).decode("utf-8", "replace").strip()
-    if not text or "PRIVATE KEY" in text:
-        raise InvalidInput(f"{path}: not an ssh public key", hint="give the .pub file")
-    return text.splitlines()[0]
-
-
-def _ref(plane: ControlPlane) -> str:
-    return plane.remote.name or plane.remote.url
-
-
-def ls(plane: ControlPlane, json_out: bool) -> None:
-    vms = plane.vms()
-    hosts = plane.host_names()
+def ls(client: ControlPlaneClient, json_out: bool) -> None:
+    vms = client.vms()
+    hosts = client.host_names()
     for vm in vms:
         vm["host"] = hosts.get(vm["host_id"], vm["host_id"])
     if json_out:
@@ -198,9 +181,9 @@ def ls(plane: ControlPlane, json_out: bool) -> None:
     )
 
 
-def inspect(plane: ControlPlane, name: str, json_out: bool) -> None:
-    vm = plane.vm(name)
-    vm["host"] = plane.host_names().get(vm["host_id"], vm["host_id"])
+def inspect(client: ControlPlaneClient, name: str, json_out: bool) -> None:
+    vm = client.vm(name)
+    vm["host"] = client.host_names().get(vm["host_id"], vm["host_id"])
     if json_out:
         print_json(vm)
         return
@@ -208,35 +191,35 @@ def inspect(plane: ControlPlane, name: str, json_out: bool) -> None:
         out.print(f"{key + ':':15} {value}", markup=False)
 
 
-def logs(plane: ControlPlane, name: str, follow: bool) -> None:
+def logs(client: ControlPlaneClient, name: str, follow: bool) -> None:
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
     if follow:
-        plane.follow_console(name, write)
+        client.follow_console(name, write)
     else:
-        write(plane.console(name))
+        write(client.console(name))
 
 
-def act(plane: ControlPlane, name: str, action: str) -> None:
-    vm = plane.act(name, action)
+def act(client: ControlPlaneClient, name: str, action: str) -> None:
+    vm = client.act(name, action)
     out.print(f"{name} {vm['status']}", markup=False)
 
 
-def restart(plane: ControlPlane, name: str, force: bool) -> None:
-    if plane.vm(name)["status"] in ("running", "paused"):
-        plane.act(name, "force-stop" if force else "stop")
-    act(plane, name, "start")
+def restart(client: ControlPlaneClient, name: str, force: bool) -> None:
+    if client.vm(name)["status"] in ("running", "paused"):
+        client.act(name, "force-stop" if force else "stop")
+    act(client, name, "start")
 
 
-def rm(plane: ControlPlane, names: list[str], force: bool) -> None:
+def rm(client: ControlPlaneClient, names: list[str], force: bool) -> None:
     for name in names:
-        status = plane.vm(name)["status"]
+        status = client.vm(name)["status"]
         if status in ("running", "paused") and not force:
             raise InvalidInput(
                 f"VM {name!r} is {status}",
-                hint=f"stop it first, or: corral --remote {_ref(plane)} rm --force {name}",
+                hint=f"stop it first, or: corral --remote {_ref(client)} rm --force {name}",
             )
-        plane.delete(name)
+        client.delete(name)
         out.print(f"removed {name}", markup=False)

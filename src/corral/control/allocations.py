@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from corral.api.schemas import AllocationRequest, AllocationResult
 from corral.control.tokens import sha256_hex
+from corral.control.types import AllocationRequest, AllocationResult
 from corral.db.models import Allocation, Job
 from corral.db.repositories import AllocationRepository, JobRepository, VmRepository
 from corral.errors import CorralError

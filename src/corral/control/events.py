@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from corral.api.schemas import Event
+from corral.control.types import Event
 
 QUEUE_SIZE = 1000  # events a slow subscriber may fall behind before it is dropped
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from corral.api.schemas import HostCreate, HostUpdate
 from corral.control.events import emit
 from corral.control.nodes import NodeAddress
 from corral.control.settings import IN_PROCESS, LOCAL_HOST
+from corral.control.types import MIB, HostCreate, HostUpdate
 from corral.db.models import Host, Vm, utcnow
 from corral.db.repositories import HostRepository, JobRepository, VmRepository
 from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
@@ -24,8 +24,6 @@ from corral.node.protocol import Capacity, NodeVm
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
-
-MIB = 1 << 20
 
 
 def vm_status(node_state: str, current: str) -> str:

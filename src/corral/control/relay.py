@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from corral.api.schemas import Event
+from corral.control.types import Event
 from corral.db import hot
 
 CHANNEL = "corral_events"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from corral import confine
-from corral.api.schemas import BootSourceCreate, StorageObjectCreate, StoragePoolCreate
+from corral.control.types import BootSourceCreate, StorageObjectCreate, StoragePoolCreate
 from corral.db.models import BootSource, StorageObject, StoragePool
 from corral.db.repositories import (
     BootSourceRepository,

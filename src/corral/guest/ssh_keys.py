@@ -43,8 +43,6 @@ def read_public_keys(path: Path) -> list[str]:
     return keys
 
 
-def collect_keys(corral_key: str, files: Iterable[Path]) -> tuple[str, ...]:
-    keys = [corral_key]
-    for path in files:
-        keys += [k for k in read_public_keys(path) if k not in keys]
-    return tuple(keys)
+def collect_keys(corral_key: str, keys: Iterable[str]) -> tuple[str, ...]:
+    """corral's own key, then the user's key lines, each once."""
+    return tuple(dict.fromkeys((corral_key, *keys)))

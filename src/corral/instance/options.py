@@ -1,4 +1,7 @@
-"""Launch options: what the user asked for, parsed from user-facing values and validated."""
+"""Launch options: the launch parameters as a user gives them (LaunchRequest, what the CLI,
+the Python API, the remote CLI and the node agent all take), and the validated LaunchOptions
+they are parsed into.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 from corral.errors import InvalidInput, NotFound
 from corral.image.manifest import Manifest
+from corral.instance.keys import KEY_PREFIXES, read_public_keys
 from corral.instance.record import check_instance_name
 from corral.machine.spec import Forward, parse_forward
 from corral.units import (
@@ -36,6 +40,20 @@ DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MIB = 2048
 
 
+class PublicKey(str):
+    """One ssh public key line (`ssh-ed25519 AAAA... me@host`), given as it is rather than in
+    a file; refused (naming it as `what`) unless it is one."""
+
+    def __new__(cls, line: str, *, what: str = "the ssh key") -> PublicKey:
+        key = line.strip()
+        if not key.startswith(KEY_PREFIXES) or "\n" in key or "\r" in key:
+            raise InvalidInput(
+                f"{what} is not one ssh public key line",
+                hint="give the contents of a .pub file, e.g. 'ssh-ed25519 AAAA... me@host'",
+            )
+        return super().__new__(cls, key)
+
+
 @dataclass(frozen=True)
 class LaunchOptions:
     """What the user asked for; validated before anything is created."""
@@ -45,7 +63,7 @@ class LaunchOptions:
     memory_mib: int = DEFAULT_MEMORY_MIB
     disk_size: int | None = None
     volumes: tuple[int, ...] = ()
-    ssh_keys: tuple[Path, ...] = ()
+    ssh_keys: tuple[str, ...] = ()  # public key lines
     user_data: bytes | None = None
     network_config: bytes | None = None
     vendor_data: bytes | None = None
@@ -85,48 +103,68 @@ def validate(options: LaunchOptions, image: Manifest) -> int:
     return disk_size
 
 
-def make_options(
-    *,
-    name: str,
-    instance_type: str | None = None,
-    cpus: int | None = None,
-    memory: str | int | None = None,
-    disk_size: str | int | None = None,
-    volumes: Iterable[str | int] = (),
-    ssh_keys: Iterable[str | os.PathLike[str]] = (),
-    user_data: Data = None,
-    network_config: Data = None,
-    vendor_data: Data = None,
-    meta_data: Data = None,
-    kernel: str | os.PathLike[str] | None = None,
-    initrd: str | os.PathLike[str] | None = None,
-    cmdline: str | None = None,
-    forwards: Iterable[str | Forward] = (),
-    seed: bool = True,
-) -> LaunchOptions:
-    """Turn user-facing values (strings, sizes, paths) into validated LaunchOptions."""
-    if instance_type is not None and (cpus is not None or memory is not None):
-        raise InvalidInput("give either an instance type or cpus/memory, not both")
-    if instance_type is not None:
-        itype = parse_instance_type(instance_type)
-        n_cpus, memory_mib = itype.cpus, itype.memory_mib
-    else:
-        n_cpus = DEFAULT_CPUS if cpus is None else cpus
-        memory_mib = DEFAULT_MEMORY_MIB if memory is None else parse_memory_mib(memory)
-    return LaunchOptions(
-        name=name,
-        cpus=n_cpus,
-        memory_mib=memory_mib,
-        disk_size=None if disk_size is None else parse_size(disk_size, what="disk size"),
-        volumes=tuple(parse_size(v, default_unit="G", what="volume size") for v in volumes),
-        ssh_keys=tuple(Path(k).expanduser() for k in ssh_keys),
-        user_data=read_data(user_data),
-        network_config=read_data(network_config),
-        vendor_data=read_data(vendor_data),
-        meta_data=read_data(meta_data),
-        kernel=Path(kernel) if kernel else None,
-        initrd=Path(initrd) if initrd else None,
-        cmdline=cmdline,
-        forwards=tuple(f if isinstance(f, Forward) else parse_forward(f) for f in forwards),
-        seed=seed,
-    )
+@dataclass(frozen=True, kw_only=True)
+class LaunchRequest:
+    """The launch parameters as a user gives them (strings, sizes, paths): the one list of
+    them, taken by `corral launch`, `Corral.launch`, `corral --remote ... launch` and the node
+    agent. `options()` parses and checks them."""
+
+    name: str  # also the VM's hostname
+    instance_type: str | None = None  # c<cpus>m<memory MiB>, or cpus and memory
+    cpus: int | None = None  # default DEFAULT_CPUS
+    memory: str | int | None = None  # e.g. "2G"; a plain number is MiB; default 2 GiB
+    disk_size: str | int | None = None  # default: the image's size
+    volumes: Iterable[str | int] = ()  # blank data disks; a plain number is GiB
+    ssh_keys: Iterable[str | os.PathLike[str]] = ()  # public key files, or PublicKey lines
+    user_data: Data = None  # cloud-init files: text, bytes or a path
+    network_config: Data = None
+    vendor_data: Data = None
+    meta_data: Data = None
+    kernel: str | os.PathLike[str] | None = None  # boot this kernel directly
+    initrd: str | os.PathLike[str] | None = None
+    cmdline: str | None = None
+    forwards: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/tcp|udp]
+    seed: bool = True  # attach a cloud-init seed
+
+    def options(self) -> LaunchOptions:
+        """Parse the values (reading the files they name) into LaunchOptions."""
+        if self.instance_type is not None and (self.cpus is not None or self.memory is not None):
+            raise InvalidInput("give either an instance type or cpus/memory, not both")
+        if self.instance_type is not None:
+            itype = parse_instance_type(self.instance_type)
+            cpus, memory_mib = itype.cpus, itype.memory_mib
+        else:
+            cpus = DEFAULT_CPUS if self.cpus is None else self.cpus
+            memory_mib = (
+                DEFAULT_MEMORY_MIB if self.memory is None else parse_memory_mib(self.memory)
+            )
+        return LaunchOptions(
+            name=self.name,
+            cpus=cpus,
+            memory_mib=memory_mib,
+            disk_size=None
+            if self.disk_size is None
+            else parse_size(self.disk_size, what="disk size"),
+            volumes=tuple(
+                parse_size(v, default_unit="G", what="volume size") for v in self.volumes
+            ),
+            ssh_keys=tuple(key for given in self.ssh_keys for key in _public_keys(given)),
+            user_data=read_data(self.user_data),
+            network_config=read_data(self.network_config),
+            vendor_data=read_data(self.vendor_data),
+            meta_data=read_data(self.meta_data),
+            kernel=Path(self.kernel) if self.kernel else None,
+            initrd=Path(self.initrd) if self.initrd else None,
+            cmdline=self.cmdline,
+            forwards=tuple(
+                f if isinstance(f, Forward) else parse_forward(f) for f in self.forwards
+            ),
+            seed=self.seed,
+        )
+
+
+def _public_keys(given: str | os.PathLike[str]) -> list[str]:
+    """The key lines of a PublicKey, or of the public key file a path names."""
+    if isinstance(given, PublicKey):
+        return [str(given)]  # a plain str from here on (YAML, JSON)
+    return read_public_keys(Path(given).expanduser())

@@ -4,8 +4,8 @@ Routes are thin: each calls one LocalNode method. Every route but /health (the O
 document at /openapi.json included) needs the node's bearer token, checked before a request's
 body is read; bodies over `max_body_bytes` are refused (413), see corral.webguard. There is no
 Swagger UI: a browser could not give it the token, and the node's one client is a control
-plane. corral errors are mapped to HTTP once, here, with a JSON body that HttpNode turns back
-into the same error class.
+plane. Errors are answered as the control plane answers them (corral.weberrors, in
+corral.wire's shape), which HttpNode turns back into the same error classes.
 
     GET    /health                       no token; {"status": "ok", ...}
     GET    /capacity                     Capacity
@@ -23,30 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from starlette.exceptions import HTTPException
 from starlette.websockets import WebSocketDisconnect
 
-from corral import __version__
+from corral import __version__, weberrors
 from corral.context import Context
-from corral.errors import CorralError, InvalidInput, TooLarge, Unauthorized
-from corral.node.http import error_body
+from corral.errors import CorralError, InvalidInput, Unauthorized
 from corral.node.local import LocalNode
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
-from corral.webguard import PRINCIPAL, BodyTooLarge, Guard, Scope, allowed_methods, header
+from corral.webguard import PRINCIPAL, Guard, Scope, header
+from corral.wire import error_body, status_of
 
 log = logging.getLogger("corral.node")
 
-_STATUS_KINDS = {
-    401: "unauthorized", 404: "not_found", 405: "invalid_input", 409: "conflict", 413: "too_large",
-}  # fmt: skip
 NODE = "node"  # the principal: whoever holds the node's token, i.e. its control plane
 _REFUSED = "a valid bearer token is required"
 
@@ -77,13 +71,10 @@ def create_node_app(ctx: Context, token: str, *, max_body_bytes: int | None = No
     app.include_router(_open)
     app.include_router(_guarded)
     app.add_api_websocket_route("/vms/{name}/console/stream", _console_stream)
-    app.add_exception_handler(CorralError, _corral_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    weberrors.install(app)
     app.add_middleware(
         Guard,
         authenticate=authenticate,
-        render=_render,
         max_body_bytes=max_body_bytes or ctx.config.max_body_bytes,
         public=("/health",),
     )
@@ -189,12 +180,12 @@ async def _console_stream(websocket: WebSocket, name: str) -> None:
     try:
         await websocket.app.state.authenticate(websocket.scope)
     except Unauthorized as exc:
-        await _deny(websocket, 401, _body(exc))
+        await _deny(websocket, exc)
         return
     try:
         await node.get_vm(name)  # refuse an unknown VM with a status, before the upgrade
     except CorralError as exc:
-        await _deny(websocket, exc.http_status, error_body(exc))
+        await _deny(websocket, exc)
         return
     await websocket.accept()
 
@@ -233,56 +224,9 @@ async def _console_stream(websocket: WebSocket, name: str) -> None:
         await websocket.close(code, reason)
 
 
-async def _deny(websocket: WebSocket, status: int, body: dict[str, Any]) -> None:
+async def _deny(websocket: WebSocket, exc: CorralError) -> None:
     """Refuse a websocket upgrade with an HTTP answer the client can read."""
     try:
-        await websocket.send_denial_response(JSONResponse(body, status_code=status))
+        await websocket.send_denial_response(JSONResponse(error_body(exc), status_of(exc)))
     except RuntimeError:  # the server cannot send HTTP answers on websockets: a bare 403
         await websocket.close(1008)
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-def _body(exc: CorralError) -> dict[str, Any]:
-    kind = _STATUS_KINDS.get(exc.http_status) if isinstance(exc, Unauthorized | TooLarge) else None
-    return {**error_body(exc), "error": kind} if kind else error_body(exc)
-
-
-def _render(exc: CorralError) -> bytes:
-    return json.dumps(_body(exc)).encode()
-
-
-async def _corral_error(request: Request, exc: CorralError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-    return JSONResponse(_body(exc), status_code=exc.http_status, headers=headers)
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = [
-        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-        for err in exc.errors()
-    ]
-    first = problems[0] if problems else "invalid request"
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    body = {"error": "invalid_input", "message": first + more, "hint": None, "details": problems}
-    return JSONResponse(body, status_code=422)
-
-
-async def _http_error(request: Request, exc: HTTPException) -> Response:
-    if isinstance(exc, BodyTooLarge):
-        return await _corral_error(request, exc.error)
-    if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8)
-        return await _corral_error(request, InvalidInput("the request body is not valid JSON"))
-    if exc.status_code == 405:
-        allow = {"Allow": allowed_methods(request.app, request.url.path)}
-        if request.method == "OPTIONS":
-            return Response(status_code=204, headers=allow)
-        exc.headers = allow
-    body = {
-        "error": _STATUS_KINDS.get(exc.status_code, "error"),
-        "message": str(exc.detail),
-        "hint": None,
-        "details": [],
-    }
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -1,74 +1,25 @@
 """HttpNode: the node protocol as a client of a node agent (`corral node`, see app.py).
 
-Errors travel as JSON bodies `{"error": KIND, "message": ..., "hint": ..., "details": [...]}`
-and come back out as the same corral error classes, so a remote NotFound is a NotFound. A node
+Error answers are in corral.wire's shape, `{"error": KIND, "detail": ..., "hint": ...}`, and
+come back out as the same corral error classes, so a remote NotFound is a NotFound. A node
 that cannot be reached (refused, timed out, broken connection) raises NodeUnreachable naming
-its URL. The wire names of the error kinds live here, and the agent encodes with them too.
+its URL.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from corral.errors import (
-    Conflict,
-    CorralError,
-    DeadlineExceeded,
-    GuestError,
-    InvalidInput,
-    MissingDependency,
-    NodeUnreachable,
-    NotFound,
-    QemuError,
-)
+from corral import wire
+from corral.errors import CorralError, InvalidInput, NodeUnreachable
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
 
-# Each kind is decoded to its class; a class not listed travels as its nearest listed base.
-ERROR_KINDS: dict[str, type[CorralError]] = {
-    "not_found": NotFound,
-    "conflict": Conflict,
-    "invalid_input": InvalidInput,
-    "missing_dependency": MissingDependency,
-    "qemu_error": QemuError,
-    "guest_error": GuestError,
-    "deadline_exceeded": DeadlineExceeded,
-    "node_unreachable": NodeUnreachable,
-    "error": CorralError,
-}
-_KIND_OF = {cls: kind for kind, cls in ERROR_KINDS.items()}
-# For error answers that are not ours (a proxy's page, an unknown route).
-_BY_STATUS: dict[int, type[CorralError]] = {
-    404: NotFound,
-    405: InvalidInput,
-    409: Conflict,
-    422: InvalidInput,
-    502: NodeUnreachable,
-    503: NodeUnreachable,
-    504: NodeUnreachable,
-}
-
-
-def error_kind(exc: CorralError) -> str:
-    return next(_KIND_OF[cls] for cls in type(exc).__mro__ if cls in _KIND_OF)
-
-
-def error_body(exc: CorralError) -> dict[str, Any]:
-    return {
-        "error": error_kind(exc),
-        "message": exc.message,
-        "hint": exc.hint,
-        "details": exc.details,
-    }
-
-
-_PHRASES = {s.value for s in HTTPStatus}
 M = TypeVar("M", bound=BaseModel)
 _VMS = TypeAdapter(list[NodeVm])
 
@@ -243,20 +194,13 @@ class HttpNode:
                 data = json.loads(body)
             except ValueError:
                 data = None
-        if _is_node_error(data):
-            cls = ERROR_KINDS.get(str(data.get("error")), CorralError)
-            hint = data.get("hint")
-            details = data.get("details")
-            return cls(
-                data["message"],
-                hint=hint if isinstance(hint, str) else None,
-                details=[str(d) for d in details] if isinstance(details, list) else None,
-            )
+        error = wire.error_from(status, data, require_kind=True)
+        if error is not None:
+            return error
         # Not a node's answer (a proxy's page, another service at that address): its status
         # and reason phrase only, never its body, which would carry whatever it serves.
-        cls = _BY_STATUS.get(status, CorralError)
-        reason = HTTPStatus(status).phrase if status in _PHRASES else "unknown status"
-        return cls(f"node {self.base_url} answered HTTP {status} {reason}")
+        cls = NodeUnreachable if status in _GATEWAY else wire.status_class(status)
+        return cls(f"node {self.base_url} answered HTTP {status} {wire.reason(status)}")
 
     def _parse(self, model: type[M], response: httpx.Response) -> M:
         try:
@@ -271,16 +215,7 @@ class HttpNode:
 
 
 _HINT = "is `corral node` running there, and is the address right?"
-
-
-def _is_node_error(data: Any) -> bool:
-    """Whether a JSON answer has the node agent's error shape (and nothing else)."""
-    return (
-        isinstance(data, dict)
-        and set(data) <= {"error", "message", "hint", "details"}
-        and isinstance(data.get("error"), str)
-        and isinstance(data.get("message"), str)
-    )
+_GATEWAY = (502, 503, 504)  # a proxy in front of the node could not reach it
 
 
 def _vm(name: str, *parts: str) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import os
 import platform
 import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from corral.errors import Conflict, InvalidInput, NotFound
 from corral.guest.ssh_keys import KEY_PREFIXES
 from corral.instance import lifecycle
 from corral.instance.launch import launch
-from corral.instance.options import make_options
+from corral.instance.options import LaunchRequest, PublicKey
 from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
 from corral.machine import console
@@ -92,7 +91,7 @@ class LocalNode:
         check_instance_name(spec.name)
         if (spec.image is None) == (spec.base_disk is None):
             raise InvalidInput("give exactly one of image and base_disk")
-        keys = _check_key_lines(spec.ssh_keys)
+        keys = [PublicKey(line, what=f"ssh_keys[{i}]") for i, line in enumerate(spec.ssh_keys)]
         if spec.disk_size is not None and spec.disk_size <= 0:
             raise InvalidInput(
                 f"disk_size must be a positive number of bytes, not {spec.disk_size}"
@@ -105,29 +104,22 @@ class LocalNode:
             base_disk = self._open(opened, spec.base_disk, "base_disk")
             kernel = self._open(opened, spec.kernel, "kernel")
             initrd = self._open(opened, spec.initrd, "initrd")
-            tmp = opened.enter_context(tempfile.TemporaryDirectory(prefix="corral-node-"))
             if base_disk is None:
                 image = spec.image or ""
             else:
                 image = self._base_image(base_disk, spec.base_disk or "")
-            key_files = []
-            if keys:
-                # The library takes key files (as `launch --ssh-key` does); write the lines to one.
-                key_file = Path(tmp) / "keys.pub"
-                key_file.write_text("".join(f"{key}\n" for key in keys))
-                key_files.append(key_file)
-            options = make_options(
+            request = LaunchRequest(
                 name=spec.name,
                 cpus=spec.cpus,
                 memory=spec.memory_mib,
                 disk_size=spec.disk_size,
-                ssh_keys=key_files,
+                ssh_keys=keys,
                 user_data=spec.user_data,
                 kernel=_fd_file(kernel) if kernel is not None else None,
                 initrd=_fd_file(initrd) if initrd is not None else None,
                 cmdline=spec.cmdline,
             )
-            launch(self.ctx, image, options, start=spec.start)
+            launch(self.ctx, image, request.options(), start=spec.start)
         return self._view(spec.name)
 
     def _open(self, opened: contextlib.ExitStack, text: str | None, what: str) -> int | None:
@@ -212,19 +204,6 @@ class LocalNode:
         except NotFound:
             return False  # deleted while we followed it
         return seen.pid is not None or seen.state in ("creating", "starting")
-
-
-def _check_key_lines(lines: list[str]) -> list[str]:
-    keys = []
-    for index, line in enumerate(lines):
-        key = line.strip()
-        if not key.startswith(KEY_PREFIXES) or "\n" in key or "\r" in key:
-            raise InvalidInput(
-                f"ssh_keys[{index}] is not one ssh public key line",
-                hint="give the contents of a .pub file, e.g. 'ssh-ed25519 AAAA... me@host'",
-            )
-        keys.append(key)
-    return keys
 
 
 def _fd_file(fd: int) -> Path:

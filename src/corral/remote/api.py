@@ -2,8 +2,9 @@
 
 VMs are addressed by name, as on the command line; long operations are jobs, and each method
 waits for its job so that the CLI reports the outcome (and a failed job's error) as it does for
-a local instance. Error answers come back as the corral errors they started as: 404 NotFound,
-409 Conflict, 401/422 InvalidInput, 403 Forbidden, so exit codes match local use.
+a local instance. Error answers (in corral.wire's shape) come back as the corral errors they
+started as, so exit codes match local use: a refused token is an InvalidInput, and a failure on
+the server's side (5xx) says that the control plane answered it.
 """
 
 from __future__ import annotations
@@ -15,32 +16,22 @@ from urllib.parse import quote
 
 import httpx
 
-from corral.errors import (
-    Conflict,
-    CorralError,
-    DeadlineExceeded,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-)
+from corral import wire
+from corral.errors import CorralError, DeadlineExceeded, Forbidden, InvalidInput, NotFound
 from corral.remote.saved import Remote
 
 PAGE = 1000  # the API's largest page
 JOB_TIMEOUT = 900.0  # a create may import a base disk on its host
-# A failed job's error, by the HTTP status of its kind: the user's mistakes stay theirs (exit 2).
-_JOB_ERRORS: dict[int, type[CorralError]] = {
-    400: InvalidInput,
-    404: NotFound,
-    409: Conflict,
-    422: InvalidInput,
-}
 
 
 class RemoteUnreachable(CorralError):
     """The control plane did not answer."""
 
 
-class ControlPlane:
+class ControlPlaneClient:
+    """The REST API of the control plane at `remote.url` (the server side is
+    corral.control.plane.ControlPlane), with the remote's token."""
+
     def __init__(self, remote: Remote, *, timeout: float = 30.0) -> None:
         self.remote = remote
         self._http = httpx.Client(
@@ -52,7 +43,7 @@ class ControlPlane:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> ControlPlane:
+    def __enter__(self) -> ControlPlaneClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -135,7 +126,8 @@ class ControlPlane:
             if job["status"] == "completed":
                 return job  # type: ignore[no-any-return]
             if job["status"] == "failed":
-                kind = _JOB_ERRORS.get(job.get("error_status") or 0, CorralError)
+                # By the status of its error's class: the user's mistakes stay theirs (exit 2).
+                kind = wire.status_class(job.get("error_status") or 0)
                 raise kind(f"{job['kind']} failed: {job['error']}")
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"job {job_id} ({job['kind']}) still {job['status']}")
@@ -173,26 +165,18 @@ def error_from(response: httpx.Response, url: str) -> CorralError:
     try:
         body = response.json()
     except ValueError:
-        body = {}
-    detail = body.get("detail") if isinstance(body, dict) else None
-    hint = body.get("hint") if isinstance(body, dict) else None
-    if isinstance(detail, list):  # FastAPI's validation errors: name the fields
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail
-        )
-    message = str(detail or response.reason_phrase or "error")
+        body = None
     status = response.status_code
+    error = wire.error_from(status, body)
+    if error is None:  # not an answer of corral's: its status and reason phrase
+        error = wire.status_class(status)(response.reason_phrase or wire.reason(status))
     if status == 401:
         return InvalidInput(
-            f"the control plane at {url} refused the token: {message}",
+            f"the control plane at {url} refused the token: {error.message}",
             hint="corral token create NAME on the server; pass it with --token",
         )
     if status == 403:
-        return Forbidden(f"the control plane at {url} refused: {message}", hint=hint)
-    if status == 404:
-        return NotFound(message, hint=hint)
-    if status == 409:
-        return Conflict(message, hint=hint)
-    if status in (400, 422):
-        return InvalidInput(message, hint=hint)
-    return CorralError(f"control plane answered {status}: {message}", hint=hint)
+        return Forbidden(f"the control plane at {url} refused: {error.message}", hint=error.hint)
+    if 400 <= status < 500:
+        return error
+    return CorralError(f"control plane answered {status}: {error.message}", hint=error.hint)

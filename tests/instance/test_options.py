@@ -1,0 +1,62 @@
+"""instance/options.py: the launch parameters as given (LaunchRequest) parsed into LaunchOptions."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+
+from corral.cli.instances import launch as launch_command
+from corral.errors import InvalidInput
+from corral.instance.options import LaunchOptions, LaunchRequest, PublicKey
+from corral.machine.spec import Forward
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOp me@laptop"
+
+
+def test_defaults_and_parsing() -> None:
+    assert LaunchRequest(name="a1").options() == LaunchOptions(name="a1", cpus=2, memory_mib=2048)
+    options = LaunchRequest(
+        name="a1", instance_type="c1m256", disk_size="3G", volumes=["1G", 2], user_data="#x",
+        kernel="/boot/k", forwards=["8080:80", Forward(2222, 22)], seed=False,
+    ).options()  # fmt: skip
+    assert (options.cpus, options.memory_mib, options.disk_size) == (1, 256, 3 << 30)
+    assert options.volumes == (1 << 30, 2 << 30)  # a plain number is GiB
+    assert options.user_data == b"#x" and options.kernel == Path("/boot/k")
+    assert [f.host_port for f in options.forwards] == [8080, 2222]
+    assert options.seed is False
+    assert LaunchRequest(name="a1", cpus=3, memory=512).options().memory_mib == 512
+    with pytest.raises(InvalidInput, match="either an instance type or cpus"):
+        LaunchRequest(name="a1", instance_type="c1m256", cpus=2).options()
+
+
+def test_ssh_keys_are_files_or_lines(tmp_path: Path) -> None:
+    other = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB you@desk"
+    (tmp_path / "id.pub").write_text(f"# a comment\n{other}\n{KEY}\n")
+    (tmp_path / "id").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    request = LaunchRequest(name="a1", ssh_keys=[PublicKey(f"  {KEY}\n"), tmp_path / "id"])
+    # The private key's .pub is read; the lines are the options' own, no file is needed.
+    assert request.options().ssh_keys == (KEY, other, KEY)
+    assert all(type(key) is str for key in request.options().ssh_keys)
+    assert LaunchRequest(name="a1", ssh_keys=[str(tmp_path / "id.pub")]).options().ssh_keys == (
+        other,
+        KEY,
+    )
+    with pytest.raises(InvalidInput, match="cannot read ssh key"):
+        LaunchRequest(name="a1", ssh_keys=[KEY]).options()  # a plain string names a file
+
+
+@pytest.mark.parametrize("line", ["", "not a key", f"{KEY}\n{KEY}", "AAAAC3Nza me@laptop"])
+def test_a_public_key_is_one_key_line(line: str) -> None:
+    with pytest.raises(InvalidInput, match=r"ssh_keys\[2\] is not one ssh public key line"):
+        PublicKey(line, what="ssh_keys[2]")
+
+
+def test_the_cli_takes_every_launch_parameter() -> None:
+    """One list of launch parameters: `corral launch` has a flag for each (--no-seed: seed)."""
+    fields = {f.name for f in dataclasses.fields(LaunchRequest)}
+    flags = set(inspect.signature(launch_command).parameters) - {"image", "no_start", "wait",
+                                                                   "timeout"}  # fmt: skip
+    assert flags == fields - {"seed"} | {"no_seed"}
