@@ -14,6 +14,8 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from corral.version import __version__ as __version__
+
 # With cryptography >= 48, importing asyncssh warns that DSA is deprecated: noise that a user
 # cannot act on (corral never uses DSA keys), printed before a command's own output or error.
 warnings.filterwarnings("ignore", module=r"asyncssh\.")
@@ -64,7 +66,6 @@ __all__ = [
     "QemuError",
     "launch",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,7 @@ from corral.context import Context
 from corral.errors import InvalidInput
 from corral.guest.ssh import ExecResult
 from corral.image.manifest import Manifest
+from corral.image_refs import resolve_image
 from corral.instance import guestops, lifecycle, registry, snapshot
 from corral.instance.launch import launch
 from corral.instance.options import Data, LaunchRequest, read_data
@@ -141,7 +142,7 @@ class Corral:
         if wait and not start:
             raise InvalidInput("wait=True needs start=True: a VM created stopped is never ready")
         options = LaunchRequest(**request).options()
-        launch(self.ctx, image, options, start=start)
+        launch(self.ctx, resolve_image(self.ctx, image), options, start=start)
         instance = Instance(self.ctx, options.name)
         if wait:
             instance.wait(timeout)

@@ -156,7 +156,7 @@ def header(scope: Scope, name: bytes) -> str | None:
     """One request header's value (`name` in lower case), or None."""
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
+            return value.decode("latin-1")
     return None
 
 

@@ -15,12 +15,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from corral import __version__, weberrors
+from corral import weberrors
 from corral.api import deps
 from corral.api.routers import control, health, hosts, jobs, storage, vms
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
+from corral.version import __version__
 from corral.webguard import Guard, Scope
 
 DESCRIPTION = """\

@@ -21,7 +21,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from corral.builds import copying
 from corral.builds.commands import (
@@ -354,7 +354,7 @@ class Builder:
             stream = copying.retarget_tar(exported, op.src, op.dst, step.context.workdir, uid, gid)
             return await vm.run(script, sink=sink, stdin=_aiter(stream))
 
-    async def _export(self, layer: str, op: Copy, into: object) -> None:
+    async def _export(self, layer: str, op: Copy, into: IO[bytes]) -> None:
         """Boot a VM on a child build's result and tar the copy's sources out of it."""
         meta = self.store.meta(layer)
         child = Runner(self.ctx, self.store, self.options, meta.boot, [])
@@ -364,7 +364,7 @@ class Builder:
             script = shlex.join(copying.guest_export_command(op.src, op.exclude))
 
             def write(data: bytes) -> None:
-                into.write(data)  # type: ignore[attr-defined]
+                into.write(data)
 
             code = await vm.run(script, sink=write, stderr=errors.extend)
             if code != 0:

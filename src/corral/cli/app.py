@@ -74,7 +74,7 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 @app.command()
 def version() -> None:
     """Print corral's version."""
-    from corral import __version__
+    from corral.version import __version__
 
     print(__version__)
 

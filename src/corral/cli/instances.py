@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import typer
 
@@ -102,9 +104,11 @@ def launch(
         with client:
             remote_cmd.launch(client, image, request, start=not no_start, wait=wait)
         return
+    from corral.image_refs import resolve_image
     from corral.instance.launch import launch as launch_instance
 
-    launch_instance(get_context(), image, request.options(), start=not no_start)
+    ctx = get_context()
+    launch_instance(ctx, resolve_image(ctx, image), request.options(), start=not no_start)
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)
@@ -132,10 +136,10 @@ def exec_(
 ) -> None:
     """Run a command in the VM, streaming its output; exit with its exit code."""
 
-    def write(stream: object) -> object:
+    def write(stream: TextIO) -> Callable[[bytes], None]:
         def sink(data: bytes) -> None:
-            stream.buffer.write(data)  # type: ignore[attr-defined]
-            stream.buffer.flush()  # type: ignore[attr-defined]
+            stream.buffer.write(data)
+            stream.buffer.flush()
 
         return sink
 
@@ -149,7 +153,7 @@ def exec_(
         name,
         command if len(command) > 1 else command[0],
         stdout=write(sys.stdout),
-        stderr=write(sys.stderr),  # type: ignore[arg-type]
+        stderr=write(sys.stderr),
     )
     raise typer.Exit(code)
 

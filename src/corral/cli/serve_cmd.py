@@ -162,7 +162,7 @@ def token_ls(
 
     with _database(database) as db:
         rows = TokenService(db).list()
-    items = [
+    items: list[dict[str, str | None]] = [
         {
             "id": str(t.id),
             "name": t.name,
@@ -177,8 +177,9 @@ def token_ls(
         return
     print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<20} STATE")
     for item in items:
-        state = f"revoked {item['revoked_at'][:19]}" if item["revoked_at"] else "active"
-        print(f"{item['name']:<24} {item['role']:<6} {item['created_at'][:19]:<20} {state}")
+        revoked, created = item["revoked_at"], item["created_at"] or ""
+        state = f"revoked {revoked[:19]}" if revoked else "active"
+        print(f"{item['name']:<24} {item['role']:<6} {created[:19]:<20} {state}")
 
 
 def token_revoke(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from corral.control.tokens import sha256_hex
-from corral.control.types import AllocationRequest, AllocationResult
+from corral.control.types import AllocationRequest, AllocationResult, VmAction
 from corral.db.models import Allocation, Job
 from corral.db.repositories import AllocationRepository, JobRepository, VmRepository
 from corral.errors import CorralError
@@ -104,14 +104,14 @@ class AllocationService:
     async def _act(
         self,
         vm_id: uuid.UUID,
-        action: str,
+        action: VmAction,
         ref: str,
         done: list[str],
         jobs: list[tuple[str, Job, list[str]]],
         failed: dict[str, str],
     ) -> None:
         try:
-            job = await self.plane.vms.act(vm_id, action)  # type: ignore[arg-type]
+            job = await self.plane.vms.act(vm_id, action)
         except CorralError as exc:
             failed[ref] = exc.message
         else:

@@ -73,6 +73,7 @@ def reconcile(session: Session, host: Host, seen: Sequence[NodeVm]) -> int:
     changed = 0
     for vm in VmRepository(session).on_host(host.id):
         node_vm = by_name.get(vm.name)
+        reason: str | None
         if node_vm is None:
             status, reason = "unknown", f"host {host.name!r} does not know this VM"
         else:

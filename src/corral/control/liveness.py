@@ -68,7 +68,7 @@ def _register(session: Session, process_id: uuid.UUID) -> None:
 
 def _seen(session: Session, process_id: uuid.UUID) -> None:
     stmt = update(PlaneProcess).where(PlaneProcess.id == process_id).values(seen_at=utcnow())
-    if session.execute(stmt).rowcount == 0:  # type: ignore[attr-defined]
+    if session.execute(stmt).rowcount == 0:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
         # Swept as dead after a long pause (the database was away?): alive again, though
         # the jobs it had were failed meanwhile.
         _register(session, process_id)

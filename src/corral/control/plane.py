@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
@@ -201,7 +201,7 @@ class _database_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if isinstance(exc, IntegrityError):
             match = _UNIQUE.search(str(exc.orig))
             if match:

@@ -42,7 +42,7 @@ class Settings:
     storage_roots: tuple[Path, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Config, *, database: str | None = None, **overrides) -> Settings:  # type: ignore[no-untyped-def]
+    def from_config(cls, config: Config, *, database: str | None = None, **overrides) -> Settings:
         """Settings for `corral serve`: no database anywhere means embedded mode."""
         url = database or config.database
         embedded = url is None

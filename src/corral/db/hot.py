@@ -52,7 +52,7 @@ def first(conn: Connection, stmt: Executable, params: dict[str, Any]) -> Any:
         values[name] = Json(values[name])
     raw = conn.connection.driver_connection
     try:
-        with raw.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+        with raw.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]  # psycopg only: callers check the dialect
             cursor.execute(compiled.query, values)
             return cursor.fetchone() if cursor.description else None
     except psycopg.Error as exc:

@@ -54,12 +54,12 @@ class Repository(Generic[M]):
 
     def get(self, id: uuid.UUID, *, lock: bool = False) -> M | None:
         if lock:
-            stmt = select(self.model).where(self.model.id == id).with_for_update()  # type: ignore[attr-defined]
+            stmt = select(self.model).where(self.model.id == id).with_for_update()  # type: ignore[attr-defined]  # every model has it; Base does not declare it
             return self.session.scalars(stmt).first()
         return self.session.get(self.model, id)
 
     def by_name(self, name: str) -> M | None:
-        return self.session.scalars(select(self.model).where(self.model.name == name)).first()  # type: ignore[attr-defined]
+        return self.session.scalars(select(self.model).where(self.model.name == name)).first()  # type: ignore[attr-defined]  # every model has it; Base does not declare it
 
     @property
     def conn(self) -> Connection:
@@ -67,15 +67,15 @@ class Repository(Generic[M]):
         conn = self.session.info.get("connection")
         if conn is None:
             conn = self.session.info["connection"] = self.session.connection()
-        return conn  # type: ignore[no-any-return]
+        return conn
 
     def name_taken(self, name: str) -> bool:
         table = self.model.__table__
-        stmt = select(table.c.id).where(table.c.name == name).limit(1)  # type: ignore[attr-defined]
+        stmt = select(table.c.id).where(table.c.name == name).limit(1)
         return self.conn.execute(stmt).first() is not None
 
     def list(self, *, limit: int | None = None, offset: int = 0) -> Sequence[M]:
-        stmt = select(self.model).order_by(self.model.created_at, self.model.id)  # type: ignore[attr-defined]
+        stmt = select(self.model).order_by(self.model.created_at, self.model.id)  # type: ignore[attr-defined]  # every model has it; Base does not declare it
         if limit is not None:
             stmt = stmt.limit(limit)
         return self.session.scalars(stmt.offset(offset)).all()
@@ -216,7 +216,7 @@ class VmRepository(Repository[Vm]):
     ) -> None:
         """A new VM (values: sql.NEW_VM_COLUMNS), its tags and the job creating it (values:
         sql.NEW_JOB_COLUMNS); in one statement on PostgreSQL."""
-        if job is not None and self.session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        if job is not None and self.session.get_bind().dialect.name == "postgresql":
             params = {f"v_{k}": values[k] for k in sql.NEW_VM_COLUMNS}
             params.update({f"j_{k}": job[k] for k in sql.NEW_JOB_COLUMNS})
             hot.run(self.conn, sql.INSERT_VM_TAGS_JOB, {**params, "tags": list(tags)})

@@ -25,8 +25,10 @@ CLOUD_INIT_POLL = 0.5
 class NotReady(DeadlineExceeded):
     """The guest did not reach the next stage in time; `stage` names the one that failed."""
 
-    def __init__(self, stage: str, message: str, **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+    def __init__(
+        self, stage: str, message: str, *, hint: str | None = None, details: list[str] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, details=details)
         self.stage = stage
 
 

@@ -102,7 +102,7 @@ def save_image(
         file_size=ctx.store.blob(digest).stat().st_size,
         source=source,
         parent=parent_digest,
-        **{**inherited, **fields},  # type: ignore[arg-type]
+        **{**inherited, **fields},  # type: ignore[arg-type]  # Manifest's optional fields, by name
     )
     ctx.store.save(manifest)
     return manifest

@@ -106,10 +106,6 @@ def launch(
 ) -> InstanceRecord:
     """Create and start an instance (start=False: create it stopped, its disks, seed and
     ports ready for `start`); on any failure nothing of it is left behind."""
-    if image_name.startswith("build:"):
-        from corral.builds.publish import image_for
-
-        image_name = image_for(ctx, image_name)
     image = ctx.store.get(image_name)
     disk_size = validate(options, image)
     corral_key = ensure_corral_key(ctx.home.ssh_key)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.errors import InvalidInput, NotFound
+from corral.guest.ssh_keys import KEY_PREFIXES, read_public_keys
 from corral.image.manifest import Manifest
-from corral.instance.keys import KEY_PREFIXES, read_public_keys
 from corral.instance.record import check_instance_name
 from corral.machine.spec import Forward, parse_forward
 from corral.units import (

@@ -31,11 +31,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
-from corral import __version__, weberrors
+from corral import weberrors
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, Unauthorized
 from corral.node.local import LocalNode
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.version import __version__
 from corral.webguard import PRINCIPAL, Guard, Scope, header
 from corral.wire import error_body, status_of
 
@@ -98,7 +99,7 @@ async def _authorize(request: Request, _: Annotated[object, Depends(_bearer)]) -
 
 
 def _node(request: Request) -> LocalNode:
-    return request.app.state.node  # type: ignore[no-any-return]
+    return request.app.state.node
 
 
 Node = Annotated[LocalNode, Depends(_node)]
@@ -209,16 +210,16 @@ async def _console_stream(websocket: WebSocket, name: str) -> None:
                 await task
     if sender not in done:
         return  # the client went away
-    exc = sender.exception()
-    if isinstance(exc, WebSocketDisconnect):
+    failure = sender.exception()
+    if isinstance(failure, WebSocketDisconnect):
         return
-    if exc is None:
+    if failure is None:
         code, reason = 1000, ""
-    elif isinstance(exc, CorralError):
+    elif isinstance(failure, CorralError):
         # A close reason holds at most 123 bytes.
-        code, reason = 1011, exc.message.encode()[:120].decode(errors="ignore")
+        code, reason = 1011, failure.message.encode()[:120].decode(errors="ignore")
     else:
-        log.error("console stream of %s failed", name, exc_info=exc)
+        log.error("console stream of %s failed", name, exc_info=failure)
         code, reason = 1011, "internal error"
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
         await websocket.close(code, reason)

@@ -128,7 +128,9 @@ class HttpNode:
         except InvalidStatus as exc:
             response = exc.response
             raise self._error(
-                response.status_code, response.body or b"", response.headers.get("content-type")
+                response.status_code,
+                bytes(response.body or b""),
+                response.headers.get("content-type"),
             ) from exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise NodeUnreachable(

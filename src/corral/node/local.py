@@ -18,10 +18,10 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from corral import __version__, confine
+from corral import confine
 from corral.context import Context
 from corral.errors import Conflict, InvalidInput, NotFound
-from corral.guest.ssh_keys import KEY_PREFIXES
+from corral.image_refs import resolve_image
 from corral.instance import lifecycle
 from corral.instance.launch import launch
 from corral.instance.options import LaunchRequest, PublicKey
@@ -30,6 +30,7 @@ from corral.instance.view import instance_view
 from corral.machine import console
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
 from corral.storage_roots import open_under
+from corral.version import __version__
 
 
 class LocalNode:
@@ -119,7 +120,7 @@ class LocalNode:
                 initrd=_fd_file(initrd) if initrd is not None else None,
                 cmdline=spec.cmdline,
             )
-            launch(self.ctx, image, request.options(), start=spec.start)
+            launch(self.ctx, resolve_image(self.ctx, image), request.options(), start=spec.start)
         return self._view(spec.name)
 
     def _open(self, opened: contextlib.ExitStack, text: str | None, what: str) -> int | None:

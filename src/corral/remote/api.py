@@ -63,7 +63,7 @@ class ControlPlaneClient:
         found = self._json("GET", "/vms", params={"name": name, "limit": 1})
         if not found:
             raise NotFound(f"no VM {name!r} on {self.remote.url}", hint="corral --remote ... ls")
-        return found[0]  # type: ignore[no-any-return]
+        return found[0]
 
     def host_names(self) -> dict[str, str]:
         return {h["id"]: h["name"] for h in self._json("GET", "/hosts")}
@@ -75,14 +75,14 @@ class ControlPlaneClient:
         except CorralError:
             self._forget(vm["id"])  # a launch that failed leaves nothing behind, as locally
             raise
-        return self._json("GET", f"/vms/{vm['id']}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/vms/{vm['id']}")
 
     def act(self, name: str, action: str, *, timeout: float = JOB_TIMEOUT) -> dict[str, Any]:
         """start, stop, force-stop, pause or resume; the VM as it is afterwards."""
         vm = self.vm(name)
         job = self._json("POST", f"/vms/{vm['id']}/{action}")
         self.wait_job(job["id"], timeout=timeout)
-        return self._json("GET", f"/vms/{vm['id']}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/vms/{vm['id']}")
 
     def delete(self, name: str, *, timeout: float = JOB_TIMEOUT) -> None:
         vm = self.vm(name)
@@ -124,7 +124,7 @@ class ControlPlaneClient:
         while True:
             job = self._json("GET", f"/jobs/{job_id}")
             if job["status"] == "completed":
-                return job  # type: ignore[no-any-return]
+                return job
             if job["status"] == "failed":
                 # By the status of its error's class: the user's mistakes stay theirs (exit 2).
                 kind = wire.status_class(job.get("error_status") or 0)

@@ -12,7 +12,7 @@ from corral.api.schemas import AllocationRequest, AllocationResult, JobPublic, V
 from corral.api.streams import accept_authorised, pump
 from corral.errors import Unauthorized
 
-router = APIRouter(prefix="/control", tags=["aleph-vm supervisor"], responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(prefix="/control", tags=["aleph-vm supervisor"], responses=ERRORS)
 
 # Documentation only: the guard (corral.webguard) checks the header before the body is read.
 Signature = Annotated[

@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from corral import __version__
 from corral.api.deps import Plane, principal
 from corral.api.errors import OPEN_ERRORS
+from corral.version import __version__
 
-router = APIRouter(tags=["health"], responses=OPEN_ERRORS)  # type: ignore[arg-type]
+router = APIRouter(tags=["health"], responses=OPEN_ERRORS)
 
 
 class Health(BaseModel):

@@ -11,7 +11,7 @@ from corral.api.deps import ADMIN_ONLY, AdminOnly, Authenticated, Plane
 from corral.api.errors import ADMIN_ERRORS, ERRORS
 from corral.api.schemas import HostCreate, HostPublic, HostUpdate
 
-router = APIRouter(prefix="/hosts", tags=["hosts"], responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(prefix="/hosts", tags=["hosts"], responses=ERRORS)
 
 
 @router.post("", status_code=201, **ADMIN_ONLY)

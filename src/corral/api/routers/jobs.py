@@ -13,7 +13,7 @@ from corral.api.deps import Authenticated, Plane
 from corral.api.errors import ERRORS
 from corral.api.schemas import JobPublic
 
-router = APIRouter(dependencies=[Authenticated], responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(dependencies=[Authenticated], responses=ERRORS)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])

@@ -18,7 +18,7 @@ from corral.api.schemas import (
     StoragePoolPublic,
 )
 
-router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
+router = APIRouter(responses=ERRORS)
 
 
 @router.post("/storage-pools", status_code=201, tags=["storage"], **ADMIN_ONLY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, WebSocket
 
@@ -21,8 +21,10 @@ from corral.api.schemas import (
 from corral.api.streams import accept_authorised, pump
 from corral.errors import CorralError
 
-router = APIRouter(prefix="/vms", tags=["vms"], responses=ERRORS)  # type: ignore[arg-type]
-ACCEPTED = {202: {"description": "the job doing it; follow GET /jobs/{id}"}}
+router = APIRouter(prefix="/vms", tags=["vms"], responses=ERRORS)
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "the job doing it; follow GET /jobs/{id}"}
+}
 
 
 @router.post("", status_code=201, dependencies=[Authenticated])
@@ -85,7 +87,7 @@ def _action_route(action: VmAction) -> None:
 
 
 for _action in ("start", "stop", "force-stop", "pause", "resume"):
-    _action_route(_action)  # type: ignore[arg-type]
+    _action_route(_action)
 
 
 @router.get(

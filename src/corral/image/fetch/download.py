@@ -86,7 +86,7 @@ class Fetcher:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
-            from corral import __version__
+            from corral.version import __version__
 
             self._client = httpx.Client(
                 follow_redirects=True,
