@@ -100,7 +100,7 @@ E2E_HOME = CACHE / "e2e-home"
 def _builder_digest() -> str:
     import hashlib
 
-    from corral.image.recipes.built import debian
+    from corral.image.recipes import debian
 
     return hashlib.sha256(Path(debian.__file__).read_bytes()).hexdigest()
 

@@ -425,13 +425,13 @@ def test_a_build_never_takes_a_port_a_stopped_instance_holds(bctx: Context, tmp_
 
     from corral.errors import Conflict
     from corral.instance.launch import launch
-    from corral.instance.options import make_options
+    from corral.instance.options import LaunchRequest
     from corral.machine.ports import pick_ports
 
     (port,) = pick_ports((19000, 19999), (), 1)
     bctx.config = replace(bctx.config, port_range=(port, port))
-    record = launch(bctx, "tinyd", make_options(name="holder", instance_type="c1m256"),
-                    start=False)  # fmt: skip
+    options = LaunchRequest(name="holder", instance_type="c1m256").options()
+    record = launch(bctx, "tinyd", options, start=False)
     assert record.ssh_port == port
     with pytest.raises(Conflict, match="no free port"):
         run_build(bctx, '((from tinyd) (run (shell "true")))', tmp_path)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from corral.errors import CommandFailed, MissingDependency
-from corral.image.recipes.built import BuiltImage, debian
+from corral.image.recipes import debian
+from corral.image.recipes.built import BuiltImage
 from corral.image.recipes.debian import build_debian
 
 REPO = Path(__file__).resolve().parents[3]
