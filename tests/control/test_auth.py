@@ -13,7 +13,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from control.conftest import Api
-from corral.cli import serve_cmd
+from corral.cli.commands import serve as serve_cmd
 from corral.db.engine import Database
 from corral.db.migrate import head
 from corral.db.models import ApiToken

@@ -18,6 +18,11 @@ from corral.image.manifest import now
 from corral.image_holders import image_holders
 
 
+def store_bytes(ctx: Context) -> int:
+    blobs = ctx.home.blobs
+    return sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
+
+
 def make_image(ctx: Context, tmp_path: Path, name: str, data_mib: int = 8) -> None:
     disk = tmp_path / f"{name}.qcow2"
     ctx.qemu_img.create(disk, 256 << 20)
@@ -154,7 +159,7 @@ def test_prune_least_recently_used_first(ctx: Context, tmp_path: Path) -> None:
         ctx, holders=image_holders(ctx), older_than=timedelta(days=5), dry_run=True
     )
     assert [p.name for p in would] == ["old", "mid"]
-    total = manage.store_bytes(ctx)
+    total = store_bytes(ctx)
     pruned = manage.prune(
         ctx, holders=image_holders(ctx), keep_bytes=total - 1
     )  # removing one image is enough

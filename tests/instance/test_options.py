@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.cli.instances import launch as launch_command
+from corral.cli.commands.instances import launch as launch_command
 from corral.errors import InvalidInput
 from corral.instance.options import LaunchOptions, LaunchRequest, PublicKey
 from corral.machine.spec import Forward

@@ -77,7 +77,7 @@ def test_default_token_file_is_in_the_state_directory(ctx: Context) -> None:
 
 NODE_CLI = """
 import sys, typer
-from corral.cli.node_cmd import register
+from corral.cli.commands.node import register
 app = typer.Typer()
 app.callback()(lambda: None)
 register(app)

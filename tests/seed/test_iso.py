@@ -1,7 +1,29 @@
+import io
+import os
 import subprocess
 from pathlib import Path
 
-from corral.seed.iso import read_seed_iso, write_seed_iso
+import pycdlib
+
+from corral.seed.iso import write_seed_iso
+
+
+def read_seed_iso(path: Path) -> dict[str, bytes]:
+    """Read the files back from a seed ISO by their Rock Ridge names (for inspect and tests)."""
+    iso = pycdlib.PyCdlib()
+    iso.open(os.fspath(path))
+    try:
+        out: dict[str, bytes] = {}
+        for child in iso.list_children(rr_path="/"):
+            if child.is_dot() or child.is_dotdot():
+                continue
+            name = child.rock_ridge.name().decode()
+            buf = io.BytesIO()
+            iso.get_file_from_iso_fp(buf, rr_path=f"/{name}")
+            out[name] = buf.getvalue()
+        return out
+    finally:
+        iso.close()
 
 
 def test_round_trip_with_lowercase_names(tmp_path: Path) -> None:

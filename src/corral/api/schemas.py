@@ -47,7 +47,6 @@ __all__ = [
     "StorageObjectPublic",
     "StoragePoolCreate",
     "StoragePoolPublic",
-    "TokenPublic",
     "VmAction",
     "VmCreate",
     "VmCreated",
@@ -164,10 +163,3 @@ class JobPublic(Output):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class TokenPublic(Output):
-    id: uuid.UUID
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None

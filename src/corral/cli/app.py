@@ -13,7 +13,8 @@ import sys
 
 import typer
 
-from corral.cli import build_cmd, image_ops, images, instances, node_cmd, remote_cmd, serve_cmd
+from corral.cli.commands import builds, image_ops, images, instances, node, serve
+from corral.cli.commands import remote as remote_commands
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
 from corral.errors import CorralError
@@ -29,10 +30,10 @@ app = typer.Typer(
 image_ops.register(images.app)
 app.add_typer(images.app, name="image")
 instances.register(app)
-build_cmd.register(app)
-node_cmd.register(app)
-serve_cmd.register(app)
-app.add_typer(remote_cmd.app, name="remote")
+builds.register(app)
+node.register(app)
+serve.register(app)
+app.add_typer(remote_commands.app, name="remote")
 
 
 @app.callback()
@@ -52,7 +53,7 @@ def root(
 ) -> None:
     """Run QEMU virtual machines from cloud images."""
     if remote:
-        remote_cmd.select(remote, token, ctx.invoked_subcommand)
+        remote_commands.select(remote, token, ctx.invoked_subcommand)
 
 
 @app.command()

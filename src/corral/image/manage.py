@@ -182,11 +182,6 @@ class Pruned:
     freed: int
 
 
-def store_bytes(ctx: ImageContext) -> int:
-    blobs = ctx.home.blobs
-    return sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
-
-
 def _needed_bytes(ctx: ImageContext, manifests: list[Manifest], holders: Holders) -> int:
     """What the store would hold with only these images (and what instances need)."""
     roots = set(holders.keep) | {m.digest for m in manifests}

@@ -94,6 +94,18 @@ def destroy(files: InstanceFiles) -> None:
     shutil.rmtree(files.dir, ignore_errors=True)
 
 
+def claim_recorded_ports(home: Home) -> None:
+    """Claim in the host-wide registry the ports of records made before it existed; changes
+    nothing else (for commands, like `corral build`, that must not clean up instances)."""
+    if not home.instances.is_dir():
+        return
+    with locked(home.ports_lock):
+        claims = PortClaims(home)
+        held = claims.held()
+        for files, record in records(home):
+            claims.claim(files.dir, [p for p in ports(record) if p not in held])
+
+
 def reap_stale(home: Home) -> list[str]:
     """Clean up launches whose launcher died: no orphan QEMU, no leaked port, no half directory.
 

@@ -7,17 +7,12 @@ or a TLS-terminating proxy.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import secrets
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from corral.context import Context
-from corral.errors import CorralError, InvalidInput
+from corral.errors import InvalidInput
 from corral.fsutil import write_atomic
 
 DEFAULT_LISTEN = "127.0.0.1:8100"
@@ -100,46 +95,6 @@ def serve(ctx: Context, *, host: str, port: int, token: str) -> None:
         # Console streams last as long as their VM: do not let them hold up a shutdown.
         timeout_graceful_shutdown=5,
     )
-
-
-@contextlib.contextmanager
-def serve_in_thread(ctx: Context, token: str, *, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run the node agent on a free port in a background thread; yield its base URL.
-
-    For tests and for embedding a node in another process; stopped when the block ends.
-    """
-    import uvicorn
-
-    from corral.node.app import create_node_app
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_node_app(ctx, token),
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="corral-node", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise CorralError(f"the node agent did not start on {host}:{port}")
-            time.sleep(0.02)
-        shown = f"[{host}]" if ":" in host else host
-        yield f"http://{shown}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def token_file_mode_ok(path: Path) -> bool:

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import typer
 
-from corral.cli import remote_cmd
+from corral.cli.commands import remote
 from corral.cli.context import get_context
 from corral.cli.files import read_file
 from corral.cli.output import note, out, print_json, print_table
@@ -77,7 +77,7 @@ def launch(
     """Launch an image as a new VM (detached: it keeps running after this command)."""
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
-    client = remote_cmd.active()
+    client = remote.active()
     if client is None and no_seed and (user_data or network_config or vendor_data or meta_data):
         raise InvalidInput(
             "--no-seed cannot be combined with seed files (user-data, meta-data, ...)"
@@ -102,7 +102,7 @@ def launch(
     )
     if client is not None:
         with client:
-            remote_cmd.launch(client, image, request, start=not no_start, wait=wait)
+            remote.launch(client, image, request, start=not no_start, wait=wait)
         return
     from corral.image_refs import resolve_image
     from corral.instance.launch import launch as launch_instance
@@ -215,9 +215,9 @@ def logs(
     name: str, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing.")
 ) -> None:
     """Print the serial console log."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.logs(client, name, follow)
+            remote.logs(client, name, follow)
         return
     from corral.cli.console import print_log
 
@@ -232,9 +232,9 @@ def stop(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for powerdown."),
 ) -> None:
     """Stop a VM: ACPI powerdown, then QMP quit, then SIGKILL."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.act(client, name, "force-stop" if force else "stop")
+            remote.act(client, name, "force-stop" if force else "stop")
         return
     lifecycle.stop(
         get_context(),
@@ -252,9 +252,9 @@ def start(
     timeout: float = TIMEOUT,
 ) -> None:
     """Boot a stopped VM again, with the same disk, identity and ports."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.act(client, name, "start")
+            remote.act(client, name, "start")
         return
     lifecycle.start(get_context(), name)
     if wait:
@@ -269,9 +269,9 @@ def restart(
     timeout: float = TIMEOUT,
 ) -> None:
     """Stop and start a VM."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.restart(client, name, force)
+            remote.restart(client, name, force)
         return
     lifecycle.restart(get_context(), name, force=force)
     if wait:
@@ -281,9 +281,9 @@ def restart(
 
 def pause(name: str) -> None:
     """Pause a running VM's vCPUs."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.act(client, name, "pause")
+            remote.act(client, name, "pause")
         return
     lifecycle.pause(get_context(), name)
     out.print(f"{name} paused", markup=False)
@@ -291,9 +291,9 @@ def pause(name: str) -> None:
 
 def resume(name: str) -> None:
     """Resume a paused VM."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.act(client, name, "resume")
+            remote.act(client, name, "resume")
         return
     lifecycle.resume(get_context(), name)
     out.print(f"{name} running", markup=False)
@@ -304,9 +304,9 @@ def rm(
     force: bool = typer.Option(False, "--force", "-f", help="Remove even if running."),
 ) -> None:
     """Remove VMs with their disks, seeds, sockets and ports."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.rm(client, names, force)
+            remote.rm(client, names, force)
         return
     for name in names:
         lifecycle.remove(get_context(), name, force=force)
@@ -315,9 +315,9 @@ def rm(
 
 def ls(json_out: bool = JSON) -> None:
     """List instances."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.ls(client, json_out)
+            remote.ls(client, json_out)
         return
     ctx = get_context()
     items = [instance_view(ctx.home, r, s) for r, s in lifecycle.list_instances(ctx)]
@@ -344,9 +344,9 @@ def ls(json_out: bool = JSON) -> None:
 
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one instance."""
-    if (client := remote_cmd.active()) is not None:
+    if (client := remote.active()) is not None:
         with client:
-            remote_cmd.inspect(client, name, json_out)
+            remote.inspect(client, name, json_out)
         return
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)

@@ -55,6 +55,7 @@ def run_build(
     from corral.builds.executor import BuildOptions, build
     from corral.builds.sexp import SpecError
     from corral.builds.spec import parse_spec
+    from corral.instance.registry import claim_recorded_ports
 
     try:
         text = file.read_text()
@@ -73,7 +74,11 @@ def run_build(
             context=context.resolve(), secrets=_secrets(secrets), cpus=cpus,
             memory_mib=parse_memory_mib(memory), boot_timeout=boot_timeout, jobs=jobs,
         )  # fmt: skip
-        build(get_context(), spec, options, write)
+        ctx = get_context()
+        # Instances launched before the host-wide port registry existed get their ports
+        # claimed there first (nothing else about them changes): a build VM cannot take them.
+        claim_recorded_ports(ctx.home)
+        build(ctx, spec, options, write)
     except SpecError as exc:
         exc.message = f"{file}:{exc.message}"
         raise
