@@ -4,7 +4,7 @@ import pytest
 
 from corral.errors import InvalidInput
 from corral.machine.argv import build_argv
-from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec, parse_forward
+from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec, TapNic, parse_forward
 
 
 def spec(**changes: object) -> MachineSpec:
@@ -126,3 +126,35 @@ def test_isolated_machines_get_a_restricted_nic_and_a_second_one() -> None:
     assert first == "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18000-:22"
     assert second == "user,id=net1,net=10.0.3.0/24"
     assert "virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:c0:ff:03" in values(argv, "-device")
+
+
+def test_taps_replace_the_user_mode_nic_in_order() -> None:
+    nics = (
+        TapNic("ctap0", "52:54:00:00:00:01", mtu=1400),
+        TapNic("qarax-tap", "52:54:00:00:00:02"),
+    )
+    argv = build_argv("qemu", spec(forwards=(), nics=nics))
+    assert values(argv, "-netdev") == [
+        "tap,id=tap0,ifname=ctap0,script=no,downscript=no",
+        "tap,id=tap1,ifname=qarax-tap,script=no,downscript=no",
+    ]
+    devices = [d for d in values(argv, "-device") if d.startswith("virtio-net")]
+    assert devices == [
+        "virtio-net-pci,netdev=tap0,id=nic0,mac=52:54:00:00:00:01,host_mtu=1400",
+        "virtio-net-pci,netdev=tap1,id=nic1,mac=52:54:00:00:00:02",
+    ]
+    assert not any(a.startswith("user") for a in values(argv, "-netdev"))
+
+
+@pytest.mark.parametrize(
+    ("tap", "mac", "mtu"),
+    [
+        ("ctap0,script=/tmp/x", "52:54:00:00:00:01", None),  # an option smuggled in the name
+        ("a" * 16, "52:54:00:00:00:01", None),  # longer than IFNAMSIZ allows
+        ("ctap0", "52:54:00:00:00:01,romfile=/etc/shadow", None),
+        ("ctap0", "52:54:00:00:00:01", 10),
+    ],
+)
+def test_tap_nics_refuse_what_would_reach_the_command_line(tap: str, mac: str, mtu: int) -> None:
+    with pytest.raises(InvalidInput):
+        TapNic(tap, mac, mtu)

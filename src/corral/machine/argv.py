@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.machine.spec import Drive, MachineSpec
+from corral.machine.spec import Drive, MachineSpec, TapNic
 
 # Deny what a VM never needs: spawning programs, raising privileges, obsolete syscalls.
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -41,7 +41,19 @@ def drive_args(drive: Drive) -> list[str]:
     return ["-drive", _opts(*options), "-device", device]
 
 
+def tap_args(index: int, nic: TapNic) -> list[str]:
+    netdev = _opts("tap", f"id=tap{index}", f"ifname={nic.tap}", "script=no", "downscript=no")
+    device = f"virtio-net-pci,netdev=tap{index},id=nic{index},mac={nic.mac}"
+    if nic.mtu is not None:
+        device += f",host_mtu={nic.mtu}"
+    return ["-netdev", netdev, "-device", device]
+
+
 def network_args(spec: MachineSpec) -> list[str]:
+    if spec.nics:
+        if spec.forwards or spec.isolated:
+            raise ValueError("a machine on taps has no user-mode NIC: no forwards, no isolation")
+        return [arg for index, nic in enumerate(spec.nics) for arg in tap_args(index, nic)]
     rules = [
         f"hostfwd={f.protocol}:{f.host_addr}:{f.host_port}-:{f.guest_port}" for f in spec.forwards
     ]

@@ -63,6 +63,28 @@ class DirectBoot:
     cmdline: str
 
 
+_TAP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+@dataclass(frozen=True)
+class TapNic:
+    """A NIC on an existing host TAP device: one corral made on a managed network's bridge,
+    or one the caller made (qarax's `networks[].tap`). QEMU opens it; it never runs a script."""
+
+    tap: str  # the host interface name (IFNAMSIZ: at most 15 characters)
+    mac: str  # lower-case, colon-separated
+    mtu: int | None = None  # what the guest is told (virtio host_mtu); None: the default
+
+    def __post_init__(self) -> None:
+        if not _TAP_RE.fullmatch(self.tap):
+            raise InvalidInput(f"invalid tap device name {self.tap!r}")
+        if not _MAC_RE.fullmatch(self.mac):
+            raise InvalidInput(f"invalid MAC address {self.mac!r}: expected e.g. 52:54:00:12:34:56")
+        if self.mtu is not None and not 68 <= self.mtu <= 65535:
+            raise InvalidInput(f"invalid MTU {self.mtu}: expected 68-65535")
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     """Everything that decides the QEMU command line of one VM."""
@@ -81,4 +103,7 @@ class MachineSpec:
     # Builds: the first NIC reaches only the forwards (no outside world); a second NIC, link
     # down until QMP set_link raises it, gives a step the network it asks for.
     isolated: bool = False
+    # NICs on host taps, in order. A machine with taps has no user-mode NIC, so no forwards:
+    # it is reached at its address on the network.
+    nics: tuple[TapNic, ...] = ()
     extra_args: tuple[str, ...] = field(default=())
