@@ -12,6 +12,8 @@ packages=(
   cpio xz-utils ca-certificates   # tiny test guest, compressed images
   busybox                         # copy-step tests run the guest side under busybox ash
   sqlite3                         # bench/api.py: the SQLite floor
+  dnsmasq-base nftables iproute2  # managed networks: DHCP/DNS per network, NAT, bridges
+  iperf3                          # bench/network.py: throughput on bridges and forwards
   python3 python3-venv python3-pip
 )
 
