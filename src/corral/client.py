@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from corral.config import Config, load_config
 from corral.context import Context
@@ -19,7 +19,7 @@ from corral.image.manifest import Manifest
 from corral.image_refs import resolve_image
 from corral.instance import guestops, lifecycle, registry, snapshot
 from corral.instance.launch import launch
-from corral.instance.options import Data, LaunchRequest, read_data
+from corral.instance.options import Data, LaunchFields, LaunchRequest, read_data
 from corral.instance.record import InstanceRecord
 from corral.instance.state import Observed, observe
 
@@ -130,7 +130,7 @@ class Corral:
         start: bool = True,
         wait: bool = False,
         timeout: float = 300,
-        **request: Any,
+        **request: Unpack[LaunchFields],
     ) -> Instance:
         """Launch `image` as a new VM; with wait=True, return once it is ready. start=False
         creates it stopped (`Instance.start()` boots it).
@@ -162,6 +162,13 @@ class Corral:
         return self.ctx.store.import_image(Path(path), name, **kw)
 
 
-def launch_instance(image: str, **kw: Any) -> Instance:
+def launch_instance(
+    image: str,
+    *,
+    start: bool = True,
+    wait: bool = False,
+    timeout: float = 300,
+    **request: Unpack[LaunchFields],
+) -> Instance:
     """`corral.launch(image, name=..., ...)` on the default state directory."""
-    return Corral().launch(image, **kw)
+    return Corral().launch(image, start=start, wait=wait, timeout=timeout, **request)

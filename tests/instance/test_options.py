@@ -10,7 +10,7 @@ import pytest
 
 from corral.cli.commands.instances import launch as launch_command
 from corral.errors import InvalidInput
-from corral.instance.options import LaunchOptions, LaunchRequest, PublicKey
+from corral.instance.options import LaunchFields, LaunchOptions, LaunchRequest, PublicKey
 from corral.machine.spec import Forward
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOp me@laptop"
@@ -60,3 +60,12 @@ def test_the_cli_takes_every_launch_parameter() -> None:
     flags = set(inspect.signature(launch_command).parameters) - {"image", "no_start", "wait",
                                                                    "timeout"}  # fmt: skip
     assert flags == fields - {"seed"} | {"no_seed"}
+
+
+def test_the_python_api_is_typed_with_every_launch_parameter() -> None:
+    """Corral.launch(**fields) is typed by LaunchFields, which must list LaunchRequest's fields
+    with the same types, so an editor and mypy see the one list of launch parameters."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(LaunchRequest)}
+    typed = {name: ref.__forward_arg__ for name, ref in LaunchFields.__annotations__.items()}
+    typed["name"] = typed["name"].removeprefix("Required[").removesuffix("]")
+    assert typed == fields

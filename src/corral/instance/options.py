@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Required, TypedDict
 
 from corral.errors import InvalidInput, NotFound
 from corral.guest.ssh_keys import KEY_PREFIXES, read_public_keys
@@ -161,6 +162,28 @@ class LaunchRequest:
             ),
             seed=self.seed,
         )
+
+
+class LaunchFields(TypedDict, total=False):
+    """LaunchRequest's fields as keyword arguments (`Corral.launch(image, **fields)`), so a
+    type checker sees them; a test keeps the two lists equal."""
+
+    name: Required[str]
+    instance_type: str | None
+    cpus: int | None
+    memory: str | int | None
+    disk_size: str | int | None
+    volumes: Iterable[str | int]
+    ssh_keys: Iterable[str | os.PathLike[str]]
+    user_data: Data
+    network_config: Data
+    vendor_data: Data
+    meta_data: Data
+    kernel: str | os.PathLike[str] | None
+    initrd: str | os.PathLike[str] | None
+    cmdline: str | None
+    forwards: Iterable[str | Forward]
+    seed: bool
 
 
 def _public_keys(given: str | os.PathLike[str]) -> list[str]:
