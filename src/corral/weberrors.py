@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -39,6 +39,15 @@ def error_response(
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(render(exc), status, headers, media_type="application/json")
+
+
+async def deny_websocket(websocket: WebSocket, exc: CorralError) -> None:
+    """Refuse a websocket upgrade with an HTTP answer in the wire's shape, which a client can
+    read (its status and error), as an HTTP route would have answered."""
+    try:
+        await websocket.send_denial_response(error_response(exc))
+    except RuntimeError:  # the server cannot send HTTP answers on websockets: a bare 403
+        await websocket.close(1008)
 
 
 async def _corral_error(request: Request, exc: CorralError) -> Response:

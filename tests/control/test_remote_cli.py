@@ -136,7 +136,7 @@ def test_remote_mistakes_are_one_line_errors_that_change_nothing(
                                 "--forward", "8080:80")  # fmt: skip
     assert "no VM 'nope'" in fails(ctx, *remote, "stop", "nope")
     assert "cannot resume VM 'web1': it is running" in fails(ctx, *remote, "resume", "web1")
-    assert "works on this machine only" in fails(ctx, *remote, "exec", "web1", "--", "true")
+    assert "works on this machine only" in fails(ctx, *remote, "wait", "web1")
     assert "works on this machine only" in fails(ctx, *remote, "image", "ls")
     assert "needs an API token" in fails(ctx, "--remote", live.url, "ls")
     assert "refused the token" in fails(ctx, "--remote", live.url, "--token", "corral_x", "ls")

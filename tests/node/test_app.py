@@ -152,3 +152,21 @@ def test_a_body_over_the_limit_is_413_too_large(agent: str) -> None:
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
     assert "larger than this server's limit of 1048576 bytes" in response.json()["detail"]
+
+
+def test_tunnel_websocket_refuses_with_a_status(agent: str) -> None:
+    """Before any VM is looked at: the token, then the port; then the VM."""
+    base = "ws" + agent.removeprefix("http") + "/vms/ghost/tunnel"
+
+    async def status(query: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(base + query, additional_headers=headers, open_timeout=5)
+        return caught.value.response.status_code, caught.value.response.body or b""
+
+    assert asyncio.run(status("?port=22", {}))[0] == 401
+    assert asyncio.run(status("?port=22", {"Authorization": "Bearer wrong"}))[0] == 401
+    for query in ("", "?port=0", "?port=x", "?port=99999", "?port=%C2%B2"):
+        code, body = asyncio.run(status(query, AUTH))
+        assert code == 422 and b"give a TCP port" in body, (query, body)
+    code, body = asyncio.run(status("?port=22", AUTH))
+    assert code == 404 and b"no instance named 'ghost'" in body

@@ -33,7 +33,7 @@ instances.register(app)
 builds.register(app)
 node.register(app)
 serve.register(app)
-app.add_typer(remote_commands.app, name="remote")
+remote_commands.register(app)
 
 
 @app.callback()

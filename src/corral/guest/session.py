@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,11 @@ class GuestSession:
     login: str  # whom the connection logged in as
 
     @classmethod
-    async def open(cls, target: SshTarget, *, timeout: float = 10) -> GuestSession:
-        return cls(await connect(target, timeout=timeout), target.user)
+    async def open(
+        cls, target: SshTarget, *, timeout: float = 10, sock: socket.socket | None = None
+    ) -> GuestSession:
+        """A session with the guest at `target`, or over `sock` (a tunnel) as target.user."""
+        return cls(await connect(target, timeout=timeout, sock=sock), target.user)
 
     async def close(self) -> None:
         await close(self.conn)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import shlex
+import socket
 import tarfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -56,8 +57,12 @@ class ExecResult:
     stderr: bytes
 
 
-async def connect(target: SshTarget, *, timeout: float = 10) -> asyncssh.SSHClientConnection:
+async def connect(
+    target: SshTarget, *, timeout: float = 10, sock: socket.socket | None = None
+) -> asyncssh.SSHClientConnection:
     """Open a connection; guest host keys are not pinned (they are regenerated per instance).
+    With `sock`, SSH runs over that connected socket (e.g. a tunnel's) instead of TCP to
+    the target's host and port.
 
     asyncssh's own connect_timeout runs through asyncio.wait_for, which on Python 3.11 loses a
     cancellation (a Ctrl-C) that arrives as the connection completes: the caller would go on
@@ -70,6 +75,7 @@ async def connect(target: SshTarget, *, timeout: float = 10) -> asyncssh.SSHClie
         conn = await asyncssh.connect(
             target.host,
             target.port,
+            sock=sock,
             username=target.user,
             client_keys=[str(target.key)],
             known_hosts=None,

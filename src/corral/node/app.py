@@ -16,6 +16,8 @@ corral.wire's shape), which HttpNode turns back into the same error classes.
     DELETE /vms/{name}                   204 (a running VM is ended first)
     GET    /vms/{name}/console           the serial log so far, text/plain
     WS     /vms/{name}/console/stream    new console output as binary messages, until the VM stops
+    WS     /vms/{name}/tunnel?port=N     a TCP stream to port N of the VM, as binary messages
+                                         (only ports the VM exposes: 22, its --forward ports)
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
@@ -36,9 +37,9 @@ from corral.context import Context
 from corral.errors import CorralError, InvalidInput, Unauthorized
 from corral.node.local import LocalNode
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.node.tunnel import splice, tunnel_port
 from corral.version import __version__
 from corral.webguard import PRINCIPAL, Guard, Scope, header
-from corral.wire import error_body, status_of
 
 log = logging.getLogger("corral.node")
 
@@ -72,6 +73,7 @@ def create_node_app(ctx: Context, token: str, *, max_body_bytes: int | None = No
     app.include_router(_open)
     app.include_router(_guarded)
     app.add_api_websocket_route("/vms/{name}/console/stream", _console_stream)
+    app.add_api_websocket_route("/vms/{name}/tunnel", _tunnel)
     weberrors.install(app)
     app.add_middleware(
         Guard,
@@ -225,9 +227,23 @@ async def _console_stream(websocket: WebSocket, name: str) -> None:
         await websocket.close(code, reason)
 
 
-async def _deny(websocket: WebSocket, exc: CorralError) -> None:
-    """Refuse a websocket upgrade with an HTTP answer the client can read."""
+async def _tunnel(websocket: WebSocket, name: str) -> None:
+    """A TCP stream to `?port=` of the VM in binary messages, refused with a status (401,
+    404, 403 for a port the VM does not expose, 409 when it is not running) before the upgrade."""
+    node: LocalNode = websocket.app.state.node
     try:
-        await websocket.send_denial_response(JSONResponse(error_body(exc), status_of(exc)))
-    except RuntimeError:  # the server cannot send HTTP answers on websockets: a bare 403
-        await websocket.close(1008)
+        await websocket.app.state.authenticate(websocket.scope)
+        tunnel = await node.open_tunnel(name, tunnel_port(websocket.query_params.get("port")))
+    except CorralError as exc:
+        await _deny(websocket, exc)
+        return
+    try:
+        await websocket.accept()
+    except BaseException:
+        await tunnel.close()
+        raise
+    await splice(websocket, tunnel)
+
+
+async def _deny(websocket: WebSocket, exc: CorralError) -> None:
+    await weberrors.deny_websocket(websocket, exc)

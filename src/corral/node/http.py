@@ -18,7 +18,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from corral import wire
 from corral.errors import CorralError, InvalidInput, NodeUnreachable
-from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.node.protocol import Capacity, NodeVm, NodeVmSpec, Tunnel
+from corral.node.tunnel import MAX_FRAME, WebsocketTunnel
 
 M = TypeVar("M", bound=BaseModel)
 _VMS = TypeAdapter(list[NodeVm])
@@ -114,16 +115,39 @@ class HttpNode:
         To stop early, cancel the consuming task or use `contextlib.aclosing`: a bare `break`
         leaves the websocket open until the generator is garbage-collected.
         """
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosedError, InvalidHandshake, InvalidStatus
+        from websockets.exceptions import ConnectionClosedError
 
-        url = "ws" + self.base_url.removeprefix("http") + _vm(name, "console", "stream")
+        ws = await self._websocket(_vm(name, "console", "stream"))
+        async with ws:
+            try:
+                async for message in ws:
+                    yield message if isinstance(message, bytes) else message.encode()
+            except ConnectionClosedError as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1011:  # the node's own error
+                    raise CorralError(exc.rcvd.reason or "the node ended the stream") from exc
+                raise NodeUnreachable(
+                    f"console stream from node {self.base_url} broke: {_reason(exc)}"
+                ) from exc
+
+    async def open_tunnel(self, name: str, port: int) -> Tunnel:
+        """A websocket to the node's tunnel: its refusals (403 for a port the VM does not
+        expose, 404, 409) come back as the node's errors."""
+        ws = await self._websocket(_vm(name, "tunnel") + f"?port={int(port)}", max_size=MAX_FRAME)
+        return WebsocketTunnel(ws, f"node {self.base_url}")
+
+    async def _websocket(self, path: str, *, max_size: int = 4 << 20) -> Any:
+        """An open websocket client connection to `path` of the node."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+        url = "ws" + self.base_url.removeprefix("http") + path
         try:
-            ws = await connect(
+            return await connect(
                 url,
                 additional_headers=self._auth,
                 open_timeout=self.timeout,
-                max_size=4 << 20,
+                max_size=max_size,
+                compression=None,  # bytes of an ssh session do not compress
             )
         except InvalidStatus as exc:
             response = exc.response
@@ -136,16 +160,6 @@ class HttpNode:
             raise NodeUnreachable(
                 f"node {self.base_url} is unreachable: {_reason(exc)}", hint=_HINT
             ) from exc
-        async with ws:
-            try:
-                async for message in ws:
-                    yield message if isinstance(message, bytes) else message.encode()
-            except ConnectionClosedError as exc:
-                if exc.rcvd is not None and exc.rcvd.code == 1011:  # the node's own error
-                    raise CorralError(exc.rcvd.reason or "the node ended the stream") from exc
-                raise NodeUnreachable(
-                    f"console stream from node {self.base_url} broke: {_reason(exc)}"
-                ) from exc
 
     # --- the wire -------------------------------------------------------------------------
 

@@ -23,12 +23,14 @@ from corral.context import Context
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.image_refs import resolve_image
 from corral.instance import lifecycle
+from corral.instance.endpoint import check_port, vm_endpoint
 from corral.instance.launch import launch
 from corral.instance.options import LaunchRequest, PublicKey
 from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
 from corral.machine import console
-from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.node.protocol import Capacity, NodeVm, NodeVmSpec, Tunnel
+from corral.node.tunnel import TcpTunnel
 from corral.storage_roots import open_under
 from corral.version import __version__
 
@@ -198,6 +200,21 @@ class LocalNode:
         running = functools.partial(self._running, name)
         async for chunk in console.follow_async(path, start=start, running=running):
             yield chunk
+
+    # --- tunnels --------------------------------------------------------------------------
+
+    async def open_tunnel(self, name: str, port: int) -> Tunnel:
+        """A TCP connection to `port` of a running VM, through what exposes it on this host
+        (corral.instance.endpoint): Forbidden for any other port."""
+        host, host_port = await asyncio.to_thread(self._endpoint, name, port)
+        return await TcpTunnel.open(host, host_port, what=f"port {port} of VM {name!r}")
+
+    def _endpoint(self, name: str, port: int) -> tuple[str, int]:
+        check_port(port)
+        record, seen = lifecycle.status(self.ctx, name)
+        if seen.state != "running":
+            raise Conflict(f"VM {name!r} is {seen.state}, not running: no tunnel to it")
+        return vm_endpoint(record, port)
 
     def _running(self, name: str) -> bool:
         try:

@@ -50,6 +50,7 @@ class NodeVm(BaseModel):
     memory_mib: int
     disk_size: int
     ssh_port: int
+    ssh_user: str | None = None  # whom ssh logs in as (None from older nodes)
     pid: int | None = None
     image: str
 
@@ -63,6 +64,22 @@ class Capacity(BaseModel):
     arch: str
     accelerator: str
     versions: dict[str, str]  # corral, qemu, qemu-img
+
+
+class Tunnel(Protocol):
+    """A byte stream to a port of a VM."""
+
+    async def read(self) -> bytes:
+        """The next bytes from the VM; b"" once it has closed."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the VM, returning once the transport has room for more."""
+        ...
+
+    async def close(self) -> None:
+        """End the stream (idempotent, never raises)."""
+        ...
 
 
 class NodeClient(Protocol):
@@ -81,3 +98,6 @@ class NodeClient(Protocol):
     async def delete_vm(self, name: str) -> None: ...
     async def console_log(self, name: str) -> bytes: ...
     def console_stream(self, name: str) -> AsyncIterator[bytes]: ...
+    async def open_tunnel(self, name: str, port: int) -> Tunnel:
+        """A byte stream to `port` of the VM (one it exposes: else Forbidden)."""
+        ...

@@ -9,6 +9,7 @@ the server's side (5xx) says that the control plane answered it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -118,6 +119,11 @@ class ControlPlaneClient:
         except (OSError, ConnectionClosed) as exc:
             raise RemoteUnreachable(f"console stream of {name!r} ended: {exc}") from None
 
+    def ssh_user(self, vm_id: str) -> str | None:
+        """Whom ssh logs in as on the VM, as its node says."""
+        user = self._json("GET", f"/vms/{quote(vm_id)}/ssh").get("user")
+        return user if isinstance(user, str) else None
+
     def wait_job(self, job_id: str, *, timeout: float = JOB_TIMEOUT) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         delay = 0.05
@@ -162,14 +168,19 @@ def _frames(ws: Any) -> Iterator[bytes | str]:
 
 def error_from(response: httpx.Response, url: str) -> CorralError:
     """The corral error an API error answer stands for, with the server's own words."""
+    return error_of(response.status_code, response.content, response.reason_phrase, url)
+
+
+def error_of(status: int, content: bytes, phrase: str | None, url: str) -> CorralError:
+    """The corral error an answer of `status` with body `content` stands for (also what a
+    refused websocket upgrade answered)."""
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
-    status = response.status_code
     error = wire.error_from(status, body)
     if error is None:  # not an answer of corral's: its status and reason phrase
-        error = wire.status_class(status)(response.reason_phrase or wire.reason(status))
+        error = wire.status_class(status)(phrase or wire.reason(status))
     if status == 401:
         return InvalidInput(
             f"the control plane at {url} refused the token: {error.message}",

@@ -148,6 +148,11 @@ def exec_(
     command = _argv(command)
     if not command:
         raise InvalidInput("no command given", hint=f"corral exec {name} -- CMD ...")
+    if (client := remote.active()) is not None:
+        with client:
+            raise typer.Exit(
+                remote.exec_(client, name, command if len(command) > 1 else command[0])
+            )
     code = guestops.execute_streaming(
         get_context(),
         name,
@@ -163,6 +168,9 @@ def ssh(
     command: list[str] = typer.Argument(None, help="Optional command (after --)."),
 ) -> None:
     """Open an interactive shell in the VM with the system ssh client."""
+    if (client := remote.active()) is not None:
+        remote.ssh(client, name, _argv(command))
+        return
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)
     if seen.state != "running":
@@ -197,6 +205,10 @@ def cp(
     """Copy files or directories between the host and a VM."""
     from corral.instance import guestops
 
+    if (client := remote.active()) is not None:
+        with client:
+            remote.cp(client, src, dst)
+        return
     guestops.copy(get_context(), src, dst)
 
 
@@ -204,6 +216,10 @@ def console(name: str) -> None:
     """Attach to the serial console (detach with Ctrl-])."""
     from corral.cli.console import attach
 
+    if (client := remote.active()) is not None:
+        with client:
+            remote.console(client, name)
+        return
     ctx = get_context()
     _, seen = lifecycle.status(ctx, name)
     if seen.pid is None:

@@ -2,15 +2,20 @@
 `corral remote add|ls|rm` to save control planes by name.
 
 With a remote selected, launch, ls, inspect, logs, stop, start, restart, pause, resume and rm go
-to the control plane's REST API instead of this machine's state directory; the rest of the
-instance commands need the VM's SSH port or console socket on this machine and say so.
+to the control plane's REST API instead of this machine's state directory; ssh, exec and cp
+reach the VM through the control plane's tunnel (corral.cli.tunnels), and console follows its
+console stream (read-only); the rest of the instance commands need the VM's files on this
+machine and say so.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 
@@ -25,7 +30,7 @@ from corral.units import human_size
 MIB = 1 << 20
 # The commands that work with --remote; admin commands that only make sense here run here.
 REMOTE_COMMANDS = ("launch", "ls", "inspect", "logs", "stop", "start", "restart", "pause",
-                   "resume", "rm")  # fmt: skip
+                   "resume", "rm", "ssh", "exec", "cp", "console", "tunnel-stdio")  # fmt: skip
 LOCAL_ANYWAY = ("remote", "version", "serve", "db", "token", "node")
 
 _selected: list[Remote] = []
@@ -200,6 +205,78 @@ def logs(client: ControlPlaneClient, name: str, follow: bool) -> None:
         client.follow_console(name, write)
     else:
         write(client.console(name))
+
+
+def console(client: ControlPlaneClient, name: str) -> None:
+    note(f"{name}: the console through the control plane is read-only (Ctrl-C to leave)")
+    logs(client, name, follow=True)
+
+
+def ssh(client: ControlPlaneClient, name: str, command: list[str]) -> None:
+    """The system ssh to the VM, through the tunnel (`corral tunnel-stdio` as ProxyCommand)."""
+    from corral.cli import tunnels
+
+    key = tunnels.private_key(get_context().config.ssh_key)
+    argv, env = tunnels.ssh_argv(tunnels.RemoteVm(client, name), key, command)
+    client.close()
+    try:
+        os.execvpe("ssh", argv, env)
+    except FileNotFoundError:
+        raise InvalidInput("ssh not found", hint="apt-get install openssh-client") from None
+
+
+def exec_(client: ControlPlaneClient, name: str, command: list[str] | str) -> int:
+    """Run a command in the VM through the tunnel, streaming its output; its exit code."""
+    from corral.cli import tunnels
+
+    def sink(stream: TextIO) -> Callable[[bytes], None]:
+        def write(data: bytes) -> None:
+            stream.buffer.write(data)
+            stream.buffer.flush()
+
+        return write
+
+    vm = tunnels.RemoteVm(client, name)
+    key = tunnels.private_key(get_context().config.ssh_key)
+    return tunnels.in_guest(
+        vm,
+        key,
+        lambda guest: guest.stream(command, stdout=sink(sys.stdout), stderr=sink(sys.stderr)),
+    )
+
+
+def cp(client: ControlPlaneClient, src: str, dst: str) -> None:
+    from corral.cli import tunnels
+
+    tunnels.copy(client, tunnels.private_key(get_context().config.ssh_key), src, dst)
+
+
+def tunnel_stdio(
+    vm: str = typer.Argument(..., help="The VM's id or name on the control plane."),
+    port: int = typer.Argument(..., help="Its TCP port (22, or one it forwards)."),
+) -> None:
+    """Pipe stdin and stdout to a port of a VM through the control plane (ssh's ProxyCommand:
+    `corral --remote LAB ssh NAME` uses it)."""
+    from corral.remote.tunnel import stdio
+
+    if not _selected:
+        raise InvalidInput("tunnel-stdio needs --remote NAME|URL")
+    with ControlPlaneClient(_selected[0]) as client:
+        vm_id = vm if _is_uuid(vm) else client.vm(vm)["id"]
+    stdio(_selected[0], vm_id, port)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="remote")
+    root.command("tunnel-stdio", hidden=True)(tunnel_stdio)
 
 
 def act(client: ControlPlaneClient, name: str, action: str) -> None:
