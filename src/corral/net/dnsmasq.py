@@ -149,13 +149,26 @@ def _pid_from_file(files: NetworkFiles) -> int | None:
     return pid if pid_alive(pid) and _ours(files, pid) else None
 
 
-def reload(files: NetworkFiles) -> bool:
-    """SIGHUP: dnsmasq rereads its hosts files. False when it does not run."""
+def reload(files: NetworkFiles, timeout: float = 3.0) -> bool:
+    """SIGHUP: dnsmasq rereads its hosts files; returns once its log says it has, so a name
+    just reserved resolves when this returns. False when it does not run."""
     pid = running(files)
     if pid is None:
         return False
+    try:
+        offset = files.dnsmasq_log.stat().st_size
+    except OSError:
+        offset = 0
     os.kill(pid, signal.SIGHUP)
-    return True
+    marker = f"read {files.dns_hosts}".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(files.dnsmasq_log, "rb") as log:
+            log.seek(offset)
+            if marker in log.read():
+                return True
+        time.sleep(0.002)
+    return True  # it runs and was told; a slow reread is not an error
 
 
 def stop(files: NetworkFiles, timeout: float = 5.0) -> None:
