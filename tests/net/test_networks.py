@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -150,6 +151,26 @@ def test_without_cap_net_admin_one_line(netns: Netns, home: Path) -> None:
         assert "user-mode networking keeps working" in proc.stderr
     # Reading needs no capability.
     assert json.loads(ok(netns.corral(home, "network", "ls", "--json", prefix=drop)))[0]["up"]
+
+
+def test_netlink_eperm_is_the_same_one_line(netns: Netns, home: Path) -> None:
+    """Past the capability check (e.g. a capability lost in between), netlink's EPERM and
+    nft's refusal become the same error, not a traceback."""
+    code = (
+        "from corral.net import links, nft\n"
+        "from corral.net.caps import NeedsNetAdmin\n"
+        "for step in (lambda: links.make_bridge('crl-x', 'a', 1500, []),\n"
+        "             lambda: nft.apply(nft.ruleset([], []))):\n"
+        "    try:\n"
+        "        step()\n"
+        "    except NeedsNetAdmin as exc:\n"
+        "        print('refused:', exc)\n"
+    )
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin"]
+    out = netns.run([*drop, sys.executable, "-c", code]).stdout.splitlines()
+    assert out == ["refused: managed networks need CAP_NET_ADMIN (run as root, or with that "
+                   "capability); user-mode networking keeps working"] * 2  # fmt: skip
+    assert "crl-x" not in links(netns)
 
 
 def test_up_recreates_what_a_restart_took_away(netns: Netns, home: Path) -> None:
