@@ -24,6 +24,7 @@ _T = {"family": FAMILY, "table": TABLE}
 
 
 def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
+    """A comparison; flags (ct state, ct status) need op "in": "==" would demand all of them."""
     return {"match": {"op": op, "left": left, "right": right}}
 
 
@@ -89,11 +90,11 @@ def ruleset(
                               _match(_meta("oifname"), net.bridge, "!="),
                               {"masquerade": None}))  # fmt: skip
         # From outside into a NAT network: replies and published ports only.
-        cmds.append(_rule("forward", _match(_meta("oifname"), net.bridge),
-                          _match({"ct": {"key": "state"}}, ["established", "related"]),
-                          {"accept": None}))  # fmt: skip
-        cmds.append(_rule("forward", _match(_meta("oifname"), net.bridge),
-                          _match({"ct": {"key": "status"}}, "dnat"), {"accept": None}))  # fmt: skip
+        into = _match(_meta("oifname"), net.bridge)
+        replies = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+        published = _match({"ct": {"key": "status"}}, "dnat", "in")
+        cmds.append(_rule("forward", into, replies, {"accept": None}))
+        cmds.append(_rule("forward", into, published, {"accept": None}))
         cmds.append(_rule("forward", _match(_meta("oifname"), net.bridge), {"drop": None}))
     local_bridges = []
     for att in attached:
