@@ -219,3 +219,20 @@ def test_kill_9_during_attach_leaves_nothing_after_reconcile(netns: Netns, web: 
 def _taps(ns: Netns) -> list[str]:
     return [x["ifname"] for x in json.loads(ns.run(["ip", "-j", "link"]).stdout)
             if x["ifname"].startswith("crt")]  # fmt: skip
+
+
+def test_reattach_brings_back_a_vms_tap_after_a_restart(netns: Netns, web: Home) -> None:
+    a = netns.call(net.attach, web, "web", "vm1")
+    netns.run(["ip", "link", "del", a.tap])
+    netns.run(["ip", "link", "del", "crl-web"])
+    assert netns.call(net.reattach, web, "vm1") == [a]
+    assert link(netns, a.tap)["master"] == "crl-web"  # type: ignore[index]
+    assert netns.call(net.reattach, web, "nobody") == []
+
+
+def test_inspect_shows_the_leased_address(netns: Netns, web: Home) -> None:
+    a = netns.call(net.attach, web, "web", "vm1")
+    # What dnsmasq writes once the guest's DHCP client has asked (no guest here).
+    web.network("web").leases.write_text(f"1999999999 {a.mac} {a.ipv4} vm1 01:{a.mac}\n")
+    info = json.loads(netns.corral(web.root, "network", "inspect", "web", "--json").stdout)
+    assert [(v["name"], v["leased"]) for v in info["vms"]] == [("vm1", a.ipv4)]

@@ -97,6 +97,15 @@ def test_default_subnet_avoids_routes_and_other_networks(netns: Netns, home: Pat
     assert nets == {"a": "10.81.0.0/24", "b": "10.81.1.0/24"}
 
 
+def test_concurrent_creates_get_different_subnets(netns: Netns, home: Path) -> None:
+    procs = [netns.corral_popen(home, "network", "create", f"n{i}") for i in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    nets = json.loads(ok(netns.corral(home, "network", "ls", "--json")))
+    assert sorted(n["subnet"] for n in nets) == ["10.80.0.0/24", "10.80.1.0/24", "10.80.2.0/24"]
+    assert all(n["up"] for n in nets)
+
+
 def test_overlaps_are_refused_with_nothing_made(netns: Netns, home: Path) -> None:
     netns.run(["ip", "link", "add", "dummy0", "type", "bridge"])
     netns.run(["ip", "link", "set", "dummy0", "up"])

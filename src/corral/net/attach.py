@@ -51,7 +51,7 @@ def attach(
     mac = check_mac(mac) if mac is not None else None
     require_net_admin()
     with locked(home.networks_lock):
-        manage._reconcile_locked(home)
+        manage.reconcile_locked(home)
         files, record = manage.ensure_up(home, network)
         others = registry.attachments(files)
         if any(a.owner == owner for a in others):
@@ -177,7 +177,7 @@ def detach(home: Home, owner: str) -> list[str]:
             dnsmasq.write_hosts(files, record, registry.ready_attachments(files))
             dnsmasq.reload(files)
             left.append(record.name)
-        manage._apply_rules(home)
+        manage.apply_rules(home)
     return left
 
 
@@ -225,7 +225,7 @@ def publish(
         if addr.is_loopback or addr.is_unspecified:
             _route_localnet(record.bridge)
         registry.save_attachment(files, mine.replace(published=(*mine.published, published)))
-        manage._apply_rules(home)
+        manage.apply_rules(home)
         return published
 
 

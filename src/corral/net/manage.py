@@ -47,21 +47,18 @@ class CreateOptions:
 
 
 def create(home: Home, name: str, options: CreateOptions) -> NetworkRecord:
-    check_name(name)
+    """Create a network; every option is checked before anything on the host is touched."""
     ipv6 = _ipv6(options.ipv6)
     subnet = parse_subnet(options.subnet) if options.subnet else None
-    record = define(
-        name,
-        subnet or ipaddress.IPv4Network("10.0.0.0/24"),
-        ipv6=ipv6,
-        nat=options.nat,
-        isolated=options.isolated,
-        domain=options.domain,
-        mtu=options.mtu,
-    )  # fmt: skip  (validates before anything is touched)
+
+    def record_for(net: ipaddress.IPv4Network) -> NetworkRecord:
+        return define(name, net, ipv6=ipv6, nat=options.nat, isolated=options.isolated,
+                      domain=options.domain, mtu=options.mtu)  # fmt: skip
+
+    record_for(subnet or ipaddress.IPv4Network("10.0.0.0/24"))  # raises on a bad option
     require_net_admin()
     with locked(home.networks_lock):
-        _reconcile_locked(home)
+        reconcile_locked(home)
         files = home.network(name)
         if files.dir.exists():
             raise Conflict(f"network {name!r} already exists")
@@ -71,8 +68,7 @@ def create(home: Home, name: str, options: CreateOptions) -> NetworkRecord:
             subnet = pick_subnet([*routes, *(r.network for r in others)])
         else:
             _check_free(subnet, others, routes)
-        record = define(name, subnet, ipv6=ipv6, nat=options.nat, isolated=options.isolated,
-                        domain=options.domain, mtu=options.mtu)  # fmt: skip
+        record = record_for(subnet)
         if ipv6 is not None:
             for other in others:
                 if other.ipv6 and ipaddress.IPv6Network(other.ipv6).overlaps(ipv6):
@@ -85,7 +81,7 @@ def create(home: Home, name: str, options: CreateOptions) -> NetworkRecord:
             _bring_up(home, files, record, [*others, record])
         except BaseException:
             _teardown(home, files, record)
-            _apply_rules(home)
+            apply_rules(home)
             raise
         record = record.replace(state="ready")
         registry.save(files, record)
@@ -128,7 +124,7 @@ def _bring_up(
     dnsmasq.write_files(files, record, attached)
     if record.nat:
         _enable_forwarding(record.ipv6 is not None)
-    _apply_rules(home, networks)
+    apply_rules(home, networks)
     if dnsmasq.running(files) is None:
         dnsmasq.start(files)
 
@@ -143,7 +139,7 @@ def _enable_forwarding(ipv6: bool) -> None:
             path.write_text("1\n")
 
 
-def _apply_rules(home: Home, networks: list[NetworkRecord] | None = None) -> None:
+def apply_rules(home: Home, networks: list[NetworkRecord] | None = None) -> None:
     if networks is None:
         networks = [r for _, r in registry.ready_networks(home)]
     attached: list[AttachmentRecord] = []
@@ -156,7 +152,7 @@ def up(home: Home, name: str | None = None) -> list[NetworkRecord]:
     """Recreate what a host restart took away (bridge, dnsmasq, rules) for one or all networks."""
     require_net_admin()
     with locked(home.networks_lock):
-        _reconcile_locked(home)
+        reconcile_locked(home)
         ready = registry.ready_networks(home)
         if name is not None:
             ready = [registry.load_named(home, name)]
@@ -178,7 +174,7 @@ def remove(home: Home, name: str) -> None:
     check_name(name)
     require_net_admin()
     with locked(home.networks_lock):
-        _reconcile_locked(home)
+        reconcile_locked(home)
         files, record = registry.load_named(home, name)
         owners = [a.owner for a in registry.ready_attachments(files)]
         if owners:
@@ -187,7 +183,7 @@ def remove(home: Home, name: str) -> None:
                 hint="remove those VMs first (corral rm)",
             )
         _teardown(home, files, record)
-        _apply_rules(home)
+        apply_rules(home)
 
 
 def _teardown(home: Home, files: NetworkFiles, record: NetworkRecord | None) -> None:
@@ -213,10 +209,10 @@ def reconcile(home: Home, owner_alive: Callable[[str], bool] | None = None) -> l
     if not home.networks.is_dir():
         return []
     with locked(home.networks_lock):
-        return _reconcile_locked(home, owner_alive)
+        return reconcile_locked(home, owner_alive)
 
 
-def _reconcile_locked(home: Home, owner_alive: Callable[[str], bool] | None = None) -> list[str]:
+def reconcile_locked(home: Home, owner_alive: Callable[[str], bool] | None = None) -> list[str]:
     if not home.networks.is_dir():
         return []
     removed: list[str] = []
@@ -253,7 +249,7 @@ def _reconcile_locked(home: Home, owner_alive: Callable[[str], bool] | None = No
             links.delete_if_ours(ifname, _alias)
             removed.append(f"interface {ifname}")
     if removed:
-        _apply_rules(home)
+        apply_rules(home)
     return removed
 
 
