@@ -226,3 +226,21 @@ def test_kill_9_during_create_leaves_nothing_after_the_next_command(
         assert links(netns) == links_before, f"kill after {delay}"
         assert dnsmasqs(netns) == [], f"kill after {delay}"
         assert list((home / "networks").iterdir()) == []
+
+
+def test_kill_9_during_rm_is_finished_by_the_next_command(netns: Netns, home: Path) -> None:
+    netns.run(["nft", "-j", "-f", "-"], input=json.dumps(FOREIGN))
+    before, links_before = ruleset(netns), links(netns)
+    for n, delay in enumerate([0.0, 0.15, 0.3, 0.5, 0.8]):
+        ok(netns.corral(home, "network", "create", f"r{n}"))
+        proc = netns.corral_popen(home, "network", "rm", f"r{n}")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        left = json.loads(ok(netns.corral(home, "network", "ls", "--json")))
+        if left:  # killed before it began: the network is whole and rm works
+            assert [(x["name"], x["up"]) for x in left] == [(f"r{n}", True)]
+            ok(netns.corral(home, "network", "rm", f"r{n}"))
+        assert ruleset(netns) == before, f"kill after {delay}"
+        assert links(netns) == links_before, f"kill after {delay}"
+        assert dnsmasqs(netns) == []

@@ -165,19 +165,22 @@ def detach(home: Home, owner: str) -> list[str]:
     require_net_admin()
     left = []
     with locked(home.networks_lock):
+        leaving = []
         for files, record in holding:
-            path = files.attachment(owner)
-            if not path.exists():
-                continue
             for att in registry.attachments(files):
                 if att.owner == owner:
-                    links.delete_if_ours(att.tap, registry.tap_alias(home, record.name, owner),
-                                         unmarked_kind="tun")  # fmt: skip
-            path.unlink(missing_ok=True)
+                    # 'removing' first: out of the rules at once, finished by reconcile if
+                    # this command dies before the tap and the record are gone.
+                    registry.save_attachment(files, att.replace(state="removing"))
+                    leaving.append((files, record, att))
+        manage.apply_rules(home)
+        for files, record, att in leaving:
+            links.delete_if_ours(att.tap, registry.tap_alias(home, record.name, owner),
+                                 unmarked_kind="tun")  # fmt: skip
+            files.attachment(owner).unlink(missing_ok=True)
             dnsmasq.write_hosts(files, record, registry.ready_attachments(files))
             dnsmasq.reload(files)
             left.append(record.name)
-        manage.apply_rules(home)
     return left
 
 

@@ -182,8 +182,10 @@ def remove(home: Home, name: str) -> None:
                 f"network {name!r} is in use by {', '.join(owners)}",
                 hint="remove those VMs first (corral rm)",
             )
+        # 'removing' first: a kill from here on is finished by the next reconcile.
+        registry.save(files, record.replace(state="removing"))
+        apply_rules(home)  # the rules no longer name it (the table goes with the last network)
         _teardown(home, files, record)
-        apply_rules(home)
 
 
 def _teardown(home: Home, files: NetworkFiles, record: NetworkRecord | None) -> None:
@@ -196,7 +198,7 @@ def _teardown(home: Home, files: NetworkFiles, record: NetworkRecord | None) -> 
         links.delete_if_ours(
             record.bridge,
             registry.bridge_alias(home, record.name),
-            unmarked_kind="bridge" if record.state == "creating" else None,
+            unmarked_kind="bridge" if record.state == "creating" else None,  # never marked
         )
     shutil.rmtree(files.dir, ignore_errors=True)
 
@@ -213,11 +215,12 @@ def reconcile(home: Home, owner_alive: Callable[[str], bool] | None = None) -> l
 
 
 def reconcile_locked(home: Home, owner_alive: Callable[[str], bool] | None = None) -> list[str]:
-    if not home.networks.is_dir():
+    names = registry.names(home)
+    if not names:  # nothing recorded: nothing of ours can be on the host (no netlink, no nft)
         return []
     removed: list[str] = []
     expected: set[str] = set()
-    for name in registry.names(home):
+    for name in names:
         files = home.network(name)
         try:
             record: NetworkRecord | None = registry.load(files)

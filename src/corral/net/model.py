@@ -28,13 +28,13 @@ DEFAULT_MTU = 1500
 MIN_PREFIX, MAX_PREFIX = 16, 28
 PROTOCOLS = ("tcp", "udp")
 
-State = Literal["creating", "ready"]
+State = Literal["creating", "ready", "removing"]
 
 
 @dataclass(frozen=True)
 class NetworkRecord(Record):
     """A managed network: written with state 'creating' before anything exists on the host,
-    'ready' once bridge, dnsmasq and rules are all in place."""
+    'ready' once bridge, dnsmasq and rules are all in place, 'removing' before it goes."""
 
     name: str
     bridge: str
