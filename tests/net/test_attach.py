@@ -179,6 +179,16 @@ def test_published_port_answers_from_the_host(netns: Netns, web: Home) -> None:
                        guest_ip="192.168.1.1")  # fmt: skip
         with pytest.raises(InvalidInput, match="invalid host address"):
             netns.call(net.publish, web, "vm1", "web", "localhost", 18082, 22)
+        # route_localnet is on for crl-web now; the VM still cannot reach the host's loopback.
+        secret = netns.popen([sys.executable, "-c", SERVER, "127.0.0.53", "9999"],
+                             stdout=subprocess.PIPE)  # fmt: skip
+        try:
+            assert secret.stdout is not None and secret.stdout.readline() == b"ready\n"
+            assert netns.call(fetch, "127.0.0.53", 9999).startswith(b"hello")  # it listens
+            assert _vm_reaches_host_loopback(vm, "127.0.0.53", 9999) is False
+        finally:
+            secret.kill()
+            secret.wait()
         netns.call(net.detach, web, "vm1")
         table = netns.run(["nft", "-j", "list", "table", "inet", "corral"]).stdout
         assert '"dnat": {' not in table  # no DNAT rule left (ct status dnat stays)
@@ -187,6 +197,22 @@ def test_published_port_answers_from_the_host(netns: Netns, web: Home) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def _vm_reaches_host_loopback(vm: Netns, addr: str, port: int) -> bool:
+    """The attack: a VM routes a packet for 127.x to the host over the bridge."""
+    vm.run(["ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local"])
+    vm.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/vg1/route_localnet"])
+    vm.run(["ip", "route", "add", f"{addr}/32", "via", "10.83.0.1", "dev", "vg1"])
+    code = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    socket.create_connection(({addr!r}, {port}), timeout=1.5).recv(10)\n"
+        "    print('reached')\n"
+        "except OSError:\n"
+        "    print('blocked')\n"
+    )
+    return vm.run([sys.executable, "-c", code]).stdout.strip() == "reached"
 
 
 def test_kill_9_during_attach_leaves_nothing_after_reconcile(netns: Netns, web: Home) -> None:

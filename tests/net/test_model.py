@@ -142,6 +142,8 @@ def test_nft_document() -> None:
     assert between and between[0][-1] == {"drop": None}
     assert [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "crl-iso"}},
             {"drop": None}] in fwd  # fmt: skip
+    guard = _rules(doc, "input")
+    assert guard[-1][-1] == {"drop": None} and "127.0.0.0" in str(guard[-1])
     for chain in ("prerouting", "output"):
         (rule,) = _rules(doc, chain)
         assert rule[-1] == {"dnat": {"family": "ip", "addr": "10.80.0.2", "port": 80}}

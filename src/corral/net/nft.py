@@ -63,9 +63,17 @@ def ruleset(
         _chain("output", "nat", "output", -100),
         _chain("postrouting", "nat", "postrouting", 100),
         _chain("forward", "filter", "forward", 0),
+        _chain("input", "filter", "input", 0),
     ]
     bridges = [n.bridge for n in networks]
     by_name = {n.name: n for n in networks}
+    # A VM never opens a connection to the host's loopback, even on a bridge where a port
+    # published on 127.0.0.1 made corral turn route_localnet on (replies to those pass).
+    from_vms = _match(_meta("iifname"), {"set": bridges})
+    to_loopback = _match(_payload("ip", "daddr"), _prefix(ipaddress.IPv4Network("127.0.0.0/8")))
+    replies = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    cmds.append(_rule("input", from_vms, to_loopback, replies, {"accept": None}))
+    cmds.append(_rule("input", from_vms, to_loopback, {"drop": None}))
     for net in networks:
         # Within one bridge: always allowed (only seen here with br_netfilter).
         cmds.append(_rule("forward", _match(_meta("iifname"), net.bridge),
@@ -91,7 +99,6 @@ def ruleset(
                               {"masquerade": None}))  # fmt: skip
         # From outside into a NAT network: replies and published ports only.
         into = _match(_meta("oifname"), net.bridge)
-        replies = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
         published = _match({"ct": {"key": "status"}}, "dnat", "in")
         cmds.append(_rule("forward", into, replies, {"accept": None}))
         cmds.append(_rule("forward", into, published, {"accept": None}))
