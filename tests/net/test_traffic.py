@@ -5,8 +5,10 @@ lives inside the test's namespace."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,22 @@ def test_nat_isolation_and_no_way_out(lab: Lab) -> None:
     # ... and a published port answers from outside through the uplink.
     ns.call(net.publish, lab.home, "va", "a", "0.0.0.0", 9000, 9000)
     assert lab.connect(outside, "172.31.99.1") == "172.31.99.2"
+
+
+def test_ipv6_router_advertisements_give_vms_an_address(netns: Netns, home: Path) -> None:
+    proc = netns.corral(home, "network", "create", "six", "--subnet", "10.87.0.0/24",
+                        "--ipv6", "fd00:87::/64")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lab = Lab(netns, Home(home))
+    vm, _ = lab.vm("six", "v6")
+    deadline = time.monotonic() + 20
+    addrs: list[str] = []
+    while time.monotonic() < deadline:
+        data = json.loads(vm.run(["ip", "-j", "-6", "addr", "show", "dev", "vg1"]).stdout)
+        addrs = [a["local"] for a in data[0]["addr_info"] if a.get("scope") == "global"]
+        if any(a.startswith("fd00:87::") for a in addrs):
+            break
+        time.sleep(0.2)
+    assert any(a.startswith("fd00:87::") for a in addrs), addrs
+    routes = json.loads(vm.run(["ip", "-j", "-6", "route", "show", "default"]).stdout)
+    assert routes and routes[0]["dev"] == "vg1"  # the bridge is its IPv6 router
