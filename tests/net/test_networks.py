@@ -75,6 +75,9 @@ def test_create_inspect_rm_leave_the_ruleset_as_it_was(netns: Netns, home: Path)
     assert len(masq) == 1 and "10.81.0.0" in json.dumps(masq)  # web only: iso has no NAT
     assert len(dnsmasqs(netns)) == 2
     assert netns.run(["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip() == "1"
+    for path in (home / "networks", home / "networks" / "web"):
+        assert path.stat().st_mode & 0o777 == 0o700  # private: leases, VM names and MACs
+    assert (home / "networks" / "web" / "dnsmasq.conf").stat().st_mode & 0o777 == 0o600
     text = ok(netns.corral(home, "network", "inspect", "web"))
     assert "10.81.0.128 - 10.81.0.254" in text
 
