@@ -248,11 +248,14 @@ def _taps(ns: Netns) -> list[str]:
 
 
 def test_reattach_brings_back_a_vms_tap_after_a_restart(netns: Netns, web: Home) -> None:
-    a = netns.call(net.attach, web, "web", "vm1")
+    a = netns.call(net.attach, web, "web", "vm1", uid=1234, gid=1234)  # QEMU's user
+    assert link(netns, a.tap)["linkinfo"]["info_data"]["user"] == 1234  # type: ignore[index]
     netns.run(["ip", "link", "del", a.tap])
     netns.run(["ip", "link", "del", "crl-web"])
     assert netns.call(net.reattach, web, "vm1") == [a]
-    assert link(netns, a.tap)["master"] == "crl-web"  # type: ignore[index]
+    tap = link(netns, a.tap)
+    assert tap is not None and tap["master"] == "crl-web"
+    assert tap["linkinfo"]["info_data"]["user"] == 1234
     assert netns.call(net.reattach, web, "nobody") == []
 
 

@@ -70,6 +70,8 @@ def attach(
             mac=mac,
             ipv4=str(addr),
             hostname=owner,
+            uid=uid,
+            gid=gid,
         )
         registry.save_attachment(files, att)  # 'creating': undone if we die before 'ready'
         links.make_tap(att.tap, registry.tap_alias(home, network, owner), record.bridge,
@@ -144,10 +146,11 @@ def reattach(home: Home, owner: str) -> list[Attachment]:
     require_net_admin()
     with locked(home.networks_lock):
         for nic in found:
-            _, record = manage.ensure_up(home, nic.network)
+            files, record = manage.ensure_up(home, nic.network)
             if not links.exists(nic.tap):
+                att = next(a for a in registry.attachments(files) if a.owner == owner)
                 links.make_tap(nic.tap, registry.tap_alias(home, nic.network, owner),
-                               record.bridge, record.mtu, 0, 0)  # fmt: skip
+                               record.bridge, record.mtu, att.uid, att.gid)  # fmt: skip
     return found
 
 

@@ -120,7 +120,7 @@ def _bring_up(
     attached = registry.ready_attachments(files)
     for att in attached:
         links.make_tap(att.tap, registry.tap_alias(home, record.name, att.owner), record.bridge,
-                       record.mtu, 0, 0)  # fmt: skip
+                       record.mtu, att.uid, att.gid)  # fmt: skip
     dnsmasq.write_files(files, record, attached)
     if record.nat:
         _enable_forwarding(record.ipv6 is not None)

@@ -81,6 +81,8 @@ class AttachmentRecord(Record):
     hostname: str
     state: State = "creating"
     published: tuple[Published, ...] = ()
+    uid: int = 0  # who owns the tap (the user QEMU runs as): kept to recreate it after a reboot
+    gid: int = 0
 
 
 @dataclass(frozen=True)
