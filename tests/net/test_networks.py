@@ -8,6 +8,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -207,19 +208,33 @@ def test_kill_9_during_create_leaves_nothing_after_the_next_command(
     netns.run(["nft", "-j", "-f", "-"], input=json.dumps(FOREIGN))
     before, links_before = ruleset(netns), links(netns)
     rng = random.Random(13)
-    # Kill at varied times: before anything, once the bridge exists, at random later points.
-    delays = [None, 0.0, *(rng.uniform(0.05, 0.6) for _ in range(5))]
-    for n, delay in enumerate(delays):
+    # Kill at varied points, observed from outside (no hook in corral): once the record is
+    # written, once the bridge exists, once corral's table exists, once dnsmasq has written
+    # its pid; then at random times.
+    points: list[Callable[[str], bool] | float] = [
+        lambda name: (home / "networks" / name / "network.json").exists(),
+        lambda name: f"crl-{name}" in links(netns),
+        lambda name: (
+            netns.run(["nft", "list", "table", "inet", "corral"], check=False).returncode == 0
+        ),
+        lambda name: (home / "networks" / name / "dnsmasq.pid").exists(),
+        *(rng.uniform(0.05, 0.6) for _ in range(4)),
+    ]
+    midway = 0
+    for n, point in enumerate(points):
         name = f"k{n}"
         proc = netns.corral_popen(home, "network", "create", name)
-        if delay is None:  # right after the bridge appears
+        if callable(point):
             deadline = time.monotonic() + 20
-            while f"crl-{name}" not in links(netns) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            while proc.poll() is None and not point(name) and time.monotonic() < deadline:
+                time.sleep(0.002)
         else:
-            time.sleep(delay)
+            time.sleep(point)
+        delay = point if not callable(point) else f"point {n}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        record = home / "networks" / name / "network.json"
+        midway += record.exists() and json.loads(record.read_text())["state"] == "creating"
         # The next command cleans up (or the create had finished: then rm removes it).
         ok(netns.corral(home, "network", "ls"))
         leftover = json.loads(ok(netns.corral(home, "network", "ls", "--json")))
@@ -229,6 +244,7 @@ def test_kill_9_during_create_leaves_nothing_after_the_next_command(
         assert links(netns) == links_before, f"kill after {delay}"
         assert dnsmasqs(netns) == [], f"kill after {delay}"
         assert list((home / "networks").iterdir()) == []
+    assert midway >= 2  # the kills did land in the middle, not only before or after
 
 
 def test_kill_9_during_rm_is_finished_by_the_next_command(netns: Netns, home: Path) -> None:
