@@ -61,6 +61,19 @@ class Home:
         return self.root / "ports"
 
     @property
+    def networks(self) -> Path:
+        """One directory per managed network (corral.net)."""
+        return self.root / "networks"
+
+    @property
+    def networks_lock(self) -> Path:
+        """Held while a network, its bridge, taps, dnsmasq or corral's nftables table change."""
+        return self.root / "locks" / "networks.lock"
+
+    def network(self, name: str) -> NetworkFiles:
+        return NetworkFiles(self.networks / name)
+
+    @property
     def package_cache(self) -> Path:
         return self.root / "cache"
 
@@ -138,3 +151,54 @@ class InstanceFiles(MachineFiles):
     @property
     def initrd(self) -> Path:
         return self.dir / "initrd"
+
+
+@dataclass(frozen=True)
+class NetworkFiles:
+    """The files of one managed network's directory: its record and its dnsmasq's files."""
+
+    dir: Path
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "network.json"
+
+    @property
+    def dnsmasq_conf(self) -> Path:
+        return self.dir / "dnsmasq.conf"
+
+    @property
+    def dhcp_hosts(self) -> Path:
+        """dnsmasq's --dhcp-hostsfile: one `mac,ip,hostname` reservation a line."""
+        return self.dir / "dhcp-hosts"
+
+    @property
+    def dns_hosts(self) -> Path:
+        """dnsmasq's --addn-hosts: the reserved names, answered before any lease exists."""
+        return self.dir / "dns-hosts"
+
+    @property
+    def leases(self) -> Path:
+        return self.dir / "leases"
+
+    @property
+    def pidfile(self) -> Path:
+        """Written by dnsmasq itself."""
+        return self.dir / "dnsmasq.pid"
+
+    @property
+    def dnsmasq_log(self) -> Path:
+        return self.dir / "dnsmasq.log"
+
+    @property
+    def dnsmasq_record(self) -> Path:
+        """dnsmasq's pid and start time, as corral saw them once it had started."""
+        return self.dir / "dnsmasq.json"
+
+    @property
+    def attachments(self) -> Path:
+        """One record per VM (owner) with a tap on this network."""
+        return self.dir / "attached"
+
+    def attachment(self, owner: str) -> Path:
+        return self.attachments / f"{owner}.json"

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from corral.cli.commands import builds, image_ops, images, instances, node, serve
+from corral.cli.commands import builds, image_ops, images, instances, networks, node, serve
 from corral.cli.commands import remote as remote_commands
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
@@ -33,6 +33,7 @@ instances.register(app)
 builds.register(app)
 node.register(app)
 serve.register(app)
+networks.register(app)
 remote_commands.register(app)
 
 

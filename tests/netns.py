@@ -1,0 +1,143 @@
+"""Network namespaces for tests that make bridges, taps, dnsmasq or nftables rules.
+
+Every such test runs inside a namespace made for it and removed after it, so the host's own
+interfaces, routes and firewall are never touched and no traffic leaves it:
+
+    def test_x(netns, home):
+        netns.corral(home, "network", "create", "n1")        # the CLI, via `ip netns exec`
+        netns.run(["ip", "-br", "link"])                      # any command in the namespace
+        netns.call(some_function, arg)                        # Python, in a worker inside it
+
+`netns.call` runs a picklable function in one long-lived worker process that has `setns`ed
+into the namespace (forked from the test, so it sees the test's imports); its result or
+exception comes back. `netns.child()` makes a second namespace, e.g. to stand in for a VM at
+the end of a veth pair. On teardown every process left in the namespaces (a dnsmasq, a
+server) is killed and the namespaces are deleted. Names are random, so tests run in parallel
+under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+
+
+def _enter(path: str) -> None:
+    """Worker initialiser: move this process into the namespace at `path`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns failed")
+    finally:
+        os.close(fd)
+
+
+class Netns:
+    """One network namespace (`ip netns add`), its loopback up."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = NETNS_DIR / name
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._children: list[Netns] = []
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.run(["ip", "link", "set", "lo", "up"])
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(
+        self, argv: list[str], *, check: bool = True, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the namespace; text output captured."""
+        kwargs.setdefault("timeout", 60)
+        proc = subprocess.run(self.argv(argv), capture_output=True, text=True, check=False,
+                              **kwargs)  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv(argv), **kwargs)
+
+    def corral(
+        self,
+        home: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        prefix: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        """The corral CLI in the namespace on state directory `home` (prefix: e.g. setpriv)."""
+        full_env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": "/nonexistent",
+                    **(env or {})}  # fmt: skip
+        full_env.pop("CORRAL_DEBUG", None)
+        argv = [*prefix, sys.executable, "-m", "corral.cli.app", *args]
+        return subprocess.run(self.argv(argv), capture_output=True, text=True, env=full_env,
+                              timeout=timeout, check=False)  # fmt: skip
+
+    def corral_popen(self, home: Path, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_CONFIG": "/nonexistent"}
+        argv = [sys.executable, "-m", "corral.cli.app", *args]
+        return subprocess.Popen(self.argv(argv), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(*args, **kwargs) in a worker process inside the namespace."""
+        if self._pool is None:
+            ctx = multiprocessing.get_context("fork")
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=_enter, initargs=(str(self.path),)
+            )
+        return self._pool.submit(fn, *args, **kwargs).result(timeout=120)
+
+    def child(self) -> Netns:
+        """Another namespace, removed with this one (e.g. a stand-in VM behind a veth)."""
+        ns = Netns(f"{self.name[:20]}c{len(self._children)}")
+        self._children.append(ns)
+        return ns
+
+    def pids(self) -> list[int]:
+        """Processes whose network namespace is this one."""
+        try:
+            target = self.path.stat()
+        except OSError:
+            return []
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                st = (entry / "ns" / "net").stat()
+                if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                    out.append(int(entry.name))
+        return out
+
+    def close(self) -> None:
+        for child in self._children:
+            child.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        deadline = time.monotonic() + 5
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
