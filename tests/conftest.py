@@ -51,12 +51,20 @@ def ctx(config: Config) -> Context:
 TINY = "tiny"
 
 
+def tiny_workdir(kind: str) -> Path:
+    """Where the tiny guest of this builder version is kept: .cache is shared by worktrees
+    that may hold different versions of the guest, and each must boot its own."""
+    from corral.image.recipes.tiny import builder_digest
+
+    return CACHE / kind / f"guest-{builder_digest()[:12]}"
+
+
 @pytest.fixture(scope="session")
 def tiny_guest():
     """The tiny test guest, built once and cached in .cache/tiny-guest across runs."""
     from corral.image.recipes.tiny import build_tiny_guest
 
-    return build_tiny_guest(CACHE / "tiny-guest" / "guest", cache_dir=CACHE / "tiny-guest" / "debs")
+    return build_tiny_guest(tiny_workdir("tiny-guest"), cache_dir=CACHE / "tiny-guest" / "debs")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +73,7 @@ def tiny_disk_guest():
     from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(
-        CACHE / "tiny-disk" / "guest", cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
+        tiny_workdir("tiny-disk"), cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
     )
 
 

@@ -139,7 +139,7 @@ def test_build_is_cached_and_complete(tiny_guest: BuiltImage) -> None:
     outputs = [tiny_guest.disk, tiny_guest.kernel, tiny_guest.initrd]
     before = [p.stat().st_mtime_ns for p in outputs]
     started = time.monotonic()
-    again = build_tiny_guest(CACHE / "guest", cache_dir=CACHE / "debs")
+    again = build_tiny_guest(tiny_guest.disk.parent, cache_dir=CACHE / "debs")
     assert again == tiny_guest
     assert [p.stat().st_mtime_ns for p in outputs] == before
     assert time.monotonic() - started < 5
@@ -154,7 +154,7 @@ def test_build_is_cached_and_complete(tiny_guest: BuiltImage) -> None:
     assert set(MODULES) <= set(order)
     assert order.index("virtio") < order.index("virtio_pci") < order.index("virtio_blk")
     assert _cpio_file(tiny_guest.initrd, "etc/init.d/rcS").startswith(b"#!/bin/sh")
-    stamp = json.loads((CACHE / "guest" / "stamp.json").read_text())
+    stamp = json.loads((tiny_guest.disk.parent / "stamp.json").read_text())
     assert {"busybox-static", "dropbear-bin", "libc6"} <= set(stamp["packages"])
 
 
