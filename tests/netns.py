@@ -79,13 +79,14 @@ def network_namespace(prefix: str = "ct") -> Iterator[Netns]:
         netns.remove(ns.name)
 
 
-def bridge_with_taps(ns: Netns, bridge: str, address: str, taps: Sequence[str]) -> None:
-    """A bridge with `address` (CIDR) and the given taps on it, all up, made with netlink."""
-    host, _, prefix = address.partition("/")
+def bridge_with_taps(ns: Netns, bridge: str, addresses: Sequence[str], taps: Sequence[str]) -> None:
+    """A bridge with `addresses` (CIDR) and the given taps on it, all up, made with netlink."""
     with ns.ipr() as ipr:
         ipr.link("add", ifname=bridge, kind="bridge")
         (index,) = ipr.link_lookup(ifname=bridge)
-        ipr.addr("add", index=index, address=host, prefixlen=int(prefix))
+        for address in addresses:
+            host, _, prefix = address.partition("/")
+            ipr.addr("add", index=index, address=host, prefixlen=int(prefix))
         ipr.link("set", index=index, state="up")
         for tap in taps:
             ipr.link("add", ifname=tap, kind="tuntap", mode="tap")

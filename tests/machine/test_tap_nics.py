@@ -34,6 +34,7 @@ pytestmark = pytest.mark.vm
 
 BRIDGE = "br0"
 GATEWAY = "10.80.0.1"
+GATEWAY6 = "fd00:80::1"  # the bridge's IPv6 address; dnsmasq advertises its prefix (SLAAC)
 DHCP_MTU = 1400  # what dnsmasq tells DHCP guests
 STATIC_MTU = 1450  # what s1's network-config asks for
 
@@ -52,6 +53,13 @@ GUESTS = (
     Guest("s2", "t2", "52:54:00:80:00:12", "10.80.0.12", static=True),
     Guest("d1", "t3", "52:54:00:80:00:21", "10.80.0.21", static=False),
 )
+
+
+def address6(guest: Guest) -> str:
+    """A static guest's IPv6 address (fd00:80::11 for 10.80.0.11)."""
+    return f"fd00:80::{guest.address.rsplit('.', 1)[1]}"
+
+
 S1, S2, D1 = GUESTS
 
 
@@ -60,7 +68,7 @@ def network_config(guest: Guest) -> bytes:
         return render_network_config([NicConfig(guest.mac)])
     nic = NicConfig(
         guest.mac,
-        addresses=(f"{guest.address}/24",),
+        addresses=(f"{guest.address}/24", f"{address6(guest)}/64"),
         gateway4=GATEWAY,
         nameservers=(GATEWAY,),
         search=("corral",),
@@ -79,6 +87,7 @@ def dnsmasq_argv(work: Path) -> list[str]:
         "--user=root", "--group=root", "--pid-file", f"--dhcp-leasefile={work / 'leases'}",
         "--dhcp-range=10.80.0.100,10.80.0.150,255.255.255.0,1h", "--dhcp-authoritative",
         f"--dhcp-option=option:mtu,{DHCP_MTU}", "--domain=corral", "--local=/corral/",
+        "--enable-ra", f"--dhcp-range=::,constructor:{BRIDGE},ra-only,64,1h",
         "--log-dhcp", f"--log-facility={work / 'dnsmasq.log'}",
     ]  # fmt: skip
     for g in GUESTS:
@@ -154,7 +163,9 @@ def lan(tiny_guest) -> Iterator[Lan]:
         key = work / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
         with network_namespace() as ns:
-            bridge_with_taps(ns, BRIDGE, f"{GATEWAY}/24", [g.tap for g in GUESTS])
+            bridge_with_taps(
+                ns, BRIDGE, [f"{GATEWAY}/24", f"{GATEWAY6}/64"], [g.tap for g in GUESTS]
+            )
             ns.spawn(*dnsmasq_argv(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             lan = Lan(ns, key, work, vms)
 
@@ -260,3 +271,12 @@ def test_guests_resolve_each_other_by_name_through_dnsmasq(lan: Lan) -> None:
     # The resolver (search corral) finds the short names too.
     assert " 0% packet loss" in lan.check(S1, f"ping -c 1 -W 5 {D1.name}")
     assert " 0% packet loss" in lan.check(D1, f"ping -c 1 -W 5 {S1.name}")
+
+
+def test_ipv6_static_addresses_and_slaac_from_router_advertisements(lan: Lan) -> None:
+    assert f"inet6 {address6(S1)}/64 " in lan.check(S1, "ip -6 -o addr show dev eth0")
+    # d1 has no IPv6 in its network-config: the kernel takes dnsmasq's advertised prefix.
+    slaac = "fd00:80::5054:ff:fe80:21"  # EUI-64 of 52:54:00:80:00:21
+    assert f"inet6 {slaac}/64 " in lan.check(D1, "ip -6 -o addr show dev eth0")
+    assert " 0% packet loss" in lan.check(S1, f"ping -6 -c 1 -W 5 {address6(S2)}")
+    assert " 0% packet loss" in lan.check(S2, f"ping -6 -c 1 -W 5 {slaac}")
