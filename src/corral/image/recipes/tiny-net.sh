@@ -3,7 +3,7 @@
 # Usage: corral-net CONFIG HOSTNAME. Installed as /sbin/corral-net; rcS runs it at boot.
 #
 # Each `ethernets` entry finds its NIC by `match: macaddress` (else by the entry's own name),
-# renames it to `set-name`, sets `mtu`, then either runs udhcpc (`dhcp4: true`, the hostname
+# renames it to `set-name` (a matched NIC without one keeps its name, as with netplan), sets `mtu`, then either runs udhcpc (`dhcp4: true`, the hostname
 # sent so the DHCP server's DNS learns it) or adds `addresses`, `gateway4`/`gateway6`, `routes`
 # and `nameservers`. Exit status 1 when no entry could be applied (rcS then falls back to the
 # user-mode defaults). The YAML is flattened by netconfig.awk; what it says is checked here
@@ -44,7 +44,6 @@ n=0
 for id in $(awk -F/ '$1 == "ethernets" && NF > 2 { print $2 }' "$flat" | uniq); do
     mac=$(get "ethernets/$id/match/macaddress" | tr 'A-F' 'a-f')
     name=$(get "ethernets/$id/set-name")
-    [ -n "$name" ] || name=$id
     dev=
     if [ -n "$mac" ]; then
         if ! echo "$mac" | grep -qE '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$'; then
@@ -57,8 +56,9 @@ for id in $(awk -F/ '$1 == "ethernets" && NF > 2 { print $2 }' "$flat" | uniq); 
     elif [ -e "/sys/class/net/$id" ]; then
         dev=$id
     fi
+    [ -n "$name" ] || name=$dev
     if [ -z "$dev" ] || ! is_ifname "$name"; then
-        say "$id: no NIC with MAC ${mac:-(none)} or invalid name $name: skipped"
+        say "$id: no NIC with MAC ${mac:-(none)}, or an invalid name ${name:-(none)}: skipped"
         continue
     fi
     ip link set dev "$dev" down
@@ -76,7 +76,7 @@ while read -r id tmp name; do
         case "$mtu" in *[!0-9]*) say "$id: invalid MTU $mtu" ;; *) ip link set dev "$name" mtu "$mtu" ;; esac
     fi
     ip link set dev "$name" up
-    resolv=$run/resolv.$name
+    resolv=$run/resolv.static.$name # udhcpc keeps its own resolv.$name beside it
     search=$(echo $(items "ethernets/$id/nameservers/search"))
     {
         [ -n "$search" ] && echo "search $search"
