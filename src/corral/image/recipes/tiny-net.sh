@@ -80,7 +80,7 @@ while read -r id tmp name; do
     search=$(echo $(items "ethernets/$id/nameservers/search"))
     {
         [ -n "$search" ] && echo "search $search"
-        for server in $(items "ethernets/$id/nameservers/addresses"); do
+        items "ethernets/$id/nameservers/addresses" | while read -r server; do
             echo "nameserver $server"
         done
     } >"$resolv"
@@ -89,7 +89,7 @@ while read -r id tmp name; do
         udhcpc -i "$name" -s /usr/share/udhcpc/default.script -p "$run/udhcpc.$name.pid" \
             -x "hostname:$hostname" -O mtu -O search -b -t 10 -T 1 -A 3 -S
     fi
-    for address in $(items "ethernets/$id/addresses"); do
+    items "ethernets/$id/addresses" | while read -r address; do # one argument each, unsplit
         ip addr add "$address" dev "$name" || say "$id: cannot add address $address"
     done
     gateway=$(get "ethernets/$id/gateway4")
