@@ -87,7 +87,7 @@ while read -r id tmp name; do
     if is_true "$(get "ethernets/$id/dhcp4")"; then
         # Up to ~10 s for a first lease, then udhcpc carries on in the background (renewals).
         udhcpc -i "$name" -s /usr/share/udhcpc/default.script -p "$run/udhcpc.$name.pid" \
-            -x "hostname:$hostname" -O mtu -O search -b -t 10 -T 1 -A 3 -S
+            -x "hostname:$hostname" -O mtu -O search -b -t 10 -T 1 -A 3 -S </dev/null
     fi
     items "ethernets/$id/addresses" | while read -r address; do # one argument each, unsplit
         ip addr add "$address" dev "$name" || say "$id: cannot add address $address"
