@@ -1,4 +1,4 @@
-"""SshTarget: a forward on this host, or a guest's own address on a network; only addresses."""
+"""SshTarget: a forward on this host, or a guest's own address on a network (only an address)."""
 
 from __future__ import annotations
 

@@ -44,10 +44,7 @@ HOST_KEY_ALGS = (
 class SshTarget:
     """Where and as whom to reach a guest: through a forward on this host (127.0.0.1 and the
     forwarded port), or at the guest's own address on a network (`SshTarget.at`, port 22).
-
-    The host is an IP address, never a name: nothing resolves it, and nothing from a guest or
-    a caller reaches asyncssh (or a ProxyCommand) as an option.
-    """
+    (Over a tunnel's socket, `host` only names the guest.)"""
 
     port: int
     user: str
@@ -55,16 +52,18 @@ class SshTarget:
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            raise InvalidInput(f"invalid guest address {self.host!r}: not an IP address") from None
         if not 1 <= self.port <= 65535:
             raise InvalidInput(f"invalid ssh port {self.port}")
 
     @classmethod
     def at(cls, address: str, *, user: str, key: Path, port: int = 22) -> SshTarget:
-        """The guest at its own address on a network (a bridge, no forward)."""
+        """The guest at its own address on a network (a bridge, no forward). The address is an
+        IP address, never a name: nothing resolves it, and no caller's or guest's text reaches
+        asyncssh as a host to look up."""
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise InvalidInput(f"invalid guest address {address!r}: not an IP address") from None
         return cls(port=port, user=user, key=key, host=address)
 
     def __str__(self) -> str:
