@@ -51,12 +51,33 @@ def ctx(config: Config) -> Context:
 TINY = "tiny"
 
 
+STALE_TINY_GUEST = 7 * 86400  # seconds unused after which another version's build goes
+
+
+def tiny_workdir(kind: str) -> Path:
+    """Where the tiny guest of this builder version is kept: .cache is shared by worktrees
+    that may hold different versions of the guest, and each must boot its own. Using one
+    marks it used; versions unused for a week are removed."""
+    import os
+    import time
+
+    from corral.image.recipes.tiny import builder_digest
+
+    workdir = CACHE / kind / f"guest-{builder_digest()[:12]}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.utime(workdir)
+    for other in workdir.parent.glob("guest-*"):
+        if other != workdir and other.stat().st_mtime < time.time() - STALE_TINY_GUEST:
+            shutil.rmtree(other, ignore_errors=True)
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def tiny_guest():
     """The tiny test guest, built once and cached in .cache/tiny-guest across runs."""
     from corral.image.recipes.tiny import build_tiny_guest
 
-    return build_tiny_guest(CACHE / "tiny-guest" / "guest", cache_dir=CACHE / "tiny-guest" / "debs")
+    return build_tiny_guest(tiny_workdir("tiny-guest"), cache_dir=CACHE / "tiny-guest" / "debs")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +86,7 @@ def tiny_disk_guest():
     from corral.image.recipes.tiny import build_tiny_guest
 
     return build_tiny_guest(
-        CACHE / "tiny-disk" / "guest", cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
+        tiny_workdir("tiny-disk"), cache_dir=CACHE / "tiny-guest" / "debs", root_on_disk=True
     )
 
 

@@ -10,10 +10,13 @@ interfaces, routes and firewall are never touched and no traffic leaves it:
 
 `netns.call` runs a picklable function in one long-lived worker process that has `setns`ed
 into the namespace (forked from the test, so it sees the test's imports); its result or
-exception comes back. `netns.child()` makes a second namespace, e.g. to stand in for a VM at
-the end of a veth pair. On teardown every process left in the namespaces (a dnsmasq, a
-server) is killed and the namespaces are deleted. Names are random, so tests run in parallel
-under pytest-xdist.
+exception comes back. `netns.call_in_thread` runs any callable (e.g. `asyncio.run` of a
+coroutine using corral's SSH) in a fresh thread of this process that has entered the
+namespace (setns is per thread). `network_namespace()` is the same as a context manager, and
+`bridge_with_taps` builds a hand-made LAN in it with netlink. `netns.child()` makes a second
+namespace, e.g. to stand in for a VM at the end of a veth pair. On teardown every process
+left in the namespaces (a dnsmasq, a server) is killed and the namespaces are deleted. Names
+are random, so tests run in parallel under pytest-xdist.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pyroute2 import NetNS
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -58,8 +65,12 @@ class Netns:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         self.run(["ip", "link", "set", "lo", "up"])
 
-    def argv(self, argv: list[str]) -> list[str]:
+    def argv(self, argv: Sequence[str] = ()) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
+
+    def ipr(self) -> NetNS:
+        """A pyroute2 (netlink) handle on the namespace; use it as a context manager."""
+        return NetNS(self.name)
 
     def run(
         self, argv: list[str], *, check: bool = True, **kwargs: Any
@@ -73,7 +84,11 @@ class Netns:
         return proc
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start a command in the namespace; killed (with all else in it) on close."""
         return subprocess.Popen(self.argv(argv), **kwargs)
+
+    def spawn(self, *argv: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+        return self.popen(list(argv), **kwargs)
 
     def corral(
         self,
@@ -105,6 +120,25 @@ class Netns:
                 1, mp_context=ctx, initializer=_enter, initargs=(str(self.path),)
             )
         return self._pool.submit(fn, *args, **kwargs).result(timeout=120)
+
+    def call_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a fresh thread of this process that has entered the namespace."""
+        out: list[tuple[bool, Any]] = []
+
+        def inside() -> None:
+            try:
+                _enter(str(self.path))
+                out.append((True, fn(*args)))
+            except BaseException as exc:
+                out.append((False, exc))
+
+        thread = threading.Thread(target=inside, name=f"netns-{self.name}")
+        thread.start()
+        thread.join()
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value
 
     def child(self) -> Netns:
         """Another namespace, removed with this one (e.g. a stand-in VM behind a veth)."""
@@ -141,3 +175,28 @@ class Netns:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def network_namespace(prefix: str = "ct") -> Iterator[Netns]:
+    """A fresh namespace with its loopback up; removed, with what ran in it, at the end."""
+    ns = Netns(f"{prefix}{secrets.token_hex(4)}")
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+def bridge_with_taps(ns: Netns, bridge: str, addresses: Sequence[str], taps: Sequence[str]) -> None:
+    """A bridge with `addresses` (CIDR) and the given taps on it, all up, made with netlink."""
+    with ns.ipr() as ipr:
+        ipr.link("add", ifname=bridge, kind="bridge")
+        (index,) = ipr.link_lookup(ifname=bridge)
+        for address in addresses:
+            host, _, prefix = address.partition("/")
+            ipr.addr("add", index=index, address=host, prefixlen=int(prefix))
+        ipr.link("set", index=index, state="up")
+        for tap in taps:
+            ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
+            (tap_index,) = ipr.link_lookup(ifname=tap)
+            ipr.link("set", index=tap_index, master=index, state="up")

@@ -77,7 +77,8 @@ async def _wait_ssh(
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 last_error = str(exc) or type(exc).__name__
         await asyncio.sleep(SSH_RETRY)
-    raise NotReady("ssh", f"ssh on port {target.port} did not answer ({last_error})")
+    where = f"on port {target.port}" if target.host == "127.0.0.1" else f"at {target}"
+    raise NotReady("ssh", f"ssh {where} did not answer ({last_error})")
 
 
 async def _wait_cloud_init(conn: asyncssh.SSHClientConnection, end: float) -> None:

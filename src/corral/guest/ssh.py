@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import ipaddress
 import logging
 import shlex
 import socket
@@ -42,12 +43,33 @@ HOST_KEY_ALGS = (
 
 @dataclass(frozen=True)
 class SshTarget:
-    """Where and as whom to reach a guest."""
+    """Where and as whom to reach a guest: through a forward on this host (127.0.0.1 and the
+    forwarded port), or at the guest's own address on a network (`SshTarget.at`, port 22).
+    (Over a tunnel's socket, `host` only names the guest.)"""
 
     port: int
     user: str
     key: Path
     host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise InvalidInput(f"invalid ssh port {self.port}")
+
+    @classmethod
+    def at(cls, address: str, *, user: str, key: Path, port: int = 22) -> SshTarget:
+        """The guest at its own address on a network (a bridge, no forward). The address is an
+        IP address, never a name: nothing resolves it, and no caller's or guest's text reaches
+        asyncssh as a host to look up."""
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise InvalidInput(f"invalid guest address {address!r}: not an IP address") from None
+        return cls(port=port, user=user, key=key, host=address)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from corral.machine.vm import Vm
 
 
 def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
+    """Where the instance answers SSH: its forward on 127.0.0.1. (An instance on a network
+    without a forward is `SshTarget.at(its address, ...)`, port 22.)"""
     return SshTarget(port=record.ssh_port, user=record.ssh_user, key=ctx.home.ssh_key)
 
 
@@ -34,15 +36,17 @@ def _in_guest(
 ) -> T:
     """Run `work` in one session; SSH failures become a GuestError naming the instance."""
 
+    target = ssh_target(ctx, record)
+
     async def go() -> T:
-        async with await GuestSession.open(ssh_target(ctx, record)) as session:
+        async with await GuestSession.open(target) as session:
             return await work(session)
 
     try:
         return asyncio.run(go())
     except (OSError, asyncssh.Error) as exc:
         raise GuestError(
-            f"ssh to {record.name!r} (port {record.ssh_port}) failed: {exc or type(exc).__name__}",
+            f"ssh to {record.name!r} ({target}) failed: {exc or type(exc).__name__}",
             hint=f"is it ready? corral wait {record.name}",
         ) from exc
 

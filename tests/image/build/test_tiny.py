@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +139,7 @@ def test_build_is_cached_and_complete(tiny_guest: BuiltImage) -> None:
     outputs = [tiny_guest.disk, tiny_guest.kernel, tiny_guest.initrd]
     before = [p.stat().st_mtime_ns for p in outputs]
     started = time.monotonic()
-    again = build_tiny_guest(CACHE / "guest", cache_dir=CACHE / "debs")
+    again = build_tiny_guest(tiny_guest.disk.parent, cache_dir=CACHE / "debs")
     assert again == tiny_guest
     assert [p.stat().st_mtime_ns for p in outputs] == before
     assert time.monotonic() - started < 5
@@ -154,7 +154,7 @@ def test_build_is_cached_and_complete(tiny_guest: BuiltImage) -> None:
     assert set(MODULES) <= set(order)
     assert order.index("virtio") < order.index("virtio_pci") < order.index("virtio_blk")
     assert _cpio_file(tiny_guest.initrd, "etc/init.d/rcS").startswith(b"#!/bin/sh")
-    stamp = json.loads((CACHE / "guest" / "stamp.json").read_text())
+    stamp = json.loads((tiny_guest.disk.parent / "stamp.json").read_text())
     assert {"busybox-static", "dropbear-bin", "libc6"} <= set(stamp["packages"])
 
 
@@ -241,3 +241,58 @@ def test_root_on_disk_persists_what_the_guest_writes(vm_ctx, tiny_disk_guest) ->
     corral(vm_ctx, "exec", "d1", "--", "sh", "-c", "echo kept > /root/file && sync")
     assert corral(vm_ctx, "restart", "d1", "--wait", "--timeout", "120").returncode == 0
     assert corral(vm_ctx, "exec", "d1", "--", "cat", "/root/file").stdout == "kept\n"
+
+
+# The user-mode NIC's MAC when QEMU picks it (the first NIC of a machine gets ...:12:34:56).
+USER_MODE_MAC = "52:54:00:12:34:56"
+
+
+@pytest.mark.vm
+def test_network_config_on_user_mode_applies_or_falls_back(
+    tiny_guest: BuiltImage, ssh_key: Path, tmp_path: Path
+) -> None:
+    """A hand-written network-config (flow style, the NIC by MAC under another name) is applied;
+    one that names no NIC of the guest leaves it on the user-mode defaults (10.0.2.15)."""
+    public_key = ssh_key.with_suffix(".pub").read_text().strip()
+    configs = {
+        "applied": (
+            "network:\n  version: 2\n  ethernets:\n    lan:\n"
+            f"      match: {{macaddress: '{USER_MODE_MAC.upper()}'}}\n      set-name: eth0\n"
+            "      addresses: [10.0.2.15/24]  # slirp's guest address\n"
+            "      gateway4: 10.0.2.2\n      nameservers: {addresses: [10.0.2.3]}\n"
+            "      mtu: 1400\n"
+        ),
+        "fallback": (
+            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: 52:54:00:99:99:99\n"
+            "    addresses: [10.9.9.9/24]\n"
+        ),
+    }
+    with ExitStack() as stack:
+        vms = {}
+        for name, config in configs.items():
+            (tmp_path / name).mkdir()
+            seed = tmp_path / name / "seed.iso"
+            write_seed_iso(seed, {
+                "meta-data": f"instance-id: i-{name}\nlocal-hostname: {name}\n".encode(),
+                "user-data": f"#cloud-config\nssh_authorized_keys: [{public_key}]\n".encode(),
+                "network-config": config.encode(),
+            })  # fmt: skip
+            vms[name] = stack.enter_context(_boot(tiny_guest, tmp_path / name, seed))
+        for vm in vms.values():
+            _wait_ssh(vm, ssh_key, timeout=120)
+
+        def check(vm: Vm, command: str) -> str:
+            result = _ssh(vm, ssh_key, command)
+            assert result.returncode == 0, (command, result.stderr)
+            return result.stdout.decode()
+
+        applied, fallback = vms["applied"], vms["fallback"]
+        assert "inet 10.0.2.15/24 " in check(applied, "ip -4 -o addr show dev eth0")
+        assert check(applied, "cat /sys/class/net/eth0/mtu").strip() == "1400"
+        assert check(applied, "cat /etc/resolv.conf") == "nameserver 10.0.2.3\n"
+        assert check(applied, "ip route show default").split()[:3] == ["default", "via", "10.0.2.2"]
+
+        assert "inet 10.0.2.15/24 " in check(fallback, "ip -4 -o addr show dev eth0")
+        assert "10.9.9.9" not in check(fallback, "ip -4 -o addr show")
+        assert check(fallback, "cat /sys/class/net/eth0/mtu").strip() == "1500"
+        assert b"corral-net: no NIC of network-config was found" in fallback.serial()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # corral tiny test guest: system bring-up, run once by busybox init (::sysinit) as /etc/init.d/rcS.
-# Mounts, modules, static slirp networking, NoCloud seed (hostname, root's ssh keys, instance-id),
-# a cloud-init stand-in, acpid for the power button, and dropbear on port 22.
+# Mounts, modules, NoCloud seed (hostname, root's ssh keys, instance-id, network-config), the network
+# (corral-net, else static slirp), a cloud-init stand-in, acpid for the power button, and dropbear.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 
 mount -t proc proc /proc
@@ -21,13 +21,6 @@ while read -r module; do # (already loaded when the root is on the disk: the loa
     [ -d "/sys/module/$module" ] || insmod "/lib/modules/$module.ko" ||
         echo "corral-tiny: insmod $module failed"
 done </lib/modules/load-order
-
-# QEMU user-mode networking: the guest is always 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3.
-ip link set lo up
-ip addr add 10.0.2.15/24 dev eth0
-ip link set eth0 up
-ip route add default via 10.0.2.2
-echo "nameserver 10.0.2.3" >/etc/resolv.conf
 
 # NoCloud seed: an ISO9660 volume on some virtio disk (the last one, in practice).
 yaml_value() { # KEY FILE: the value of a top-level "KEY: value" line, unquoted
@@ -51,6 +44,7 @@ for dev in $(ls -r /dev/vd* 2>/dev/null); do # the seed is the last disk
         yaml_value instance-id /mnt/seed/meta-data >/run/instance-id
         ssh_keys /mnt/seed/user-data /mnt/seed/meta-data >/root/.ssh/authorized_keys
         grep -q '^corral_tiny_status: error' /mnt/seed/user-data 2>/dev/null && status=error
+        [ -f /mnt/seed/network-config ] && cp /mnt/seed/network-config /run/network-config
         umount /mnt/seed
         break
     fi
@@ -61,7 +55,18 @@ chmod 600 /root/.ssh/authorized_keys
 hostname "$hostname"
 echo "$hostname" >/etc/hostname
 printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$hostname" >/etc/hosts
-syslogd -C64 # an in-memory log: logread
+syslogd -C64 # an in-memory log: logread (udhcpc logs there)
+
+# The seed's network-config (NICs on taps: static addresses or DHCP), read by corral-net; without
+# one (or with nothing in it that applies), QEMU user-mode networking: the guest is always
+# 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3.
+ip link set lo up
+if ! { [ -f /run/network-config ] && corral-net /run/network-config "$hostname"; }; then
+    ip addr add 10.0.2.15/24 dev eth0
+    ip link set eth0 up
+    ip route add default via 10.0.2.2
+    echo "nameserver 10.0.2.3" >/etc/resolv.conf
+fi
 
 # No real cloud-init here: answer `cloud-init status` the way a finished cloud-init does.
 cat >/usr/bin/cloud-init <<EOF

@@ -63,6 +63,24 @@ STATIC_FILES: dict[str, tuple[int, str]] = {
     "etc/acpi/PWRF/00000080": (0o755, "#!/bin/sh\nsync\npoweroff -f\n"),
     # Build specs written for obuilder run their commands with /bin/bash -c by default.
     "bin/bash": (0o755, '#!/bin/sh\nexec /bin/sh "$@"\n'),
+    # Each NIC's resolver settings (static ones, or udhcpc's) are in /run/net/resolv.NIC.
+    "sbin/corral-resolv": (
+        0o755,
+        "#!/bin/sh\n"
+        "# corral tiny guest: merge /run/net/resolv.* into /etc/resolv.conf.\n"
+        "search=$(echo $(sed -n 's/^search //p' /run/net/resolv.* 2>/dev/null))\n"
+        '{ [ -n "$search" ] && echo "search $search"\n'
+        "  grep -h '^nameserver ' /run/net/resolv.* 2>/dev/null; } >/etc/.resolv.conf.tmp\n"
+        "mv /etc/.resolv.conf.tmp /etc/resolv.conf\n",
+    ),
+}
+# Scripts beside this module, installed into the guest: the bring-up (busybox init's rcS), the
+# network-config reader and udhcpc's hook.
+GUEST_SCRIPTS: dict[str, tuple[str, int]] = {
+    "tiny-init.sh": ("etc/init.d/rcS", 0o755),
+    "tiny-net.sh": ("sbin/corral-net", 0o755),
+    "tiny-netconfig.awk": ("usr/share/corral/netconfig.awk", 0o644),
+    "tiny-udhcpc.sh": ("usr/share/udhcpc/default.script", 0o755),
 }
 EMPTY_DIRS = ("proc", "sys", "dev", "run", "tmp", "mnt", "root", "var/log")
 
@@ -107,7 +125,7 @@ def build_tiny_guest(
     with _locked(workdir / ".lock"):
         old = json.loads(_read(stamp_path) or "{}")
         built = all(p.exists() for p in _outputs(image))
-        inputs = {"builder": _builder_digest(), "disk_size": disk_size, "apt": _apt_digest(),
+        inputs = {"builder": builder_digest(), "disk_size": disk_size, "apt": _apt_digest(),
                   "root_on_disk": root_on_disk}  # fmt: skip
         if built and _matches(old, inputs):
             return image  # apt's lists have not changed since, so neither have the versions
@@ -224,7 +242,8 @@ def _populate_root(root: Path, userland: Path, moddir: Path) -> None:
     (root / "lib" / "modules" / "load-order").write_text("".join(f"{n}\n" for n, _ in order))
     for rel, (mode, text) in STATIC_FILES.items():
         _write_file(root / rel, text, mode)
-    _write_file(root / "etc" / "init.d" / "rcS", _init_script(), 0o755)
+    for name, (rel, mode) in GUEST_SCRIPTS.items():
+        _write_file(root / rel, _guest_script(name), mode)
     (root / "root").chmod(0o700)
 
 
@@ -349,8 +368,8 @@ def _modinfo(elf: bytes) -> dict[str, str]:
     return {}
 
 
-def _init_script() -> str:
-    return resources.files("corral.image.recipes").joinpath("tiny-init.sh").read_text()
+def _guest_script(name: str) -> str:
+    return resources.files("corral.image.recipes").joinpath(name).read_text()
 
 
 # --- cpio newc -------------------------------------------------------------------------------
@@ -390,9 +409,12 @@ def _cpio_entry(out: io.BytesIO, ino: int, name: str, mode: int, data: bytes, rd
 # --- files -----------------------------------------------------------------------------------
 
 
-def _builder_digest() -> str:
-    """A digest of this builder's code and the guest's init script: change either, rebuild."""
-    return hashlib.sha256(Path(__file__).read_bytes() + _init_script().encode()).hexdigest()
+def builder_digest() -> str:
+    """A digest of this builder's code and the guest's scripts: change any, and it rebuilds."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for name in GUEST_SCRIPTS:
+        digest.update(_guest_script(name).encode())
+    return digest.hexdigest()
 
 
 def _apt_digest() -> str:
