@@ -31,7 +31,8 @@ def _resolve(files: InstanceFiles, path: str) -> Path:
 def machine_spec(
     ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
 ) -> MachineSpec:
-    """The machine for this record: root disk, volumes, seed last; ssh forward first."""
+    """The machine for this record: root disk, volumes, seed last; ssh forward first, or its
+    NICs on managed networks' taps (which leave no user-mode NIC to forward through)."""
     drives = [Drive("disk0", files.disk, "qcow2")]
     drives += [
         Drive(f"vol{i}", files.volume(i), "qcow2") for i in range(1, len(record.volumes) + 1)
@@ -51,13 +52,20 @@ def machine_spec(
         memory_mib=record.memory_mib,
         accelerator=accelerator,
         drives=tuple(drives),
-        forwards=(Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards)),
+        forwards=_forwards(record),
+        nics=tuple(nic.to_nic() for nic in record.networks),
         qmp_socket=files.qmp,
         serial_socket=files.serial_socket,
         serial_log=files.serial_log,
         pidfile=files.pidfile,
         boot=boot,
     )
+
+
+def _forwards(record: InstanceRecord) -> tuple[Forward, ...]:
+    if not record.ssh_port:  # on taps: reached at its address
+        return ()
+    return (Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards))
 
 
 def start_qemu(ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles) -> Vm:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from corral.errors import InvalidInput
 from corral.image.manifest import now
-from corral.machine.spec import Forward
+from corral.machine.spec import Forward, TapNic
 from corral.records import Record
 
 State = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
@@ -64,6 +64,22 @@ class BootRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NetworkNicRecord(Record):
+    """A NIC on a managed network, as attached at launch: its tap (made by corral.net on the
+    network's bridge, kept while the VM exists), MAC and reserved address."""
+
+    network: str
+    tap: str
+    mac: str
+    ipv4: str
+    prefix: int
+    mtu: int | None = None
+
+    def to_nic(self) -> TapNic:
+        return TapNic(self.tap, self.mac, self.mtu)  # checked again: the file may be edited
+
+
+@dataclass(frozen=True, kw_only=True)
 class InstanceRecord(Record):
     """One instance. Saved atomically; the live state is derived from it plus the process."""
 
@@ -79,6 +95,9 @@ class InstanceRecord(Record):
     ssh_user: str
     ssh_port: int
     forwards: tuple[ForwardRecord, ...] = ()
+    # NICs on managed networks, in launch order; with any, no user-mode NIC (ssh_port 0).
+    networks: tuple[NetworkNicRecord, ...] = ()
+    published: tuple[ForwardRecord, ...] = ()  # ports published to networks[0]'s address
     boot: BootRecord | None = None
     seed: bool = True
     state: State = "creating"
@@ -87,3 +106,8 @@ class InstanceRecord(Record):
     launcher_start: int | None = None
     created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
+
+    @property
+    def address(self) -> str | None:
+        """Where the VM is reached without a forward: its first managed network's address."""
+        return self.networks[0].ipv4 if self.networks else None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.instance.record import InstanceRecord
+from corral.instance.record import InstanceRecord, NetworkNicRecord
 from corral.instance.state import Observed
 from corral.layout import Home
+from corral.net import dnsmasq
 
 
 def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[str, Any]:
@@ -24,6 +25,9 @@ def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[st
         "ssh_port": record.ssh_port,
         "ssh_user": record.ssh_user,
         "forwards": [str(f.to_forward()) for f in record.forwards],
+        "address": record.address,
+        "networks": [_nic_view(home, nic) for nic in record.networks],
+        "published": [str(p.to_forward()) for p in record.published],
         "console": str(files.serial_socket),
         "serial_log": str(files.serial_log),
         "qmp": str(files.qmp),
@@ -34,4 +38,21 @@ def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[st
         "created_at": record.created_at.isoformat(),
         "started_at": record.started_at.isoformat() if record.started_at else None,
         "dir": str(files.dir),
+    }
+
+
+def _nic_view(home: Home, nic: NetworkNicRecord) -> dict[str, Any]:
+    """One NIC on a managed network: its reservation, and what dnsmasq has leased to its MAC
+    (a guest configured statically takes no lease)."""
+    leased = [lease.ip for lease in dnsmasq.leases(home.network(nic.network))
+              if lease.mac == nic.mac]  # fmt: skip
+    return {
+        "network": nic.network,
+        "mac": nic.mac,
+        "tap": nic.tap,
+        "ipv4": nic.ipv4,
+        "prefix": nic.prefix,
+        "addresses": list(dict.fromkeys([nic.ipv4, *leased])),
+        "leased": leased,
+        "mtu": nic.mtu,
     }

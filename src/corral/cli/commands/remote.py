@@ -154,6 +154,8 @@ _LOCAL_ONLY_LAUNCH = {
     "initrd": "--initrd",
     "cmdline": "--cmdline",
     "forwards": "--forward",
+    "networks": "--network",
+    "publish": "--publish",
 }
 
 
