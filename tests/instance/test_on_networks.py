@@ -31,6 +31,7 @@ from corral.layout import Home
 from corral.net.caps import NEED_MESSAGE
 from corral.net.registry import home_id
 from netns import Netns, network_namespace
+from seed.test_iso import read_seed_iso
 
 pytestmark = pytest.mark.vm
 
@@ -158,6 +159,7 @@ def test_a_requested_address_and_mac_are_honoured(world: World) -> None:
     nic = world.inspect("a2")["networks"][0]
     assert (nic["network"], nic["mac"], nic["ipv4"], nic["addresses"]) == (
         "n1", A2_MAC, A2_IP, [A2_IP])  # fmt: skip
+    assert nic["leased"] == []  # configured statically from corral's network-config: no DHCP
 
 
 def test_inspect_and_ls_show_each_nic_with_its_leased_address(world: World) -> None:
@@ -215,7 +217,14 @@ def test_vms_on_two_networks_cannot_reach_each_other(world: World) -> None:
 
 def test_network_rm_is_refused_while_a_vm_is_attached_and_works_after_rm(spare: World) -> None:
     spare.ok("network", "create", "n3", "--subnet", "10.93.0.0/24")
-    spare.ok("launch", TINY, "--name", "c1", "--type", "c1m256", "--network", "n3", "--no-start")
+    mine = spare.home / "mine.yaml"
+    mine.write_text("version: 2\nethernets: {}\n")
+    launch = ("launch", TINY, "--name", "c1", "--type", "c1m256", "--network", "n3", "--no-start")
+    proc = spare.corral(*launch, "--network-config", str(mine))
+    assert proc.returncode == 0, proc.stderr
+    assert "using your --network-config as given" in proc.stderr  # the user's wins: said so
+    seed = read_seed_iso(spare.home / "instances" / "c1" / "seed.iso")
+    assert seed["network-config"] == mine.read_bytes()
     refused = spare.corral("network", "rm", "n3")
     assert refused.returncode == 2 and "in use by c1" in refused.stderr
     spare.ok("rm", "c1")
