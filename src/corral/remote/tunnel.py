@@ -53,23 +53,29 @@ def _closed_error(exc: Any) -> CorralError | None:
 # --- stdin/stdout (ssh's ProxyCommand) ----------------------------------------------------------
 
 
+def _connect_options(remote: Remote) -> dict[str, Any]:
+    """What both websocket clients (sync for stdio, asyncio for asyncssh) open a tunnel with."""
+    return {"additional_headers": _headers(remote), "open_timeout": 30, "max_size": MAX_FRAME,
+            "compression": None}  # fmt: skip
+
+
+def _open_failed(exc: Exception, remote: Remote) -> CorralError:
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        return _refused(exc, remote)
+    return RemoteUnreachable(f"cannot open a tunnel through {remote.url}: {exc}")
+
+
 def stdio(remote: Remote, vm_id: str, port: int, *, stdin: int = 0, stdout: int = 1) -> None:
     """Carry stdin to the VM's port and what it sends to stdout, until either side closes."""
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
     from websockets.sync.client import connect
 
     try:
-        ws = connect(
-            tunnel_url(remote, vm_id, port),
-            additional_headers=_headers(remote),
-            open_timeout=30,
-            max_size=MAX_FRAME,
-            compression=None,
-        )
-    except InvalidStatus as exc:
-        raise _refused(exc, remote) from None
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise RemoteUnreachable(f"cannot open a tunnel through {remote.url}: {exc}") from None
+        ws = connect(tunnel_url(remote, vm_id, port), **_connect_options(remote))
+    except (InvalidStatus, OSError, TimeoutError, InvalidHandshake) as exc:
+        raise _open_failed(exc, remote) from None
 
     def upstream() -> None:
         # A sync websocket may send from one thread while another receives.
@@ -104,17 +110,9 @@ async def connected_socket(remote: Remote, vm_id: str, port: int) -> AsyncIterat
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
     try:
-        ws = await connect(
-            tunnel_url(remote, vm_id, port),
-            additional_headers=_headers(remote),
-            open_timeout=30,
-            max_size=MAX_FRAME,
-            compression=None,
-        )
-    except InvalidStatus as exc:
-        raise _refused(exc, remote) from None
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise RemoteUnreachable(f"cannot open a tunnel through {remote.url}: {exc}") from None
+        ws = await connect(tunnel_url(remote, vm_id, port), **_connect_options(remote))
+    except (InvalidStatus, OSError, TimeoutError, InvalidHandshake) as exc:
+        raise _open_failed(exc, remote) from None
     ours, theirs = socket.socketpair()
     try:
         reader, writer = await asyncio.open_connection(sock=ours, limit=CHUNK)
