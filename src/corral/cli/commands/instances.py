@@ -81,7 +81,7 @@ def launch(
     publish: list[str] = typer.Option(
         [],
         "--publish",
-        help="[ADDR:]HOSTPORT:GUESTPORT[/udp]: publish a port of a VM on a managed network "
+        help="[ADDR:]HOSTPORT:GUESTPORT\\[/udp]: publish a port of a VM on a managed network "
         "(ADDR 127.0.0.1 by default).",
     ),
     no_seed: bool = typer.Option(False, "--no-seed", help="Attach no cloud-init seed."),
