@@ -14,7 +14,7 @@ from corral.errors import InvalidInput, NotFound
 from corral.guest.ssh_keys import KEY_PREFIXES, read_public_keys
 from corral.image.manifest import Manifest
 from corral.instance.record import check_instance_name
-from corral.machine.spec import Forward, parse_forward
+from corral.machine.spec import Forward, TapNic, parse_forward
 from corral.units import (
     check_cpus,
     check_memory,
@@ -72,26 +72,47 @@ class LaunchOptions:
     initrd: Path | None = None
     cmdline: str | None = None
     forwards: tuple[Forward, ...] = field(default=())
+    nics: tuple[TapNic, ...] = ()  # NICs on existing host taps (then no user-mode NIC)
     seed: bool = True
     ssh_user: str | None = None
 
 
-def validate(options: LaunchOptions, image: Manifest) -> int:
-    """Check the options against the image; return the disk size to use."""
+def validate(options: LaunchOptions, image: Manifest | None) -> int:
+    """Check the options against the image (None: diskless, booted from its kernel and
+    initramfs); return the disk size to use."""
     check_instance_name(options.name)
     check_cpus(options.cpus)
     check_memory(options.memory_mib)
+    if image is None:
+        if options.kernel is None:
+            raise InvalidInput("a VM without an image boots from a kernel: give one")
+        if options.disk_size is not None:
+            raise InvalidInput("a VM without an image has no root disk to size")
+    disk_size = 0 if image is None else _disk_size(options, image)
+    for path in (options.kernel, options.initrd):
+        if path is not None and not path.is_file():
+            raise NotFound(f"no such file: {path}")
+    if (
+        options.kernel is None
+        and (options.initrd or options.cmdline)
+        and (image is None or image.kernel is None)
+    ):
+        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
+    _check_rest(options)
+    return disk_size
+
+
+def _disk_size(options: LaunchOptions, image: Manifest) -> int:
     disk_size = options.disk_size or image.virtual_size
     if disk_size < image.virtual_size:
         raise InvalidInput(
             f"disk size {format_size(disk_size)} is smaller than image {image.name!r} "
             f"({format_size(image.virtual_size)}); disks are never truncated"
         )
-    for path in (options.kernel, options.initrd):
-        if path is not None and not path.is_file():
-            raise NotFound(f"no such file: {path}")
-    if options.kernel is None and (options.initrd or options.cmdline) and image.kernel is None:
-        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
+    return disk_size
+
+
+def _check_rest(options: LaunchOptions) -> None:
     for size in options.volumes:
         if size <= 0:
             raise InvalidInput("a volume size must be greater than zero")
@@ -100,7 +121,14 @@ def validate(options: LaunchOptions, image: Manifest) -> int:
         if (fwd.host_port, fwd.protocol) in seen:
             raise InvalidInput(f"host port {fwd.host_port} is forwarded twice")
         seen.add((fwd.host_port, fwd.protocol))
-    return disk_size
+    if options.nics and options.forwards:
+        raise InvalidInput(
+            "port forwards need the user-mode NIC, and a VM on taps has none",
+            hint="reach it at its address on the taps' network",
+        )
+    taps = [nic.tap for nic in options.nics]
+    if len(set(taps)) != len(taps):
+        raise InvalidInput("a tap device can carry one NIC only")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +152,7 @@ class LaunchRequest:
     initrd: str | os.PathLike[str] | None = None
     cmdline: str | None = None
     forwards: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/tcp|udp]
+    nics: Iterable[TapNic] = ()  # NICs on existing host taps, in order (no user-mode NIC)
     seed: bool = True  # attach a cloud-init seed
 
     def options(self) -> LaunchOptions:
@@ -159,6 +188,7 @@ class LaunchRequest:
             forwards=tuple(
                 f if isinstance(f, Forward) else parse_forward(f) for f in self.forwards
             ),
+            nics=tuple(self.nics),
             seed=self.seed,
         )
 
