@@ -175,6 +175,18 @@ def _coerce(base: Config, values: dict[str, Any]) -> Config:
             changes[key] = Path(str(value)).expanduser().absolute()
         elif key == "aleph_images":
             changes[key] = parse_image_map(value)
+        elif key == "aleph_fake_instance_base":
+            text = str(value)
+            if not (text.startswith("/") or _IMAGE_NAME.fullmatch(text)):
+                raise InvalidInput(
+                    f"aleph_fake_instance_base must be an image name or an absolute path, "
+                    f"not {value!r}"
+                )
+            changes[key] = text
+        elif key == "default_network":
+            if not _NETWORK_NAME.fullmatch(str(value)):
+                raise InvalidInput(f"default_network must be a network name, not {value!r}")
+            changes[key] = str(value)
         elif key in ("home", "cache_dir"):
             changes[key] = Path(str(value)).expanduser().absolute()
         elif key in ("ssh_key", "catalog_file"):
@@ -225,6 +237,11 @@ def _positive_float(key: str, value: Any) -> float:
     return number
 
 
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_REF = re.compile(r"[A-Za-z0-9]{1,128}")
+
+
 def parse_image_map(value: Any) -> dict[str, str]:
     """aleph rootfs refs -> corral image names: a table, or the same as a JSON object."""
     if isinstance(value, str):
@@ -236,6 +253,9 @@ def parse_image_map(value: Any) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise InvalidInput("aleph_images must map rootfs refs to corral image names")
+    for ref, image in value.items():
+        if not _REF.fullmatch(ref) or not _IMAGE_NAME.fullmatch(image):
+            raise InvalidInput(f"aleph_images: {ref!r} -> {image!r} is not a ref and an image name")
     return dict(value)
 
 

@@ -9,7 +9,6 @@ corral.control.vmstate. Later operations go to the VM's host.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from corral.db.repositories import (
     VmRepository,
 )
 from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
+from corral.instance.options import random_mac
 from corral.node.protocol import NodeClient, NodeVm, NodeVmSpec
 from corral.node.taps import check_tap_exists
 
@@ -353,11 +353,6 @@ def _boot_from(session: Session, data: VmCreate, default_image: str | None) -> s
             hint="or set vm_default_image in the server's configuration",
         )
     return data.image or default_image
-
-
-def random_mac() -> str:
-    """A locally administered unicast MAC in QEMU's 52:54:00 range."""
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
 async def _call(node: NodeClient, action: str, name: str) -> NodeVm:

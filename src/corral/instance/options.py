@@ -6,6 +6,8 @@ they are parsed into.
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +131,8 @@ def _check_rest(options: LaunchOptions) -> None:
     taps = [nic.tap for nic in options.nics]
     if len(set(taps)) != len(taps):
         raise InvalidInput("a tap device can carry one NIC only")
+    for tap in taps:
+        check_tap_exists(tap)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +156,7 @@ class LaunchRequest:
     initrd: str | os.PathLike[str] | None = None
     cmdline: str | None = None
     forwards: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/tcp|udp]
-    nics: Iterable[TapNic] = ()  # NICs on existing host taps, in order (no user-mode NIC)
+    nics: Iterable[str | TapNic] = ()  # NAME[,mac=MAC][,mtu=N]: NICs on existing host taps
     seed: bool = True  # attach a cloud-init seed
 
     def options(self) -> LaunchOptions:
@@ -188,9 +192,43 @@ class LaunchRequest:
             forwards=tuple(
                 f if isinstance(f, Forward) else parse_forward(f) for f in self.forwards
             ),
-            nics=tuple(self.nics),
+            nics=tuple(n if isinstance(n, TapNic) else parse_tap(n) for n in self.nics),
             seed=self.seed,
         )
+
+
+def parse_tap(text: str) -> TapNic:
+    """`NAME[,mac=MAC][,mtu=N]`: a NIC on an existing host tap (a MAC is made up if none)."""
+    name, *rest = text.split(",")
+    values: dict[str, str] = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("mac", "mtu") or key in values:
+            raise InvalidInput(f"invalid tap {text!r}: expected NAME[,mac=MAC][,mtu=N]")
+        values[key] = value
+    mtu = values.get("mtu")
+    if mtu is not None and not mtu.isdigit():
+        raise InvalidInput(f"invalid tap {text!r}: mtu must be a number")
+    mac = values.get("mac", "").lower() or random_mac()
+    return TapNic(name, mac, int(mtu) if mtu is not None else None)
+
+
+def random_mac() -> str:
+    """A unicast MAC in QEMU's 52:54:00 range."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def check_tap_exists(name: str) -> None:
+    """`name` has passed TapNic's pattern (no path, no NUL, <= 15 bytes). Asked through a
+    socket of the calling thread's network namespace (not /sys, which shows the namespace sysfs
+    was mounted in), so a launch inside `ip netns exec` or a setns'd thread sees its own."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        raise InvalidInput(
+            f"no TAP device {name!r} on this host",
+            hint="create it first, e.g. ip tuntap add dev NAME mode tap",
+        ) from None
 
 
 def _public_keys(given: str | os.PathLike[str]) -> list[str]:

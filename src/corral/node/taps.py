@@ -1,20 +1,19 @@
 """NICs on TAP devices that already exist on this host (qarax's `networks[].tap`).
 
 The control plane names the tap; the node checks the name (TapNic's strict pattern) before it
-asks the kernel about it, and asks through a socket of the caller's network namespace (not
-/sys, which shows the namespace sysfs was mounted in), so a node run with `ip netns exec` or
-on a setns'd thread sees its own interfaces.
+asks the kernel about it (instance.options.check_tap_exists), before anything is made.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 
-from corral.errors import InvalidInput
+from corral.instance.options import check_tap_exists
 from corral.machine.spec import TapNic
 from corral.node.protocol import NodeNic
 from corral.seed.netconfig import NicConfig, render_network_config
+
+__all__ = ["check_tap_exists", "network_config", "tap_nics"]
 
 
 def tap_nics(nics: Sequence[NodeNic]) -> tuple[TapNic, ...]:
@@ -23,17 +22,6 @@ def tap_nics(nics: Sequence[NodeNic]) -> tuple[TapNic, ...]:
     for nic in taps:
         check_tap_exists(nic.tap)
     return taps
-
-
-def check_tap_exists(name: str) -> None:
-    """`name` has been checked against TapNic's pattern (no path, no NUL, <= 15 bytes)."""
-    try:
-        socket.if_nametoindex(name)
-    except OSError:
-        raise InvalidInput(
-            f"no TAP device {name!r} on this host",
-            hint="create it first, e.g. ip tuntap add dev NAME mode tap",
-        ) from None
 
 
 def network_config(nics: Sequence[NodeNic]) -> bytes | None:

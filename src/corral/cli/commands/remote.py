@@ -149,6 +149,7 @@ _LOCAL_ONLY_LAUNCH = {
     "initrd": "--initrd",
     "cmdline": "--cmdline",
     "forwards": "--forward",
+    "nics": "--tap",
 }
 
 
