@@ -140,6 +140,9 @@ def test_bad_messages_fail_their_vm_alone(api: Api, messages: Path) -> None:
         "44" * 32: message(volumes=[{"mount": "/data", "persistence": "host"}]),
         "55" * 32: message(authorized_keys=["two\nlines"]),
         "66" * 32: message(cloud_config={"mounts": "not a list"}),
+        "77" * 32: message(volumes=[{"mount": "/d\n/x", "persistence": "host", "size_mib": 1}]),
+        "88" * 32: message(volumes=[{"mount": "rel", "persistence": "host", "size_mib": 1}]),
+        "99" * 32: "x" * (2 << 20),
     }
     for item_hash, document in bad.items():
         path = messages / f"{item_hash}.json"
@@ -155,6 +158,9 @@ def test_bad_messages_fail_their_vm_alone(api: Api, messages: Path) -> None:
     assert "needs size_mib" in failed["44" * 32]
     assert "content.authorized_keys" in failed["55" * 32]
     assert "mounts must be a list" in failed["66" * 32]
+    assert "content.volumes.0.mount" in failed["77" * 32]
+    assert "content.volumes.0.mount" in failed["88" * 32]
+    assert "larger than 1 MiB" in failed["99" * 32]
     assert [vm["name"] for vm in api.ok("GET", "/vms")] == [NAME]
 
 
@@ -187,3 +193,21 @@ def test_a_fake_base_file_is_imported_once_by_the_embedded_server(
         assert Context(config).store.get(name).digest
     finally:
         api.client.__exit__(None, None, None)
+
+
+def test_a_node_resolves_a_rootfs_ref_by_disk_digest_or_names_it(vm_ctx: Any) -> None:
+    """What a real node does with the `sha256:REF` the control plane asks for."""
+    import asyncio
+
+    from corral.errors import NotFound
+    from corral.image_refs import resolve_image
+    from corral.node.local import LocalNode
+    from corral.node.protocol import NodeVmSpec
+
+    digest = vm_ctx.store.get("tiny").digest
+    assert resolve_image(vm_ctx, f"sha256:{digest}") == "tiny"
+    unknown = "ab" * 32
+    spec = NodeVmSpec(name=vm_name(unknown), image=f"sha256:{unknown}", memory_mib=256)
+    with pytest.raises(NotFound, match=f"no corral image has the digest {unknown}"):
+        asyncio.run(LocalNode(vm_ctx).create_vm(spec))
+    assert not vm_ctx.home.instance(spec.name).dir.exists()

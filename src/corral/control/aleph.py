@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from corral.control.types import MIB, AbsPath, SshKey, VmCreate
+from corral.control.types import MIB, SshKey, VmCreate
 from corral.errors import InvalidInput, NotFound
 
 ITEM_HASH = re.compile(r"[0-9a-f]{64}")
@@ -61,8 +61,13 @@ class Resources(_Shape):
     memory: int = Field(ge=64, le=1 << 30, description="MiB")
 
 
+MountPath = Annotated[
+    str, StringConstraints(min_length=2, max_length=1024, pattern=r"^/[^\x00-\x20\x7f\\]+$")
+]  # one fstab field: no blanks, control characters or escapes
+
+
 class Volume(_Shape):
-    mount: AbsPath
+    mount: MountPath
     ref: Ref | None = None
     persistence: str | None = None
     size_mib: int | None = Field(None, ge=1, le=1 << 30)
@@ -103,7 +108,8 @@ def message_path(item_hash: str, directory: Path | None, fake: Path | None) -> P
 
 def read_message(path: Path, item_hash: str) -> Message:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read((1 << 20) + 1)
     except OSError as exc:
         raise NotFound(f"aleph message of {item_hash}: cannot read {path}: {exc.strerror}") from exc
     if len(raw) > 1 << 20:
