@@ -56,7 +56,9 @@ def test_create_answers_201_with_the_vm_and_a_job_that_creates_it(api: Api) -> N
         1500,
         ["192.168.100.10/24"],
     )
-    assert api.ok("GET", f"/vms/{vm['id']}")["networks"][0]["address"] == "192.168.100.10/24"
+    (entry,) = api.ok("GET", f"/vms/{vm['id']}")["networks"]
+    assert entry["address"] == "192.168.100.10/24"  # asked for
+    assert entry["addresses"] == ["192.168.100.10/24"]  # what the node reports it has
     host = api.ok("GET", f"/hosts/{host['id']}")
     assert (host["used_vcpus"], host["used_memory"]) == (2, 512 * MIB)
 

@@ -55,6 +55,16 @@ class NodeVmSpec(BaseModel):
     start: bool = True
 
 
+class NodeVmNic(BaseModel):
+    """A NIC of a VM as the node sees it (the instance view's `nics`): its MAC, and the
+    addresses the node knows it has (e.g. from a managed network's DHCP leases)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mac: str
+    addresses: list[str] = Field(default_factory=list)
+
+
 class NodeVm(BaseModel):
     """One VM as the node sees it (the core library's instance view)."""
 
@@ -69,6 +79,7 @@ class NodeVm(BaseModel):
     ssh_port: int
     pid: int | None = None
     image: str
+    nics: list[NodeVmNic] = Field(default_factory=list)  # none: a user-mode NIC
 
 
 class Capacity(BaseModel):
