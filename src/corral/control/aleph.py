@@ -132,9 +132,11 @@ def rootfs_image(ref: str, images: Mapping[str, str], fake_base: str | None) -> 
 def vm_create(
     item_hash: str, message: Message, image: str, network: str | None = None
 ) -> tuple[VmCreate, list[str]]:
-    """`network`: the node's default network, where the VM's one NIC goes (none: user-mode);
-    it is asked for as a qarax interface entry naming a corral network."""
-    """The VM of an instance message, and what of the message it could not honour."""
+    """The VM of an instance message, and what of the message it could not honour.
+
+    `network`: the node's default network, where the VM's one NIC goes (none: user-mode); it is
+    asked for as a qarax interface entry naming a corral network. The rootfs `persistence` is
+    not needed: a corral VM's disk is its own, kept until the VM is deleted."""
     content = message.content
     notes: list[str] = []
     sizes: list[int] = []
