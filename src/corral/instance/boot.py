@@ -31,10 +31,13 @@ def _resolve(files: InstanceFiles, path: str) -> Path:
 def machine_spec(
     ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
 ) -> MachineSpec:
-    """The machine for this record: root disk, volumes, seed last; ssh forward first."""
-    drives = [Drive("disk0", files.disk, "qcow2")]
+    """The machine for this record: root disk, volumes, seed last; ssh forward first, or its
+    NICs on host taps (which leave no user-mode NIC to forward through)."""
+    drives = [] if record.diskless else [Drive("disk0", files.disk, "qcow2")]
     drives += [
-        Drive(f"vol{i}", files.volume(i), "qcow2") for i in range(1, len(record.volumes) + 1)
+        # The serial names the volume in the guest: /dev/disk/by-id/virtio-vol1, ...
+        Drive(f"vol{i}", files.volume(i), "qcow2", serial=f"vol{i}")
+        for i in range(1, len(record.volumes) + 1)
     ]
     if record.seed:
         drives.append(Drive("seed", files.seed, "raw", readonly=True))
@@ -51,7 +54,10 @@ def machine_spec(
         memory_mib=record.memory_mib,
         accelerator=accelerator,
         drives=tuple(drives),
-        forwards=(Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards)),
+        forwards=()
+        if record.nics
+        else (Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards)),
+        nics=tuple(n.to_nic() for n in record.nics),
         qmp_socket=files.qmp,
         serial_socket=files.serial_socket,
         serial_log=files.serial_log,
@@ -62,6 +68,7 @@ def machine_spec(
 
 def start_qemu(ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles) -> Vm:
     """Validate the disk chain, start QEMU detached and wait until QMP answers."""
-    expected = ctx.store.chain(record.image_digest)
-    check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
+    if not record.diskless:
+        expected = ctx.store.chain(record.image_digest)
+        check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
     return asyncio.run(Vm.start(ctx.host.qemu.path, spec, files))

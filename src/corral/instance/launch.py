@@ -19,21 +19,21 @@ from corral.image.manifest import Manifest, now
 from corral.instance import registry
 from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
-from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord
+from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, NicRecord
 from corral.layout import InstanceFiles
 from corral.machine.ports import PortClaims, pick_ports, port_free
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
 
 
-def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest) -> BootRecord | None:
+def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest | None) -> BootRecord | None:
     if options.kernel is not None:
         return BootRecord(
             kernel="kernel",
             initrd="initrd" if options.initrd else None,
             cmdline=options.cmdline or "console=ttyS0",
         )
-    if image.kernel is None:
+    if image is None or image.kernel is None:
         return None
     return BootRecord(
         kernel=str(ctx.store.blob(image.kernel)),
@@ -68,11 +68,12 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
 
 
 def _make_disks(
-    ctx: Context, files: InstanceFiles, image: Manifest, record: InstanceRecord
+    ctx: Context, files: InstanceFiles, image: Manifest | None, record: InstanceRecord
 ) -> None:
-    ctx.qemu_img.create_overlay(
-        files.disk, ctx.store.blob(image.digest), image.format, record.disk_size
-    )
+    if image is not None:
+        ctx.qemu_img.create_overlay(
+            files.disk, ctx.store.blob(image.digest), image.format, record.disk_size
+        )
     for index, size in enumerate(record.volumes, start=1):
         ctx.qemu_img.create(files.volume(index), size)
 
@@ -102,11 +103,12 @@ def _write_seed(
 
 
 def launch(
-    ctx: Context, image_name: str, options: LaunchOptions, *, start: bool = True
+    ctx: Context, image_name: str | None, options: LaunchOptions, *, start: bool = True
 ) -> InstanceRecord:
     """Create and start an instance (start=False: create it stopped, its disks, seed and
-    ports ready for `start`); on any failure nothing of it is left behind."""
-    image = ctx.store.get(image_name)
+    ports ready for `start`); on any failure nothing of it is left behind. No image: a
+    diskless VM, booted from the options' kernel and initramfs alone."""
+    image = None if image_name is None else ctx.store.get(image_name)
     disk_size = validate(options, image)
     corral_key = ensure_corral_key(ctx.home.ssh_key)
     keys = collect_keys(corral_key, options.ssh_keys)
@@ -115,16 +117,17 @@ def launch(
     record = InstanceRecord(
         name=options.name,
         instance_id=f"i-{options.name}-{secrets.token_hex(4)}",
-        image=image.name,
-        image_digest=image.digest,
-        image_format=image.format,
+        image="" if image is None else image.name,
+        image_digest="" if image is None else image.digest,
+        image_format="" if image is None else image.format,
         cpus=options.cpus,
         memory_mib=options.memory_mib,
         disk_size=disk_size,
         volumes=options.volumes,
-        ssh_user=options.ssh_user or image.default_user,
+        ssh_user=options.ssh_user or (image.default_user if image else "root"),
         ssh_port=0,
         forwards=tuple(ForwardRecord.of(f) for f in options.forwards),
+        nics=tuple(NicRecord.of(n) for n in options.nics),
         boot=_boot_record(ctx, options, image),
         seed=options.seed,
         state="creating",
@@ -148,7 +151,8 @@ def launch(
             else:
                 record = record.replace(state="stopped", launcher_pid=None, launcher_start=None)
             registry.save(files, record)
-            touch(ctx, image)
+            if image is not None:
+                touch(ctx, image)
             return record
     except BaseException as exc:
         registry.destroy(files)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from corral.errors import InvalidInput
 from corral.image.manifest import now
-from corral.machine.spec import Forward
+from corral.machine.spec import Forward, TapNic
 from corral.records import Record
 
 State = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
@@ -64,6 +64,22 @@ class BootRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NicRecord(Record):
+    """A NIC on a host tap (the tap exists before the VM starts and outlives it)."""
+
+    tap: str
+    mac: str
+    mtu: int | None = None
+
+    @classmethod
+    def of(cls, nic: TapNic) -> NicRecord:
+        return cls(tap=nic.tap, mac=nic.mac, mtu=nic.mtu)
+
+    def to_nic(self) -> TapNic:
+        return TapNic(self.tap, self.mac, self.mtu)  # checked again: the file may be edited
+
+
+@dataclass(frozen=True, kw_only=True)
 class InstanceRecord(Record):
     """One instance. Saved atomically; the live state is derived from it plus the process."""
 
@@ -79,6 +95,7 @@ class InstanceRecord(Record):
     ssh_user: str
     ssh_port: int
     forwards: tuple[ForwardRecord, ...] = ()
+    nics: tuple[NicRecord, ...] = ()  # none: one user-mode NIC (the ssh port and forwards)
     boot: BootRecord | None = None
     seed: bool = True
     state: State = "creating"
@@ -87,3 +104,8 @@ class InstanceRecord(Record):
     launcher_start: int | None = None
     created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
+
+    @property
+    def diskless(self) -> bool:
+        """Booted from its kernel and initramfs alone, with no root disk (and no image)."""
+        return not self.image_digest

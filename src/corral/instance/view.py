@@ -24,6 +24,7 @@ def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[st
         "ssh_port": record.ssh_port,
         "ssh_user": record.ssh_user,
         "forwards": [str(f.to_forward()) for f in record.forwards],
+        "nics": [{"tap": n.tap, "mac": n.mac, "mtu": n.mtu} for n in record.nics],
         "console": str(files.serial_socket),
         "serial_log": str(files.serial_log),
         "qmp": str(files.qmp),

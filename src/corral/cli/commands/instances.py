@@ -67,6 +67,11 @@ def launch(
     initrd: Path | None = typer.Option(None, "--initrd"),
     cmdline: str | None = typer.Option(None, "--cmdline", help="Kernel command line."),
     forwards: list[str] = typer.Option([], "--forward", help="[ADDR:]HOSTPORT:GUESTPORT"),
+    nics: list[str] = typer.Option(
+        [],
+        "--tap",
+        help="NAME[,mac=MAC][,mtu=N]: a NIC on this existing TAP device (then no user-mode NIC).",
+    ),
     no_seed: bool = typer.Option(False, "--no-seed", help="Attach no cloud-init seed."),
     no_start: bool = typer.Option(
         False, "--no-start", help="Create the VM stopped; `corral start NAME` boots it."
@@ -98,6 +103,7 @@ def launch(
         initrd=initrd,
         cmdline=cmdline,
         forwards=forwards,
+        nics=nics,
         seed=not no_seed,
     )
     if client is not None:
