@@ -13,7 +13,9 @@ into the namespace (forked from the test, so it sees the test's imports); its re
 exception comes back. `netns.call_in_thread` runs any callable (e.g. `asyncio.run` of a
 coroutine using corral's SSH) in a fresh thread of this process that has entered the
 namespace (setns is per thread). `network_namespace()` is the same as a context manager, and
-`bridge_with_taps` builds a hand-made LAN in it with netlink. `netns.child()` makes a second
+`bridge_with_taps` builds a hand-made LAN in it with netlink. `entered_netns()` moves the
+calling thread itself into a fresh namespace for the block (so the control plane's threads,
+node agents and QEMU that a test starts live there). `netns.child()` makes a second
 namespace, e.g. to stand in for a VM at the end of a veth pair. On teardown every process
 left in the namespaces (a dnsmasq, a server) is killed and the namespaces are deleted. Names
 are random, so tests run in parallel under pytest-xdist.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import os
 import secrets
@@ -67,6 +70,20 @@ class Netns:
 
     def argv(self, argv: Sequence[str] = ()) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
+
+    def ip(self, *args: str) -> str:
+        """`ip` inside the namespace (tests may read its output; corral does not)."""
+        return self.run(["ip", *args]).stdout
+
+    def link(self, name: str) -> dict[str, Any]:
+        (link,) = json.loads(self.ip("-j", "-d", "link", "show", "dev", name))
+        return link  # type: ignore[no-any-return]  # ip's JSON
+
+    def bridge_with_tap(self, bridge: str, tap: str) -> None:
+        self.ip("link", "add", bridge, "type", "bridge")
+        self.ip("tuntap", "add", "dev", tap, "mode", "tap")
+        self.ip("link", "set", tap, "master", bridge, "up")
+        self.ip("link", "set", bridge, "up")
 
     def ipr(self) -> NetNS:
         """A pyroute2 (netlink) handle on the namespace; use it as a context manager."""
@@ -185,6 +202,21 @@ def network_namespace(prefix: str = "ct") -> Iterator[Netns]:
         yield ns
     finally:
         ns.close()
+
+
+@contextlib.contextmanager
+def entered_netns(prefix: str = "corral-t") -> Iterator[Netns]:
+    """A fresh namespace (loopback up), entered by the calling thread until the block ends."""
+    with network_namespace(prefix) as ns:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _enter(str(ns.path))
+            try:
+                yield ns
+            finally:
+                _enter(f"/proc/self/fd/{home}")
+        finally:
+            os.close(home)
 
 
 def bridge_with_taps(ns: Netns, bridge: str, addresses: Sequence[str], taps: Sequence[str]) -> None:

@@ -121,6 +121,11 @@ def test_control_plane_keys_from_file_and_environment(tmp_path: Path) -> None:
         ({"CORRAL_DEVELOPER_SSH_KEYS": '{"a": 1}'}, "list of ssh public key lines"),
         ({"CORRAL_MAX_BODY_BYTES": "1M"}, "max_body_bytes must be a whole number of bytes"),
         ({"CORRAL_MAX_BODY_BYTES": "100"}, "at least 1024"),
+        ({"CORRAL_ALEPH_IMAGES": "[1]"}, "aleph_images must map"),
+        ({"CORRAL_ALEPH_IMAGES": '{"../x": "tiny"}'}, "not a ref and an image name"),
+        ({"CORRAL_ALEPH_IMAGES": '{"ab": "a b"}'}, "not a ref and an image name"),
+        ({"CORRAL_ALEPH_FAKE_INSTANCE_BASE": "../base.img"}, "image name or an absolute path"),
+        ({"CORRAL_DEFAULT_NETWORK": "lab;rm"}, "default_network must be a network name"),
     ],
 )
 def test_bad_control_plane_values(tmp_path: Path, env: dict[str, str], words: str) -> None:
@@ -168,3 +173,40 @@ def test_storage_roots(tmp_path: Path) -> None:
 def test_bad_storage_roots(tmp_path: Path, value: str, words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         load_config(env={"CORRAL_STORAGE_ROOTS": value}, file=tmp_path / "none.toml")
+
+
+def test_aleph_keys_and_aleph_vms_own_names(tmp_path: Path) -> None:
+    from corral.control.settings import Settings
+
+    file = tmp_path / "config.toml"
+    file.write_text(
+        f'aleph_messages_dir = "{tmp_path}/messages"\ndefault_network = "lab"\n'
+        '[aleph_images]\n"549ec451" = "debian-12"\n'
+    )
+    env = {
+        "CORRAL_HOME": str(tmp_path),
+        "ALEPH_VM_FAKE_INSTANCE_BASE": "/srv/jammy.img",
+        "ALEPH_VM_FAKE_INSTANCE_MESSAGE": "/srv/message.json",
+        "ALEPH_VM_ALLOCATION_TOKEN_HASH": "9F86D081884C7D659A2FEAA0C55AD015" * 2,
+    }
+    # aleph-vm uses its fake base only with ALEPH_VM_USE_FAKE_INSTANCE_BASE set.
+    config = load_config(env=env, file=file)
+    assert config.aleph_fake_instance_base is None
+    assert config.aleph_fake_instance_message == Path("/srv/message.json")
+    assert config.allocation_token_hash is not None and config.allocation_token_hash.islower()
+    config = load_config(env={**env, "ALEPH_VM_USE_FAKE_INSTANCE_BASE": "1"}, file=file)
+    assert config.aleph_fake_instance_base == "/srv/jammy.img"
+    # corral's own names win.
+    config = load_config(
+        env={
+            **env,
+            "ALEPH_VM_USE_FAKE_INSTANCE_BASE": "1",
+            "CORRAL_ALEPH_FAKE_INSTANCE_BASE": "tiny",
+        },
+        file=file,
+    )
+    assert config.aleph_fake_instance_base == "tiny"
+    settings = Settings.from_config(config)
+    assert settings.aleph_messages_dir == tmp_path / "messages"
+    assert settings.aleph_images == {"549ec451": "debian-12"}
+    assert settings.default_network == "lab" and settings.aleph_fake_instance_base == "tiny"

@@ -66,6 +66,16 @@ class Config:
     allocation_token_hash: str | None = None  # sha256 hex of aleph-vm's X-Auth-Signature
     developer_ssh_keys: tuple[str, ...] = ()  # added to every VM's cloud-init
     vm_default_image: str | None = None  # image for VMs that name only a boot source
+    # aleph-vm instances: an allocation naming an unknown item hash makes its VM from
+    # <aleph_messages_dir>/<hash>.json, else (fake-instance mode) from the one fake message;
+    # the fake base (a corral image name, or a disk image file on the embedded server) then
+    # replaces every rootfs, and aleph_images maps rootfs refs to corral images.
+    aleph_messages_dir: Path | None = None
+    aleph_fake_instance_message: Path | None = None
+    aleph_fake_instance_base: str | None = None
+    aleph_images: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The network allocations start VMs on (none: a user-mode NIC).
+    default_network: str | None = None
     # Storage pools (control plane) and the files nodes boot from (node agent) must lie under
     # one of these directories. None: $CORRAL_HOME/pools; an empty tuple allows none.
     storage_roots: tuple[Path, ...] | None = None
@@ -101,8 +111,20 @@ _ENV = {
     "CORRAL_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
     "CORRAL_DEVELOPER_SSH_KEYS": "developer_ssh_keys",  # a JSON list, as aleph-vm takes it
     "CORRAL_VM_DEFAULT_IMAGE": "vm_default_image",
+    "CORRAL_ALEPH_MESSAGES_DIR": "aleph_messages_dir",
+    "CORRAL_ALEPH_FAKE_INSTANCE_MESSAGE": "aleph_fake_instance_message",
+    "CORRAL_ALEPH_FAKE_INSTANCE_BASE": "aleph_fake_instance_base",
+    "CORRAL_ALEPH_IMAGES": "aleph_images",  # a JSON object: rootfs ref -> corral image name
+    "CORRAL_DEFAULT_NETWORK": "default_network",
     "CORRAL_STORAGE_ROOTS": "storage_roots",  # directories separated by ':'
     "CORRAL_MAX_BODY_BYTES": "max_body_bytes",
+}
+# aleph-vm's own names for the same settings (its QEMU walkthrough sets them); CORRAL_* win.
+_ALEPH_ENV = {
+    "ALEPH_VM_ALLOCATION_TOKEN_HASH": "allocation_token_hash",
+    "ALEPH_VM_DEVELOPER_SSH_KEYS": "developer_ssh_keys",
+    "ALEPH_VM_FAKE_INSTANCE_MESSAGE": "aleph_fake_instance_message",
+    "ALEPH_VM_FAKE_INSTANCE_BASE": "aleph_fake_instance_base",
 }
 _KEYS = set(_ENV.values()) | {"catalog"}
 
@@ -123,6 +145,9 @@ def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> 
         if isinstance(data.get("catalog_file"), str):  # relative to the config file
             data["catalog_file"] = str(path.parent / Path(data["catalog_file"]).expanduser())
         values.update(data)
+    for var, key in _ALEPH_ENV.items():
+        if env.get(var) and (key != "aleph_fake_instance_base" or _true(env, _USE_FAKE_BASE)):
+            values[key] = env[var]
     for var, key in _ENV.items():
         if env.get(var):
             values[key] = env[var]
@@ -136,10 +161,33 @@ def load_config(env: dict[str, str] | None = None, file: Path | None = None) -> 
     return config
 
 
+_USE_FAKE_BASE = "ALEPH_VM_USE_FAKE_INSTANCE_BASE"  # aleph-vm uses its fake base only if set
+
+
+def _true(env: Mapping[str, str], var: str) -> bool:
+    return env.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _coerce(base: Config, values: dict[str, Any]) -> Config:
     changes: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("home", "cache_dir"):
+        if key in ("aleph_messages_dir", "aleph_fake_instance_message"):
+            changes[key] = Path(str(value)).expanduser().absolute()
+        elif key == "aleph_images":
+            changes[key] = parse_image_map(value)
+        elif key == "aleph_fake_instance_base":
+            text = str(value)
+            if not (text.startswith("/") or _IMAGE_NAME.fullmatch(text)):
+                raise InvalidInput(
+                    f"aleph_fake_instance_base must be an image name or an absolute path, "
+                    f"not {value!r}"
+                )
+            changes[key] = text
+        elif key == "default_network":
+            if not _NETWORK_NAME.fullmatch(str(value)):
+                raise InvalidInput(f"default_network must be a network name, not {value!r}")
+            changes[key] = str(value)
+        elif key in ("home", "cache_dir"):
             changes[key] = Path(str(value)).expanduser().absolute()
         elif key in ("ssh_key", "catalog_file"):
             changes[key] = Path(str(value)).expanduser()
@@ -187,6 +235,28 @@ def _positive_float(key: str, value: Any) -> float:
     if not 0 < number < float("inf"):
         raise InvalidInput(f"{key} must be a positive number, not {value!r}")
     return number
+
+
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_REF = re.compile(r"[A-Za-z0-9]{1,128}")
+
+
+def parse_image_map(value: Any) -> dict[str, str]:
+    """aleph rootfs refs -> corral image names: a table, or the same as a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInput(f"aleph_images must be a JSON object: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidInput("aleph_images must map rootfs refs to corral image names")
+    for ref, image in value.items():
+        if not _REF.fullmatch(ref) or not _IMAGE_NAME.fullmatch(image):
+            raise InvalidInput(f"aleph_images: {ref!r} -> {image!r} is not a ref and an image name")
+    return dict(value)
 
 
 def parse_size_limit(key: str, value: Any) -> int:

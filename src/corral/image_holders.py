@@ -19,8 +19,9 @@ def image_holders(ctx: Context) -> Holders:
     users: dict[str, list[str]] = {}
     keep: set[str] = BuildStore(ctx.home).referenced_blobs()
     for _, record in registry.records(ctx.home):
-        users.setdefault(record.image_digest, []).append(record.name)
-        keep.add(record.image_digest)
+        if not record.diskless:
+            users.setdefault(record.image_digest, []).append(record.name)
+            keep.add(record.image_digest)
         if record.boot is not None:
             for path in (record.boot.kernel, record.boot.initrd):
                 if path and Path(path).parent == ctx.home.blobs:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from corral.control.nodes import NodeAddress
 from corral.errors import Conflict, CorralError, NodeUnreachable, NotFound, QemuError
-from corral.node.protocol import Capacity, NodeClient, NodeVm, NodeVmSpec
+from corral.node.protocol import Capacity, NodeClient, NodeVm, NodeVmNic, NodeVmSpec
 
 
 class FakeNode:
@@ -88,6 +88,8 @@ class FakeNode:
             disk_size=spec.disk_size or (1 << 30),
             ssh_port=18000 + len(self.vms),
             image=spec.image or "base",
+            # A node that knows its VMs' addresses (the static ones it was given).
+            nics=[NodeVmNic(mac=n.mac, addresses=n.addresses) for n in spec.nics],
         )
         return self.vms[spec.name]
 

@@ -67,7 +67,13 @@ def test_allocations_start_listed_and_stop_unlisted_vms(api: Api) -> None:
     a, b, c = (api.vm(name) for name in ("a", "b", "c"))
     status, body = allocate(api, SIGNATURE, [a["id"], "b"], persistent=["c"])
     assert status == 200, body
-    assert body == {"success": True, "started": ["c", a["id"], "b"], "stopped": [], "failed": {}}
+    assert body == {
+        "success": True,
+        "started": ["c", a["id"], "b"],
+        "stopped": [],
+        "failed": {},
+        "notes": {},
+    }
     for vm in (a, b, c):
         assert api.ok("GET", f"/vms/{vm['id']}")["status"] == "running"
     # The developer key reached every VM's cloud-init.
@@ -86,7 +92,7 @@ def test_allocations_start_listed_and_stop_unlisted_vms(api: Api) -> None:
 
     # An empty allocation stops everything allocated before.
     status, body = allocate(api, SIGNATURE, [])
-    assert body == {"success": True, "started": [], "stopped": ["a"], "failed": {}}
+    assert body == {"success": True, "started": [], "stopped": ["a"], "failed": {}, "notes": {}}
     status, body = allocate(api, SIGNATURE, [])
     assert body["stopped"] == []  # forgotten once stopped
 

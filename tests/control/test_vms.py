@@ -48,6 +48,17 @@ def test_create_answers_201_with_the_vm_and_a_job_that_creates_it(api: Api) -> N
     node = api.fleet.nodes[(host["address"], host["port"])]
     spec = node.specs["my-vm"]
     assert (spec.cpus, spec.memory_mib, spec.image, spec.start) == (2, 512, "tiny", False)
+    # The interface reaches the node: its tap, MAC, MTU and static address.
+    (nic,) = spec.nics
+    assert (nic.tap, nic.mac, nic.mtu, nic.addresses) == (
+        "tap0",
+        "52:54:00:12:34:56",
+        1500,
+        ["192.168.100.10/24"],
+    )
+    (entry,) = api.ok("GET", f"/vms/{vm['id']}")["networks"]
+    assert entry["address"] == "192.168.100.10/24"  # asked for
+    assert entry["addresses"] == ["192.168.100.10/24"]  # what the node reports it has
     host = api.ok("GET", f"/hosts/{host['id']}")
     assert (host["used_vcpus"], host["used_memory"]) == (2, 512 * MIB)
 
@@ -153,16 +164,66 @@ def test_invalid_vms_are_422_naming_the_field_or_rule(api: Api) -> None:
         ({**base, "tags": ["bad tag"]}, "tags"),
         ({**base, "image_object_id": str(uuid.uuid4())}, "not both"),
         ({**base, "surprise": True}, "surprise"),
-        ({**base, "networks": [{"id": "n0"}, {"id": "n0"}]}, "distinct"),
+        (
+            {**base, "networks": [{"id": "n0", "tap": "t0"}, {"id": "n0", "tap": "t1"}]},
+            "distinct",
+        ),
     ]:
         error = api.ok("POST", "/vms", 422, json=bad)
         assert field in str(error["detail"]), (bad, error)
     no_image = {"name": "v", "memory_size": 256 * MIB}
     assert "give image" in api.ok("POST", "/vms", 422, json=no_image)["detail"]
+    assert (
+        "no root disk"
+        in api.ok(
+            "POST",
+            "/vms",
+            422,
+            json={**no_image, "boot_source_id": _boot(api), "disk_size": 1 << 30},
+        )["detail"]
+    )
     missing = {**no_image, "boot_source_id": str(uuid.uuid4()), "image": "tiny"}
     assert "no boot source" in api.ok("POST", "/vms", 422, json=missing)["detail"]
     api.vm("v")
     assert "already exists" in api.ok("POST", "/vms", 409, json=base)["detail"]
+
+
+def test_network_interfaces_qemu_cannot_honour_are_422_and_nothing_is_recorded(
+    api: Api,
+) -> None:
+    api.host()
+    base = {"name": "v", "boot_vcpus": 1, "memory_size": 256 * MIB, "image": "tiny"}
+    tap = {"id": "net0", "tap": "tap0"}
+    for nic, message in [
+        ({"id": "net0", "vhost_user": True}, "does not support vhost-user"),
+        ({**tap, "vhost_user": True}, "does not support vhost-user"),
+        ({"id": "net0", "mac": "52:54:00:12:34:56"}, "does not support macvtap"),
+        ({"id": "net0", "network": "lab"}, "managed networks are not yet available"),
+        ({**tap, "network": "lab"}, "not both"),
+        ({"id": "net0", "tap": "../../etc"}, "tap"),
+        ({"id": "net0", "tap": "a" * 16}, "tap"),
+        ({"id": "net0", "tap": "tap0;reboot"}, "tap"),
+        ({**tap, "ip": "192.168.100.10"}, "ip and mask together"),
+        ({**tap, "ip": "192.168.100.10", "mask": "255.0.255.0"}, "invalid mask"),
+        ({**tap, "ip": "my.host.name", "mask": "24"}, "IP address"),
+        ({**tap, "mac": "01:00:5e:00:00:01"}, "multicast"),
+        ({**tap, "mac": "52:54:00:12:34"}, "mac"),
+        ({**tap, "gateway": "192.168.100.1"}, "gateway needs ip"),
+    ]:
+        error = api.ok("POST", "/vms", 422, json={**base, "networks": [nic]})
+        assert message in str(error["detail"]), (nic, error)
+    two = [tap, {**tap, "id": "net1"}]
+    assert "one interface only" in str(api.ok("POST", "/vms", 422, json={**base, "networks": two}))
+    assert api.ok("GET", "/vms") == []
+
+
+def test_a_tap_interface_without_a_mac_gets_one_and_dhcp(api: Api) -> None:
+    host = api.host()
+    vm = api.vm("v", networks=[{"id": "net0", "tap": "tap0", "mtu": 9000}])
+    (entry,) = api.ok("GET", f"/vms/{vm['id']}")["networks"]
+    assert entry["mac"].startswith("52:54:00:") and "address" not in entry
+    (nic,) = api.fleet.nodes[(host["address"], host["port"])].specs["v"].nics
+    assert (nic.tap, nic.mac, nic.mtu, nic.addresses) == ("tap0", entry["mac"], 9000, [])
 
 
 def test_no_up_host_is_422(api: Api) -> None:
@@ -303,3 +364,39 @@ def _wait(condition, timeout: float = 5) -> None:  # type: ignore[no-untyped-def
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def _boot(api: Api) -> str:
+    """A boot source (kernel and initramfs storage objects) under the test's storage root."""
+    root = api.plane.settings.storage_roots[0]
+    body = {"name": "p", "pool_type": "local", "config": {"path": str(root)}}
+    pool = api.ok("POST", "/storage-pools", 201, json=body)
+    ids = {}
+    for kind in ("kernel", "initrd"):
+        body = {"name": kind, "storage_pool_id": pool["id"], "object_type": kind,
+                "config": {"path": str(root / kind)}}  # fmt: skip
+        ids[kind] = api.ok("POST", "/storage-objects", 201, json=body)["id"]
+    body = {"name": "b", "kernel_image_id": ids["kernel"], "initrd_image_id": ids["initrd"]}
+    return str(api.ok("POST", "/boot-sources", 201, json=body)["id"])
+
+
+def test_a_vm_with_only_a_boot_source_is_diskless(api: Api) -> None:
+    """qarax's "Minimal" example, with no vm_default_image configured."""
+    host = api.host()
+    body = {"name": "v", "memory_size": 256 * MIB, "boot_source_id": _boot(api)}
+    vm = api.ok("POST", "/vms", 201, json=body)
+    assert api.wait_job(vm["job_id"])["status"] == "completed"
+    spec = api.fleet.nodes[(host["address"], host["port"])].specs["v"]
+    root = api.plane.settings.storage_roots[0]
+    assert (spec.image, spec.base_disk) == (None, None)
+    assert (spec.kernel, spec.initrd) == (str(root / "kernel"), str(root / "initrd"))
+
+
+def test_volumes_reach_the_node_as_blank_disks(api: Api) -> None:
+    host = api.host()
+    vm = api.vm("v", volumes=[5 * MIB, 1 << 30])
+    assert api.ok("GET", f"/vms/{vm['id']}")["volumes"] == [5 * MIB, 1 << 30]
+    assert api.fleet.nodes[(host["address"], host["port"])].specs["v"].volumes == [5 * MIB, 1 << 30]
+    error = api.ok("POST", "/vms", 422, json={"name": "w", "memory_size": 256 * MIB,
+                                              "image": "tiny", "volumes": [MIB + 1]})  # fmt: skip
+    assert "multiples of 1 MiB" in str(error["detail"])

@@ -139,6 +139,9 @@ def test_volumes_forward_and_disk_size(vm_ctx: Context) -> None:
     )  # fmt: skip
     sizes = vm.execute("cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vdc/size")
     assert [int(s) * 512 for s in sizes.stdout.split()] == [512 << 20, 1 << 30, 64 << 20]
+    # Each volume is named by its serial (/dev/disk/by-id/virtio-vol1 where udev runs).
+    serials = vm.execute("for d in vdb vdc; do cat /sys/block/$d/serial; echo; done")
+    assert serials.stdout.split() == [b"vol1", b"vol2"]  # sysfs gives no newline
 
     async def over_forward() -> bytes:
         conn = await connect(SshTarget(extra, "root", vm_ctx.home.ssh_key))

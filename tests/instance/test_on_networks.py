@@ -317,3 +317,21 @@ def test_without_net_admin_launch_network_fails_in_one_line_and_user_mode_works(
     assert proc.returncode == 0, proc.stderr
     assert spare.inspect("f2")["ssh_port"] > 0
     spare.ok("rm", "-f", "f2")
+
+
+def test_a_vm_on_a_network_and_on_a_tap_of_its_own(spare: World) -> None:
+    """--network NICs first, then --tap NICs; rm removes corral's tap and leaves the caller's."""
+    spare.ok("network", "create", "n7", "--subnet", "10.99.0.0/24")
+    spare.ns.run(["ip", "tuntap", "add", "dev", "mytap0", "mode", "tap"])
+    spare.ok("launch", TINY, "--name", "g1", "--type", "c1m256", "--network", "n7",
+             "--tap", "mytap0,mac=52:54:00:99:00:01")  # fmt: skip
+    (ours,) = spare.our_links()
+    view = spare.inspect("g1")
+    assert [(n["network"], n["tap"]) for n in view["nics"]] == [("n7", ours), (None, "mytap0")]
+    assert view["nics"][1]["mac"] == "52:54:00:99:00:01"
+    argv = (spare.home / "instances" / "g1" / "qemu.stderr").read_text().splitlines()[0]
+    assert argv.index(f"ifname={ours}") < argv.index("ifname=mytap0")
+    assert "hostfwd" not in argv
+    spare.ok("rm", "-f", "g1")
+    assert spare.our_links() == []
+    assert spare.ns.run(["ip", "link", "show", "mytap0"], check=False).returncode == 0

@@ -19,8 +19,9 @@ from corral.instance.options import (
     NetworkNic,
     PublicKey,
     check_networks,
+    validate,
 )
-from corral.machine.spec import Forward
+from corral.machine.spec import Forward, TapNic
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOp me@laptop"
 
@@ -78,6 +79,39 @@ def test_the_python_api_is_typed_with_every_launch_parameter() -> None:
     typed = {name: ref.__forward_arg__ for name, ref in LaunchFields.__annotations__.items()}
     typed["name"] = typed["name"].removeprefix("Required[").removesuffix("]")
     assert typed == fields
+
+
+def test_taps_are_parsed_and_checked(tmp_path: Path) -> None:
+    (nic,) = LaunchRequest(name="a1", nics=["qtap0,mac=52:54:00:AB:CD:EF,mtu=1400"]).options().nics
+    assert (nic.tap, nic.mac, nic.mtu) == ("qtap0", "52:54:00:ab:cd:ef", 1400)
+    (made_up,) = LaunchRequest(name="a1", nics=["qtap0"]).options().nics
+    assert made_up.mac.startswith("52:54:00:") and made_up.mtu is None
+    for bad, words in [
+        ("qtap0,mtu=big", "mtu must be a number"),
+        ("qtap0,ip=10.0.0.1", "expected NAME"),
+        ("qtap0,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02", "expected NAME"),
+        ("../../etc/x", "invalid tap device name"),
+        ("a" * 16, "invalid tap device name"),
+        ("qtap0,mac=zz", "invalid MAC"),
+    ]:
+        with pytest.raises(InvalidInput, match=words):
+            LaunchRequest(name="a1", nics=[bad]).options()
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    diskless = LaunchRequest(name="a1", kernel=kernel, nics=["lo"]).options()
+    assert validate(diskless, None) == 0  # `lo` exists in every network namespace
+    with pytest.raises(InvalidInput, match="no TAP device 'nosuch0'"):
+        validate(
+            dataclasses.replace(diskless, nics=(TapNic("nosuch0", "52:54:00:00:00:01"),)), None
+        )
+    with pytest.raises(InvalidInput, match="port forwards need the user-mode NIC"):
+        validate(dataclasses.replace(diskless, forwards=(Forward(2222, 22),)), None)
+    with pytest.raises(InvalidInput, match="one NIC only"):
+        validate(dataclasses.replace(diskless, nics=diskless.nics * 2), None)
+    with pytest.raises(InvalidInput, match="boots from a kernel"):
+        validate(LaunchOptions(name="a1"), None)
+    with pytest.raises(InvalidInput, match="no root disk"):
+        validate(dataclasses.replace(diskless, disk_size=1 << 30), None)
 
 
 def test_network_nics_parse_in_order_with_their_address_and_mac() -> None:

@@ -93,7 +93,13 @@ def test_a_spec_the_library_refuses_is_422(agent: str) -> None:
     body = {"name": "v1", "image": "tiny", "base_disk": "/x"}
     response = httpx.post(f"{agent}/vms", headers=AUTH, json=body)
     assert response.status_code == 422
-    assert response.json()["detail"] == "give exactly one of image and base_disk"
+    assert response.json()["detail"] == "give image or base_disk, not both"
+    response = httpx.post(f"{agent}/vms", headers=AUTH, json={"name": "v1"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "give image, base_disk or a kernel (a diskless VM)"
+    tap = {"name": "v1", "image": "tiny", "nics": [{"tap": "nosuch0", "mac": "52:54:00:00:00:01"}]}
+    response = httpx.post(f"{agent}/vms", headers=AUTH, json=tap)
+    assert response.status_code == 422 and "no TAP device 'nosuch0'" in response.json()["detail"]
     response = httpx.post(f"{agent}/vms", headers=AUTH, json={"name": "v1", "image": "nope"})
     assert (response.status_code, response.json()["error"]) == (404, "not_found")
 

@@ -44,8 +44,18 @@ async def test_capacity_and_health(ctx: Context) -> None:
 @pytest.mark.parametrize(
     ("fields", "error", "match"),
     [
-        ({"image": "tiny", "base_disk": "/x"}, InvalidInput, "exactly one of"),
-        ({}, InvalidInput, "exactly one of"),
+        ({"image": "tiny", "base_disk": "/x"}, InvalidInput, "not both"),
+        ({}, InvalidInput, r"give image, base_disk or a kernel \(a diskless VM\)"),
+        (
+            {"image": "tiny", "nics": [{"tap": "nosuch0", "mac": "52:54:00:00:00:01"}]},
+            InvalidInput,
+            "no TAP device 'nosuch0'",
+        ),
+        (
+            {"image": "tiny", "nics": [{"tap": "a/b", "mac": "52:54:00:00:00:01"}]},
+            InvalidInput,
+            "invalid tap device name",
+        ),
         ({"base_disk": "relative.qcow2"}, InvalidInput, "absolute path"),
         ({"base_disk": "/tmp/disk.qcow2"}, InvalidInput, "not under a storage root"),
         ({"base_disk": "{root}/missing.qcow2"}, NotFound, "no such file"),

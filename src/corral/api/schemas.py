@@ -136,6 +136,7 @@ class VmPublic(Output):
     disk_size: int | None
     ssh_keys: list[str]
     networks: list[dict[str, Any]]
+    volumes: list[int]
     tags: list[str]
     created_at: datetime
     updated_at: datetime

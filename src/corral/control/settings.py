@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ class Settings:
     allocation_token_hash: str | None = None
     developer_ssh_keys: tuple[str, ...] = ()
     vm_default_image: str | None = None  # for VMs that name only a boot source (qarax's VM_ROOTFS)
+    # aleph-vm instance messages (see corral.control.aleph and Config)
+    aleph_messages_dir: Path | None = None
+    aleph_fake_instance_message: Path | None = None
+    aleph_fake_instance_base: str | None = None
+    aleph_images: Mapping[str, str] = field(default_factory=dict, hash=False)
+    default_network: str | None = None  # the network allocations start VMs on (none: user-mode)
     event_keepalive: float = 15.0  # seconds between keep-alive comments on a quiet /events
     allocation_timeout: float = 300.0  # seconds POST /control/allocations waits for its jobs
     migrate: bool = True  # apply the migrations on start
@@ -61,6 +68,11 @@ class Settings:
             allocation_token_hash=config.allocation_token_hash,
             developer_ssh_keys=config.developer_ssh_keys,
             vm_default_image=config.vm_default_image,
+            aleph_messages_dir=config.aleph_messages_dir,
+            aleph_fake_instance_message=config.aleph_fake_instance_message,
+            aleph_fake_instance_base=config.aleph_fake_instance_base,
+            aleph_images=dict(config.aleph_images),
+            default_network=config.default_network,
             local_node=embedded,
             config=config,
             storage_roots=config.pool_roots(),

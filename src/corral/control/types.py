@@ -176,22 +176,75 @@ class BootSourceCreate(Input):
 # --- vms -----------------------------------------------------------------------------------
 
 
-class NetworkInterface(Input):
-    """qarax's interface shape. corral's VMs use user-mode networking; these are recorded."""
+TAP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"  # an interface name (IFNAMSIZ), no path
+MAC_PATTERN = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"
 
-    id: Name
-    tap: Name | None = None
-    mac: (
-        Annotated[str, StringConstraints(pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")] | None
-    ) = None
-    ip: Annotated[str, StringConstraints(max_length=64), AfterValidator(_hostname_or_ip)] | None = (
-        None
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("must be an IP address") from None
+
+
+IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_ip)]
+
+
+class NetworkInterface(Input):
+    """qarax's interface shape: a NIC on an existing TAP device of the VM's host (`tap`), or
+    on a corral network (`network`). `ip` with `mask` is a static address the guest is given
+    through cloud-init network-config; without them the guest uses DHCP."""
+
+    id: Name = Field(description="the interface's name in the request (qarax's virtio id)")
+    tap: Annotated[str, StringConstraints(pattern=TAP_PATTERN)] | None = Field(
+        None, description="an existing TAP device on the VM's host"
     )
-    mask: (
-        Annotated[str, StringConstraints(max_length=64), AfterValidator(_hostname_or_ip)] | None
-    ) = None
+    network: Name | None = Field(None, description="a corral network (not yet available here)")
+    mac: Annotated[str, StringConstraints(pattern=MAC_PATTERN)] | None = None
+    ip: IpAddress | None = None
+    mask: Annotated[str, StringConstraints(max_length=64), AfterValidator(_clean)] | None = Field(
+        None, description="a netmask (255.255.255.0) or a prefix length (24)"
+    )
+    gateway: IpAddress | None = None
+    dns: list[IpAddress] = Field(default_factory=list, max_length=8)
     mtu: int | None = Field(None, ge=68, le=65535)
     vhost_user: bool | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> NetworkInterface:
+        if self.vhost_user or (self.tap is None and self.network is None):
+            kind = "vhost-user" if self.vhost_user else "macvtap"
+            raise ValueError(
+                f"interface {self.id!r}: the QEMU hypervisor here does not support {kind} "
+                "interfaces; give `tap` (an existing TAP device on the host)"
+            )
+        if self.tap is not None and self.network is not None:
+            raise ValueError(f"interface {self.id!r}: give tap or network, not both")
+        if self.network is not None:
+            raise ValueError(
+                f"interface {self.id!r}: managed networks are not yet available in the control "
+                "plane; give `tap` (an existing TAP device on the host)"
+            )
+        if (self.ip is None) != (self.mask is None):
+            raise ValueError(f"interface {self.id!r}: give ip and mask together")
+        if self.mac is not None:
+            self.mac = self.mac.lower()
+            if int(self.mac[:2], 16) & 1:
+                raise ValueError(f"interface {self.id!r}: {self.mac} is a multicast MAC")
+        if self.ip is not None:
+            self.cidr()  # a mask that does not fit the address is refused here
+        if self.gateway is not None and self.ip is None:
+            raise ValueError(f"interface {self.id!r}: a gateway needs ip and mask")
+        return self
+
+    def cidr(self) -> str | None:
+        """The static address as CIDR (192.168.100.10/24), or None for DHCP."""
+        if self.ip is None or self.mask is None:
+            return None
+        try:
+            return str(ipaddress.ip_interface(f"{self.ip}/{self.mask}"))
+        except ValueError:
+            raise ValueError(f"interface {self.id!r}: invalid mask {self.mask[:40]!r}") from None
 
 
 def _hypervisor(value: str) -> str:
@@ -222,6 +275,11 @@ class VmCreate(Input):
     user_data: UserData | None = None
     ssh_keys: list[SshKey] = Field(default_factory=list, max_length=64)
     networks: list[NetworkInterface] = Field(default_factory=list, max_length=16)
+    volumes: list[Annotated[int, Field(ge=MIB, le=MAX_BYTES)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="blank data disks (bytes each), attached after the root disk",
+    )
     tags: list[Tag] = Field(default_factory=list, max_length=64)
     start: bool = Field(False, description="start the VM once it is created")
 
@@ -231,10 +289,18 @@ class VmCreate(Input):
             raise ValueError("max_vcpus must be at least boot_vcpus")
         if self.memory_size % MIB:
             raise ValueError("memory_size must be a multiple of 1 MiB (1048576 bytes)")
+        if any(size % MIB for size in self.volumes):
+            raise ValueError("volume sizes must be multiples of 1 MiB (1048576 bytes)")
         if self.image is not None and self.image_object_id is not None:
             raise ValueError("give image or image_object_id, not both")
         if len({n.id for n in self.networks}) != len(self.networks):
             raise ValueError("network interface ids must be distinct")
+        taps = [n.tap for n in self.networks if n.tap is not None]
+        if len(set(taps)) != len(taps):
+            raise ValueError("a TAP device can carry one interface only")
+        macs = [n.mac for n in self.networks if n.mac is not None]
+        if len(set(macs)) != len(macs):
+            raise ValueError("network interface MACs must be distinct")
         self.tags = sorted(set(self.tags))
         return self
 
@@ -272,3 +338,7 @@ class AllocationResult(BaseModel):
     started: list[str]
     stopped: list[str]
     failed: dict[str, str] = Field(description="VM reference -> why it could not be handled")
+    notes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="item hash -> what of its message was not honoured (e.g. immutable volumes)",
+    )

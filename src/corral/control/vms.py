@@ -21,7 +21,8 @@ from corral.control.hosts import lock_host, recount, vm_event
 from corral.control.jobs import Finish
 from corral.control.nodes import NodeAddress
 from corral.control.scheduling import check_room, schedule
-from corral.control.types import VmAction, VmCreate
+from corral.control.settings import IN_PROCESS
+from corral.control.types import NetworkInterface, VmAction, VmCreate
 from corral.control.vmspec import check_roots, node_spec, read_node_spec
 from corral.db.models import Job, Vm, utcnow
 from corral.db.repositories import (
@@ -32,7 +33,9 @@ from corral.db.repositories import (
     VmRepository,
 )
 from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
+from corral.instance.options import random_mac
 from corral.node.protocol import NodeClient, NodeVm, NodeVmSpec
+from corral.node.taps import check_tap_exists
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
@@ -79,6 +82,11 @@ class VmService:
             data.memory_size,
         )
         host_id = host.id
+        if host.address == IN_PROCESS:
+            # This very host: a missing tap is refused before anything is written.
+            for nic in data.networks:
+                if nic.tap is not None:
+                    check_tap_exists(nic.tap)
         now = utcnow()
         vm: dict[str, Any] = {
             "id": uuid.uuid4(),
@@ -96,7 +104,8 @@ class VmService:
             "disk_size": data.disk_size,
             "user_data": data.user_data,
             "ssh_keys": list(data.ssh_keys),
-            "networks": [n.model_dump(exclude_none=True) for n in data.networks],
+            "networks": [_interface(n) for n in data.networks],
+            "volumes": list(data.volumes),
             "created_at": now,
             "updated_at": now,
         }
@@ -305,9 +314,20 @@ class VmService:
         return self.plane.nodes.for_host(where), name
 
 
+def _interface(nic: NetworkInterface) -> dict[str, Any]:
+    """How an interface is recorded: as given, with its MAC (made up if none was given, so
+    the guest's network-config can match it) and its static address as CIDR."""
+    entry = nic.model_dump(exclude_none=True, exclude_defaults=True)
+    entry["mac"] = nic.mac or random_mac()
+    address = nic.cidr()
+    if address is not None:
+        entry["address"] = address
+    return entry
+
+
 def _boot_from(session: Session, data: VmCreate, default_image: str | None) -> str | None:
-    """The image a new VM boots from (None: its disk object), once its boot source and disk
-    object are known to exist and be what they claim."""
+    """The image a new VM boots from (None: its disk object, or no disk at all), once its boot
+    source and disk object are known to exist and be what they claim."""
     if (
         data.boot_source_id is not None
         and BootSourceRepository(session).get(data.boot_source_id) is None
@@ -323,8 +343,13 @@ def _boot_from(session: Session, data: VmCreate, default_image: str | None) -> s
             )
         return data.image
     if data.image is None and default_image is None:
+        if data.boot_source_id is not None:  # qarax's "Minimal": diskless, from its kernel
+            if data.disk_size is not None:
+                raise InvalidInput("disk_size: a VM with no image has no root disk to size")
+            return None
         raise InvalidInput(
-            "give image (a corral image name) or image_object_id (a disk storage object)",
+            "give image (a corral image name), image_object_id (a disk storage object) "
+            "or boot_source_id (a kernel and initramfs to boot without a disk)",
             hint="or set vm_default_image in the server's configuration",
         )
     return data.image or default_image

@@ -17,7 +17,7 @@ from corral.control.nodes import NodeAddress
 from corral.control.types import MIB
 from corral.db.repositories import VmRepository
 from corral.errors import NotFound
-from corral.node.protocol import NodeVmSpec
+from corral.node.protocol import NodeNic, NodeVmSpec
 from corral.storage_roots import under_root
 
 
@@ -33,12 +33,27 @@ def node_spec(vm: Mapping[Any, Any], start: bool, developer_keys: Sequence[str])
         cpus=vm["boot_vcpus"],
         memory_mib=vm["memory_size"] // MIB,
         disk_size=vm["disk_size"],
+        volumes=list(vm.get("volumes") or ()),
         user_data=vm["user_data"],
         ssh_keys=list(dict.fromkeys(keys)),
         kernel=_path(vm.get("kernel")),
         initrd=_path(vm.get("initrd")),
         cmdline=vm.get("kernel_params"),
+        # Rows from before interfaces were honoured have no MAC: those VMs keep user-mode NICs.
+        nics=[_nic(e) for e in vm.get("networks") or () if e.get("tap") and e.get("mac")],
         start=start,
+    )
+
+
+def _nic(entry: Mapping[str, Any]) -> NodeNic:
+    """A recorded interface (see vms._interface): only TAP interfaces are ever recorded."""
+    return NodeNic(
+        tap=entry["tap"],
+        mac=entry["mac"],
+        mtu=entry.get("mtu"),
+        addresses=[entry["address"]] if entry.get("address") else [],
+        gateway4=entry.get("gateway"),
+        nameservers=list(entry.get("dns", ())),
     )
 
 

@@ -27,7 +27,10 @@ def apply(
     expected: str | None = None,
 ) -> None:
     """Record the VM's status from what the node reports (`expected`: the status the VM most
-    likely still has, tried first in one statement; a create's VM is `pending`)."""
+    likely still has, tried first in one statement; a create's VM is `pending`), and the
+    addresses it reports for the VM's interfaces."""
+    if any(nic.addresses for nic in seen.nics):
+        _addresses(session, vm_id, seen)
     if expected is not None:
         status, why = vm_status(seen.state, expected), reason or seen.reason
         # A real change that keeps the reservation (shut down or not) needs no host lock.
@@ -39,6 +42,22 @@ def apply(
     row = VmRepository(session).state(vm_id)
     if row is not None:
         _move(session, vm_id, row, vm_status(seen.state, row.status), reason or seen.reason)
+
+
+def _addresses(session: Session, vm_id: uuid.UUID, seen: NodeVm) -> None:
+    """Each recorded interface (matched by MAC) gets the addresses the node sees it have."""
+    vm = VmRepository(session).get(vm_id)
+    if vm is None:
+        return
+    found = {nic.mac.lower(): nic.addresses for nic in seen.nics if nic.addresses}
+    networks = [dict(entry) for entry in vm.networks]
+    for entry in networks:
+        addresses = found.get(str(entry.get("mac", "")).lower())
+        if addresses:
+            entry["addresses"] = list(addresses)
+    if networks != vm.networks:
+        vm.networks = networks
+        session.flush()
 
 
 def set_status(session: Session, vm_id: uuid.UUID, status: str, reason: str) -> None:

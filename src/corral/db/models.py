@@ -163,6 +163,7 @@ class Vm(Base):
     user_data: Mapped[str | None] = mapped_column(Text)
     ssh_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     networks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    volumes: Mapped[list[int]] = mapped_column(JSON, default=list, server_default="[]")  # bytes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

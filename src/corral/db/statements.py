@@ -108,7 +108,7 @@ INSERT_JOB = insert(JOBS)
 NEW_VM_COLUMNS = (
     "id", "name", "hypervisor", "status", "status_reason", "host_id", "boot_vcpus", "max_vcpus",
     "memory_size", "boot_source_id", "image", "image_object_id", "disk_size", "user_data",
-    "ssh_keys", "networks", "created_at", "updated_at",
+    "ssh_keys", "networks", "volumes", "created_at", "updated_at",
 )  # fmt: skip
 NEW_JOB_COLUMNS = (
     "id", "kind", "status", "vm_id", "host_id", "created_at", "started_at", "process_id",
@@ -168,6 +168,8 @@ VM_NODE_SPEC = (
         _v.disk_size,
         _v.user_data,
         _v.ssh_keys,
+        _v.networks,
+        _v.volumes,
         _h.id.label("host_id"),
         _h.name.label("host_name"),
         _h.address,

@@ -32,10 +32,13 @@ def machine_spec(
     ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
 ) -> MachineSpec:
     """The machine for this record: root disk, volumes, seed last; ssh forward first, or its
-    NICs on managed networks' taps (which leave no user-mode NIC to forward through)."""
-    drives = [Drive("disk0", files.disk, "qcow2")]
+    NICs on managed networks' taps and on host taps (which leave no user-mode NIC to forward
+    through)."""
+    drives = [] if record.diskless else [Drive("disk0", files.disk, "qcow2")]
     drives += [
-        Drive(f"vol{i}", files.volume(i), "qcow2") for i in range(1, len(record.volumes) + 1)
+        # The serial names the volume in the guest: /dev/disk/by-id/virtio-vol1, ...
+        Drive(f"vol{i}", files.volume(i), "qcow2", serial=f"vol{i}")
+        for i in range(1, len(record.volumes) + 1)
     ]
     if record.seed:
         drives.append(Drive("seed", files.seed, "raw", readonly=True))
@@ -53,7 +56,9 @@ def machine_spec(
         accelerator=accelerator,
         drives=tuple(drives),
         forwards=_forwards(record),
-        nics=tuple(nic.to_nic() for nic in record.networks),
+        # Managed networks' NICs first (eth0...: the network-config corral writes names them),
+        # then NICs on the caller's taps.
+        nics=(*(n.to_nic() for n in record.networks), *(n.to_nic() for n in record.nics)),
         qmp_socket=files.qmp,
         serial_socket=files.serial_socket,
         serial_log=files.serial_log,
@@ -63,13 +68,14 @@ def machine_spec(
 
 
 def _forwards(record: InstanceRecord) -> tuple[Forward, ...]:
-    if not record.ssh_port:  # on taps: reached at its address
+    if not record.ssh_port or record.nics or record.networks:  # on taps: no user-mode NIC
         return ()
     return (Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards))
 
 
 def start_qemu(ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles) -> Vm:
     """Validate the disk chain, start QEMU detached and wait until QMP answers."""
-    expected = ctx.store.chain(record.image_digest)
-    check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
+    if not record.diskless:
+        expected = ctx.store.chain(record.image_digest)
+        check_chain_inside(ctx.qemu_img, files.disk, "qcow2", ctx.home.blobs, expected)
     return asyncio.run(Vm.start(ctx.host.qemu.path, spec, files))

@@ -20,7 +20,7 @@ from corral.image.manifest import Manifest, now
 from corral.instance import networking, registry
 from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
-from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord
+from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, NicRecord
 from corral.layout import InstanceFiles
 from corral.machine.ports import PortClaims, pick_ports, port_free
 from corral.net.model import Attachment
@@ -28,14 +28,14 @@ from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
 
 
-def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest) -> BootRecord | None:
+def _boot_record(ctx: Context, options: LaunchOptions, image: Manifest | None) -> BootRecord | None:
     if options.kernel is not None:
         return BootRecord(
             kernel="kernel",
             initrd="initrd" if options.initrd else None,
             cmdline=options.cmdline or "console=ttyS0",
         )
-    if image.kernel is None:
+    if image is None or image.kernel is None:
         return None
     return BootRecord(
         kernel=str(ctx.store.blob(image.kernel)),
@@ -66,7 +66,7 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
             ):
                 raise Conflict(f"host port {pub.host_port} is in use")
         reserved |= {f.host_port for f in (*options.forwards, *options.published)}
-        if not options.networks:  # on a managed network it is reached at its address
+        if not (options.networks or options.nics):  # on taps: no user-mode NIC to forward
             (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
             record = record.replace(ssh_port=ssh_port)
         files.dir.mkdir(mode=0o700)
@@ -76,11 +76,12 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
 
 
 def _make_disks(
-    ctx: Context, files: InstanceFiles, image: Manifest, record: InstanceRecord
+    ctx: Context, files: InstanceFiles, image: Manifest | None, record: InstanceRecord
 ) -> None:
-    ctx.qemu_img.create_overlay(
-        files.disk, ctx.store.blob(image.digest), image.format, record.disk_size
-    )
+    if image is not None:
+        ctx.qemu_img.create_overlay(
+            files.disk, ctx.store.blob(image.digest), image.format, record.disk_size
+        )
     for index, size in enumerate(record.volumes, start=1):
         ctx.qemu_img.create(files.volume(index), size)
 
@@ -117,11 +118,12 @@ def _write_seed(
 
 
 def launch(
-    ctx: Context, image_name: str, options: LaunchOptions, *, start: bool = True
+    ctx: Context, image_name: str | None, options: LaunchOptions, *, start: bool = True
 ) -> InstanceRecord:
     """Create and start an instance (start=False: create it stopped, its disks, seed and
-    ports ready for `start`); on any failure nothing of it is left behind."""
-    image = ctx.store.get(image_name)
+    ports ready for `start`); on any failure nothing of it is left behind. No image: a
+    diskless VM, booted from the options' kernel and initramfs alone."""
+    image = None if image_name is None else ctx.store.get(image_name)
     disk_size = validate(options, image)
     corral_key = ensure_corral_key(ctx.home.ssh_key)
     keys = collect_keys(corral_key, options.ssh_keys)
@@ -131,16 +133,17 @@ def launch(
     record = InstanceRecord(
         name=options.name,
         instance_id=f"i-{options.name}-{secrets.token_hex(4)}",
-        image=image.name,
-        image_digest=image.digest,
-        image_format=image.format,
+        image="" if image is None else image.name,
+        image_digest="" if image is None else image.digest,
+        image_format="" if image is None else image.format,
         cpus=options.cpus,
         memory_mib=options.memory_mib,
         disk_size=disk_size,
         volumes=options.volumes,
-        ssh_user=options.ssh_user or image.default_user,
+        ssh_user=options.ssh_user or (image.default_user if image else "root"),
         ssh_port=0,
         forwards=tuple(ForwardRecord.of(f) for f in options.forwards),
+        nics=tuple(NicRecord.of(n) for n in options.nics),
         published=tuple(ForwardRecord.of(f) for f in options.published),
         boot=_boot_record(ctx, options, image),
         seed=options.seed,
@@ -171,7 +174,8 @@ def launch(
             else:
                 record = record.replace(state="stopped", launcher_pid=None, launcher_start=None)
             registry.save(files, record)
-            touch(ctx, image)
+            if image is not None:
+                touch(ctx, image)
             return record
     except BaseException as exc:
         if options.networks:  # before the record goes: it is what keeps its NICs alive

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from corral.errors import InvalidInput, NotFound
 from corral.guest.ssh_keys import KEY_PREFIXES, read_public_keys
 from corral.image.manifest import Manifest
 from corral.instance.record import check_instance_name
-from corral.machine.spec import Forward, parse_forward
+from corral.machine.spec import Forward, TapNic, parse_forward
 from corral.net.model import check_mac
 from corral.net.model import check_name as check_network_name
 from corral.units import (
@@ -76,6 +78,7 @@ class LaunchOptions:
     initrd: Path | None = None
     cmdline: str | None = None
     forwards: tuple[Forward, ...] = field(default=())
+    nics: tuple[TapNic, ...] = ()  # NICs on existing host taps (then no user-mode NIC)
     networks: tuple[NetworkNic, ...] = ()  # NICs on managed networks (then no user-mode NIC)
     published: tuple[Forward, ...] = ()  # ports published (DNAT) to the first network's NIC
     seed: bool = True
@@ -116,22 +119,42 @@ def parse_network(text: str) -> NetworkNic:
     return NetworkNic(name, values.get("ip"), values.get("mac"))
 
 
-def validate(options: LaunchOptions, image: Manifest) -> int:
-    """Check the options against the image; return the disk size to use."""
+def validate(options: LaunchOptions, image: Manifest | None) -> int:
+    """Check the options against the image (None: diskless, booted from its kernel and
+    initramfs); return the disk size to use."""
     check_instance_name(options.name)
     check_cpus(options.cpus)
     check_memory(options.memory_mib)
+    if image is None:
+        if options.kernel is None:
+            raise InvalidInput("a VM without an image boots from a kernel: give one")
+        if options.disk_size is not None:
+            raise InvalidInput("a VM without an image has no root disk to size")
+    disk_size = 0 if image is None else _disk_size(options, image)
+    for path in (options.kernel, options.initrd):
+        if path is not None and not path.is_file():
+            raise NotFound(f"no such file: {path}")
+    if (
+        options.kernel is None
+        and (options.initrd or options.cmdline)
+        and (image is None or image.kernel is None)
+    ):
+        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
+    _check_rest(options)
+    return disk_size
+
+
+def _disk_size(options: LaunchOptions, image: Manifest) -> int:
     disk_size = options.disk_size or image.virtual_size
     if disk_size < image.virtual_size:
         raise InvalidInput(
             f"disk size {format_size(disk_size)} is smaller than image {image.name!r} "
             f"({format_size(image.virtual_size)}); disks are never truncated"
         )
-    for path in (options.kernel, options.initrd):
-        if path is not None and not path.is_file():
-            raise NotFound(f"no such file: {path}")
-    if options.kernel is None and (options.initrd or options.cmdline) and image.kernel is None:
-        raise InvalidInput("--initrd and --cmdline need a kernel (--kernel or an image with one)")
+    return disk_size
+
+
+def _check_rest(options: LaunchOptions) -> None:
     for size in options.volumes:
         if size <= 0:
             raise InvalidInput("a volume size must be greater than zero")
@@ -140,8 +163,17 @@ def validate(options: LaunchOptions, image: Manifest) -> int:
         if (fwd.host_port, fwd.protocol) in seen:
             raise InvalidInput(f"host port {fwd.host_port} is forwarded twice")
         seen.add((fwd.host_port, fwd.protocol))
+    if options.nics and options.forwards:
+        raise InvalidInput(
+            "port forwards need the user-mode NIC, and a VM on taps has none",
+            hint="reach it at its address on the taps' network",
+        )
+    taps = [nic.tap for nic in options.nics]
+    if len(set(taps)) != len(taps):
+        raise InvalidInput("a tap device can carry one NIC only")
+    for tap in taps:
+        check_tap_exists(tap)
     check_networks(options)
-    return disk_size
 
 
 def check_networks(options: LaunchOptions) -> None:
@@ -188,6 +220,7 @@ class LaunchRequest:
     initrd: str | os.PathLike[str] | None = None
     cmdline: str | None = None
     forwards: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/tcp|udp]
+    nics: Iterable[str | TapNic] = ()  # NAME[,mac=MAC][,mtu=N]: NICs on existing host taps
     networks: Iterable[str | NetworkNic] = ()  # NAME[,ip=ADDR][,mac=MAC]: managed networks
     publish: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/udp] on a network
     seed: bool = True  # attach a cloud-init seed
@@ -225,6 +258,7 @@ class LaunchRequest:
             forwards=tuple(
                 f if isinstance(f, Forward) else parse_forward(f) for f in self.forwards
             ),
+            nics=tuple(n if isinstance(n, TapNic) else parse_tap(n) for n in self.nics),
             networks=tuple(
                 n if isinstance(n, NetworkNic) else parse_network(n) for n in self.networks
             ),
@@ -257,6 +291,41 @@ class LaunchFields(TypedDict, total=False):
     networks: Iterable[str | NetworkNic]
     publish: Iterable[str | Forward]
     seed: bool
+    nics: Iterable[str | TapNic]
+
+
+def parse_tap(text: str) -> TapNic:
+    """`NAME[,mac=MAC][,mtu=N]`: a NIC on an existing host tap (a MAC is made up if none)."""
+    name, *rest = text.split(",")
+    values: dict[str, str] = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("mac", "mtu") or key in values:
+            raise InvalidInput(f"invalid tap {text!r}: expected NAME[,mac=MAC][,mtu=N]")
+        values[key] = value
+    mtu = values.get("mtu")
+    if mtu is not None and not mtu.isdigit():
+        raise InvalidInput(f"invalid tap {text!r}: mtu must be a number")
+    mac = values.get("mac", "").lower() or random_mac()
+    return TapNic(name, mac, int(mtu) if mtu is not None else None)
+
+
+def random_mac() -> str:
+    """A unicast MAC in QEMU's 52:54:00 range."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def check_tap_exists(name: str) -> None:
+    """`name` has passed TapNic's pattern (no path, no NUL, <= 15 bytes). Asked through a
+    socket of the calling thread's network namespace (not /sys, which shows the namespace sysfs
+    was mounted in), so a launch inside `ip netns exec` or a setns'd thread sees its own."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        raise InvalidInput(
+            f"no TAP device {name!r} on this host",
+            hint="create it first, e.g. ip tuntap add dev NAME mode tap",
+        ) from None
 
 
 def parse_publish(text: str) -> Forward:

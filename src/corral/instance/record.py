@@ -64,6 +64,22 @@ class BootRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NicRecord(Record):
+    """A NIC on a host tap (the tap exists before the VM starts and outlives it)."""
+
+    tap: str
+    mac: str
+    mtu: int | None = None
+
+    @classmethod
+    def of(cls, nic: TapNic) -> NicRecord:
+        return cls(tap=nic.tap, mac=nic.mac, mtu=nic.mtu)
+
+    def to_nic(self) -> TapNic:
+        return TapNic(self.tap, self.mac, self.mtu)  # checked again: the file may be edited
+
+
+@dataclass(frozen=True, kw_only=True)
 class NetworkNicRecord(Record):
     """A NIC on a managed network, as attached at launch: its tap (made by corral.net on the
     network's bridge, kept while the VM exists), MAC and reserved address."""
@@ -95,7 +111,9 @@ class InstanceRecord(Record):
     ssh_user: str
     ssh_port: int
     forwards: tuple[ForwardRecord, ...] = ()
-    # NICs on managed networks, in launch order; with any, no user-mode NIC (ssh_port 0).
+    nics: tuple[NicRecord, ...] = ()  # none: one user-mode NIC (the ssh port and forwards)
+    # NICs on managed networks, in launch order (before `nics` in the VM); with any, no
+    # user-mode NIC and no ssh forward (ssh_port 0): it is reached at `address`.
     networks: tuple[NetworkNicRecord, ...] = ()
     published: tuple[ForwardRecord, ...] = ()  # ports published to networks[0]'s address
     boot: BootRecord | None = None
@@ -111,3 +129,8 @@ class InstanceRecord(Record):
     def address(self) -> str | None:
         """Where the VM is reached without a forward: its first managed network's address."""
         return self.networks[0].ipv4 if self.networks else None
+
+    @property
+    def diskless(self) -> bool:
+        """Booted from its kernel and initramfs alone, with no root disk (and no image)."""
+        return not self.image_digest

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.context import Context
-from corral.errors import Conflict, NotFound
+from corral.errors import Conflict, InvalidInput, NotFound
 from corral.fsutil import hash_file
 from corral.image.layers import Blob, save_image
 from corral.image.manifest import Manifest, check_image_name
@@ -54,6 +54,8 @@ def snapshot_as_image(
     files, record = registry.load_named(ctx.home, name)
     if ctx.store.exists(image_name):
         raise Conflict(f"image {image_name!r} already exists")
+    if record.diskless:
+        raise InvalidInput(f"instance {name!r} has no disk to save: it boots from its kernel")
     base = Blob(record.image_digest, record.image_format)
     with registry.instance_lock(files):
         record = registry.load(files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.instance.record import InstanceRecord, NetworkNicRecord
+from corral.instance.record import InstanceRecord, NetworkNicRecord, NicRecord
 from corral.instance.state import Observed
 from corral.layout import Home
 from corral.net import dnsmasq
@@ -12,6 +12,7 @@ from corral.net import dnsmasq
 
 def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[str, Any]:
     files = home.instance(record.name)
+    networks = [_nic_view(home, nic) for nic in record.networks]
     return {
         "name": record.name,
         "state": seen.state,
@@ -26,7 +27,10 @@ def instance_view(home: Home, record: InstanceRecord, seen: Observed) -> dict[st
         "ssh_user": record.ssh_user,
         "forwards": [str(f.to_forward()) for f in record.forwards],
         "address": record.address,
-        "networks": [_nic_view(home, nic) for nic in record.networks],
+        "networks": networks,
+        # Every NIC on a tap, in the VM's order (managed networks' first), with the addresses
+        # known for it: what a node reports to the control plane.
+        "nics": [*(_nic_summary(n) for n in networks), *(_tap_view(n) for n in record.nics)],
         "published": [str(p.to_forward()) for p in record.published],
         "console": str(files.serial_socket),
         "serial_log": str(files.serial_log),
@@ -56,3 +60,12 @@ def _nic_view(home: Home, nic: NetworkNicRecord) -> dict[str, Any]:
         "leased": leased,
         "mtu": nic.mtu,
     }
+
+
+def _nic_summary(nic: dict[str, Any]) -> dict[str, Any]:
+    return {k: nic[k] for k in ("network", "tap", "mac", "mtu", "addresses")}
+
+
+def _tap_view(nic: NicRecord) -> dict[str, Any]:
+    """A NIC on the caller's own tap: corral knows no address of it."""
+    return {"network": None, "tap": nic.tap, "mac": nic.mac, "mtu": nic.mtu, "addresses": []}

@@ -30,6 +30,7 @@ from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
 from corral.machine import console
 from corral.node.protocol import Capacity, NodeVm, NodeVmSpec, Tunnel
+from corral.node.taps import network_config, tap_nics
 from corral.node.tunnel import TcpTunnel
 from corral.storage_roots import open_under
 from corral.version import __version__
@@ -92,8 +93,10 @@ class LocalNode:
     def _create(self, spec: NodeVmSpec) -> NodeVm:
         # Cheap checks first: a bad name must not cost the import of a large base disk.
         check_instance_name(spec.name)
-        if (spec.image is None) == (spec.base_disk is None):
-            raise InvalidInput("give exactly one of image and base_disk")
+        if spec.image is not None and spec.base_disk is not None:
+            raise InvalidInput("give image or base_disk, not both")
+        if spec.image is None and spec.base_disk is None and spec.kernel is None:
+            raise InvalidInput("give image, base_disk or a kernel (a diskless VM)")
         keys = [PublicKey(line, what=f"ssh_keys[{i}]") for i, line in enumerate(spec.ssh_keys)]
         if spec.disk_size is not None and spec.disk_size <= 0:
             raise InvalidInput(
@@ -101,28 +104,32 @@ class LocalNode:
             )
         if self.ctx.home.instance(spec.name).dir.exists():
             raise Conflict(f"an instance named {spec.name!r} already exists")
+        nics = tap_nics(spec.nics)  # a missing tap is refused before anything is made
         with contextlib.ExitStack() as opened:
             # Files named by the control plane are opened once, confined to the storage roots,
             # and read through their descriptors: a link swapped in later is never followed.
             base_disk = self._open(opened, spec.base_disk, "base_disk")
             kernel = self._open(opened, spec.kernel, "kernel")
             initrd = self._open(opened, spec.initrd, "initrd")
-            if base_disk is None:
-                image = spec.image or ""
-            else:
+            image: str | None = spec.image  # None and no base disk: diskless
+            if base_disk is not None:
                 image = self._base_image(base_disk, spec.base_disk or "")
             request = LaunchRequest(
                 name=spec.name,
                 cpus=spec.cpus,
                 memory=spec.memory_mib,
                 disk_size=spec.disk_size,
+                volumes=[f"{-(-size // 1024)}K" for size in spec.volumes],  # KiB, rounded up
                 ssh_keys=keys,
                 user_data=spec.user_data,
                 kernel=_fd_file(kernel) if kernel is not None else None,
                 initrd=_fd_file(initrd) if initrd is not None else None,
                 cmdline=spec.cmdline,
+                nics=nics,
+                network_config=network_config(spec.nics),
             )
-            launch(self.ctx, resolve_image(self.ctx, image), request.options(), start=spec.start)
+            name = None if image is None else resolve_image(self.ctx, image)
+            launch(self.ctx, name, request.options(), start=spec.start)
         return self._view(spec.name)
 
     def _open(self, opened: contextlib.ExitStack, text: str | None, what: str) -> int | None:

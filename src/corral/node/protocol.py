@@ -19,6 +19,21 @@ from pydantic import BaseModel, ConfigDict, Field
 VmState = Literal["creating", "starting", "running", "paused", "stopping", "stopped", "crashed"]
 
 
+class NodeNic(BaseModel):
+    """A NIC on a TAP device that already exists on the node (qarax's `networks[].tap`), and
+    how the guest configures it (static addresses through cloud-init network-config, or DHCP
+    when there are none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tap: str  # checked by the node: a strict name, and an existing interface
+    mac: str
+    mtu: int | None = None
+    addresses: list[str] = Field(default_factory=list)  # CIDR, e.g. 192.168.100.10/24
+    gateway4: str | None = None
+    nameservers: list[str] = Field(default_factory=list)
+
+
 class NodeVmSpec(BaseModel):
     """What a node needs to create (and start) one VM."""
 
@@ -30,12 +45,24 @@ class NodeVmSpec(BaseModel):
     cpus: int = Field(1, ge=1)
     memory_mib: int = Field(1024, ge=64)
     disk_size: int | None = None  # bytes; default the image's size
+    volumes: list[int] = Field(default_factory=list)  # blank data disks, bytes each
     user_data: str | None = None
     ssh_keys: list[str] = Field(default_factory=list)  # public key lines
     kernel: str | None = None  # paths on the node (direct kernel boot)
     initrd: str | None = None
     cmdline: str | None = None
+    nics: list[NodeNic] = Field(default_factory=list)  # none: a user-mode NIC
     start: bool = True
+
+
+class NodeVmNic(BaseModel):
+    """A NIC of a VM as the node sees it (the instance view's `nics`): its MAC, and the
+    addresses the node knows it has (e.g. from a managed network's DHCP leases)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mac: str
+    addresses: list[str] = Field(default_factory=list)
 
 
 class NodeVm(BaseModel):
@@ -53,6 +80,7 @@ class NodeVm(BaseModel):
     ssh_user: str | None = None  # whom ssh logs in as (None from older nodes)
     pid: int | None = None
     image: str
+    nics: list[NodeVmNic] = Field(default_factory=list)  # none: a user-mode NIC
 
 
 class Capacity(BaseModel):

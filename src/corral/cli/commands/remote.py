@@ -154,6 +154,7 @@ _LOCAL_ONLY_LAUNCH = {
     "initrd": "--initrd",
     "cmdline": "--cmdline",
     "forwards": "--forward",
+    "nics": "--tap",
     "networks": "--network",
     "publish": "--publish",
 }
