@@ -335,3 +335,15 @@ def test_a_vm_on_a_network_and_on_a_tap_of_its_own(spare: World) -> None:
     spare.ok("rm", "-f", "g1")
     assert spare.our_links() == []
     assert spare.ns.run(["ip", "link", "show", "mytap0"], check=False).returncode == 0
+
+
+def test_a_vm_on_taps_alone_has_no_ssh_port_and_says_why_exec_cannot_reach_it(
+    spare: World,
+) -> None:
+    spare.ns.run(["ip", "tuntap", "add", "dev", "mytap1", "mode", "tap"])
+    spare.ok("launch", TINY, "--name", "h1", "--type", "c1m256", "--tap", "mytap1")
+    assert spare.inspect("h1")["ssh_port"] == 0  # no user-mode NIC: no port held for nothing
+    proc = spare.exec("h1", "true")
+    assert proc.returncode == 2
+    assert "has no SSH forward, and corral knows no address of it" in proc.stderr
+    spare.ok("rm", "-f", "h1")
