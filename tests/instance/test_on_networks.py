@@ -81,6 +81,14 @@ class World:
                 ["vms"]]  # fmt: skip
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has gone (it may, between listing and reading)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def home_id_of(home: Path) -> str:
     return home_id(Home(home))
 
@@ -297,8 +305,7 @@ def test_kill_9_during_a_launch_with_network_leaves_nothing(spare: World) -> Non
         assert attachments.parent.is_dir()  # the network itself stays
         assert spare.network_vms("n5") == [], point
         assert spare.dnat_rules() == [], point
-        assert not [p for p in spare.ns.pids() if b"qemu" in Path(f"/proc/{p}/cmdline")
-                    .read_bytes()], point  # fmt: skip
+        assert not [p for p in spare.ns.pids() if b"qemu" in cmdline(p)], point
     assert len(landed) >= 2, landed  # most kills landed midway, not after the launch ended
 
 
