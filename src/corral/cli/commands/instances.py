@@ -386,7 +386,7 @@ def ls(json_out: bool = JSON) -> None:
                 i["cpus"],
                 f"{i['memory_mib']}M",
                 human_size(i["disk_size"]),
-                i["ssh_port"] or i["address"],
+                i["ssh_port"] or i["address"] or "-",
                 i["pid"],
             )
             for i in items
