@@ -222,6 +222,7 @@ def reconcile_locked(home: Home, owner_alive: Callable[[str], bool] | None = Non
     expected: set[str] = set()
     for name in names:
         files = home.network(name)
+        registry.remove_stale_temps(files)
         try:
             record: NetworkRecord | None = registry.load(files)
         except CorralError:

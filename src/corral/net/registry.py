@@ -96,3 +96,13 @@ def ready_attachments(files: NetworkFiles) -> list[AttachmentRecord]:
 def save_attachment(files: NetworkFiles, record: AttachmentRecord) -> None:
     make_dir(files.attachments)
     write_atomic(files.attachment(record.owner), record.to_json(), mode=0o600)
+
+
+def remove_stale_temps(files: NetworkFiles) -> None:
+    """Temporary files of atomic writes a killed command left (`.NAME.RANDOM.tmp`). Every write
+    under a network's directory happens under the networks lock, which the caller holds: any
+    such file now is a dead writer's."""
+    for folder in (files.dir, files.attachments):
+        if folder.is_dir():
+            for temp in folder.glob(".*.tmp"):
+                temp.unlink(missing_ok=True)
