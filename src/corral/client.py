@@ -49,7 +49,13 @@ class Instance:
 
     @property
     def ssh_port(self) -> int:
+        """The host port forwarded to its SSH (0 on a managed network: see `address`)."""
         return self.record.ssh_port
+
+    @property
+    def address(self) -> str | None:
+        """Its address on its first managed network (None on user-mode networking)."""
+        return self.record.address
 
     @property
     def console(self) -> Path:

@@ -6,7 +6,7 @@ import pytest
 
 from corral.errors import Forbidden, InvalidInput
 from corral.instance.endpoint import exposed_ports, vm_endpoint
-from corral.instance.record import ForwardRecord, InstanceRecord
+from corral.instance.record import ForwardRecord, InstanceRecord, NetworkNicRecord
 
 
 def record(*forwards: ForwardRecord, ssh_port: int = 18000) -> InstanceRecord:
@@ -57,3 +57,18 @@ def test_a_vm_without_an_ssh_forward_exposes_only_its_forwards() -> None:
 def test_ports_out_of_range_are_invalid(port: int) -> None:
     with pytest.raises(InvalidInput, match="between 1 and 65535"):
         vm_endpoint(record(), port)
+
+
+def test_a_vm_on_a_managed_network_is_reached_at_its_address_on_22_and_published_ports() -> None:
+    nic = NetworkNicRecord(network="lan", tap="crt0123456789ab", mac="52:54:00:00:00:01",
+                           ipv4="10.80.0.5", prefix=24)  # fmt: skip
+    published = (ForwardRecord(host_port=8080, guest_port=80),
+                 ForwardRecord(host_port=5353, guest_port=53, protocol="udp"))  # fmt: skip
+    vm = record(ssh_port=0).replace(networks=(nic,), published=published)
+    assert exposed_ports(vm) == [22, 80]
+    assert vm_endpoint(vm, 22) == ("10.80.0.5", 22)
+    assert vm_endpoint(vm, 80) == ("10.80.0.5", 80)
+    for port in (53, 8080, 5432):
+        with pytest.raises(Forbidden) as caught:
+            vm_endpoint(vm, port)
+        assert caught.value.hint == f"expose it at launch: --publish HOSTPORT:{port}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,9 @@ from corral.instance.options import (
     LaunchFields,
     LaunchOptions,
     LaunchRequest,
+    NetworkNic,
     PublicKey,
+    check_networks,
     validate,
 )
 from corral.machine.spec import Forward, TapNic
@@ -108,3 +112,54 @@ def test_taps_are_parsed_and_checked(tmp_path: Path) -> None:
         validate(LaunchOptions(name="a1"), None)
     with pytest.raises(InvalidInput, match="no root disk"):
         validate(dataclasses.replace(diskless, disk_size=1 << 30), None)
+
+
+def test_network_nics_parse_in_order_with_their_address_and_mac() -> None:
+    options = LaunchRequest(
+        name="a1",
+        networks=["lan,ip=10.80.0.5,mac=52:54:00:AA:00:01", "back", NetworkNic("third")],
+        publish=["8080:80", "0.0.0.0:5353:53/udp"],
+    ).options()
+    assert options.networks == (
+        NetworkNic("lan", "10.80.0.5", "52:54:00:aa:00:01"),
+        NetworkNic("back"),
+        NetworkNic("third"),
+    )
+    assert options.published == (Forward(8080, 80), Forward(5353, 53, "udp", "0.0.0.0"))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("lan,ip=10.80.0.x", "invalid address '10.80.0.x' for network 'lan'"),
+        ("lan,mac=52:54:00:00:00:01\n", "invalid MAC"),
+        ("lan,mac=53:54:00:00:00:01", "multicast"),
+        ("Lan", "invalid network name 'Lan'"),
+        ("lan;rm -rf /", "invalid network name"),
+        ("lan,ip=10.80.0.5,ip=10.80.0.6", "expected NAME[,ip=ADDR][,mac=MAC]"),
+        ("lan,mtu=9000", "expected NAME[,ip=ADDR][,mac=MAC]"),
+        ("lan,ip=", "expected NAME[,ip=ADDR][,mac=MAC]"),
+        ("", "invalid network name ''"),
+    ],
+)
+def test_a_bad_network_nic_is_refused_in_one_line(text: str, words: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(words)):
+        LaunchRequest(name="a1", networks=[text]).options()
+
+
+def test_forwards_and_networks_exclude_each_other_and_publish_needs_a_network() -> None:
+    def check(**fields: Any) -> None:
+        check_networks(LaunchRequest(name="a1", **fields).options())
+
+    with pytest.raises(InvalidInput, match="--forward needs the user-mode NIC") as caught:
+        check(networks=["lan"], forwards=["8080:80"])
+    assert caught.value.hint is not None and "--publish" in caught.value.hint
+    with pytest.raises(InvalidInput, match="--publish needs a managed network"):
+        check(publish=["8080:80"])
+    with pytest.raises(InvalidInput, match="one NIC per network"):
+        check(networks=["lan", "lan,ip=10.80.0.9"])
+    with pytest.raises(InvalidInput, match="published twice"):
+        check(networks=["lan"], publish=["8080:80", "127.0.0.2:8080:81"])
+    with pytest.raises(InvalidInput, match="invalid --publish '80'"):
+        check(networks=["lan"], publish=["80"])
+    check(networks=["lan"], publish=["8080:80", "8080:80/udp"])

@@ -32,7 +32,8 @@ def machine_spec(
     ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
 ) -> MachineSpec:
     """The machine for this record: root disk, volumes, seed last; ssh forward first, or its
-    NICs on host taps (which leave no user-mode NIC to forward through)."""
+    NICs on managed networks' taps and on host taps (which leave no user-mode NIC to forward
+    through)."""
     drives = [] if record.diskless else [Drive("disk0", files.disk, "qcow2")]
     drives += [
         # The serial names the volume in the guest: /dev/disk/by-id/virtio-vol1, ...
@@ -54,16 +55,22 @@ def machine_spec(
         memory_mib=record.memory_mib,
         accelerator=accelerator,
         drives=tuple(drives),
-        forwards=()
-        if record.nics
-        else (Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards)),
-        nics=tuple(n.to_nic() for n in record.nics),
+        forwards=_forwards(record),
+        # Managed networks' NICs first (eth0...: the network-config corral writes names them),
+        # then NICs on the caller's taps.
+        nics=(*(n.to_nic() for n in record.networks), *(n.to_nic() for n in record.nics)),
         qmp_socket=files.qmp,
         serial_socket=files.serial_socket,
         serial_log=files.serial_log,
         pidfile=files.pidfile,
         boot=boot,
     )
+
+
+def _forwards(record: InstanceRecord) -> tuple[Forward, ...]:
+    if not record.ssh_port or record.nics or record.networks:  # on taps: no user-mode NIC
+        return ()
+    return (Forward(record.ssh_port, 22), *(f.to_forward() for f in record.forwards))
 
 
 def start_qemu(ctx: Context, record: InstanceRecord, spec: MachineSpec, files: InstanceFiles) -> Vm:

@@ -23,8 +23,10 @@ from corral.machine.vm import Vm
 
 
 def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
-    """Where the instance answers SSH: its forward on 127.0.0.1. (An instance on a network
-    without a forward is `SshTarget.at(its address, ...)`, port 22.)"""
+    """Where the instance answers SSH: its forward on 127.0.0.1, or, on a managed network
+    (no forward), port 22 at its address there."""
+    if not record.ssh_port and record.address is not None:
+        return SshTarget.at(record.address, user=record.ssh_user, key=ctx.home.ssh_key)
     return SshTarget(port=record.ssh_port, user=record.ssh_user, key=ctx.home.ssh_key)
 
 

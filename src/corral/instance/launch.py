@@ -6,22 +6,24 @@ killed outright is cleaned up by the next command (see registry.reap_stale).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 
 from corral.context import Context
-from corral.errors import Conflict, QemuError
+from corral.errors import Conflict, CorralError, QemuError
 from corral.fsutil import locked, process_start_time
 from corral.guest.ssh_keys import collect_keys, ensure_corral_key
 from corral.image.layers import touch
 from corral.image.manifest import Manifest, now
-from corral.instance import registry
+from corral.instance import networking, registry
 from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
 from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, NicRecord
 from corral.layout import InstanceFiles
 from corral.machine.ports import PortClaims, pick_ports, port_free
+from corral.net.model import Attachment
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
 
@@ -58,10 +60,16 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
                 fwd.host_port, fwd.host_addr, fwd.protocol
             ):
                 raise Conflict(f"host port {fwd.host_port} is in use")
-        reserved |= {f.host_port for f in options.forwards}
-        (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
+        for pub in options.published:
+            if pub.host_port in reserved or not port_free(
+                pub.host_port, pub.host_addr, pub.protocol
+            ):
+                raise Conflict(f"host port {pub.host_port} is in use")
+        reserved |= {f.host_port for f in (*options.forwards, *options.published)}
+        if not options.networks:  # on a managed network it is reached at its address
+            (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
+            record = record.replace(ssh_port=ssh_port)
         files.dir.mkdir(mode=0o700)
-        record = record.replace(ssh_port=ssh_port)
         registry.save(files, record)
         claims.claim(files.dir, registry.ports(record))
     return files
@@ -87,15 +95,22 @@ def _copy_boot_files(options: LaunchOptions, files: InstanceFiles) -> None:
 
 
 def _write_seed(
-    options: LaunchOptions, files: InstanceFiles, record: InstanceRecord, keys: tuple[str, ...]
+    options: LaunchOptions,
+    files: InstanceFiles,
+    record: InstanceRecord,
+    keys: tuple[str, ...],
+    attached: list[Attachment],
 ) -> None:
+    network_config = options.network_config  # the user's, when given, wins over corral's
+    if network_config is None and attached:
+        network_config = networking.network_config(options.networks, attached)
     seed = SeedInput(
         instance_id=record.instance_id,
         hostname=record.name,
         user=record.ssh_user,
         ssh_keys=keys,
         user_data=options.user_data,
-        network_config=options.network_config,
+        network_config=network_config,
         vendor_data=options.vendor_data,
         meta_data=options.meta_data,
     )
@@ -113,6 +128,7 @@ def launch(
     corral_key = ensure_corral_key(ctx.home.ssh_key)
     keys = collect_keys(corral_key, options.ssh_keys)
     host = ctx.host  # resolves qemu before anything is created
+    networking.check_allowed(options.networks)
     registry.reap_stale(ctx.home)
     record = InstanceRecord(
         name=options.name,
@@ -128,6 +144,7 @@ def launch(
         ssh_port=0,
         forwards=tuple(ForwardRecord.of(f) for f in options.forwards),
         nics=tuple(NicRecord.of(n) for n in options.nics),
+        published=tuple(ForwardRecord.of(f) for f in options.published),
         boot=_boot_record(ctx, options, image),
         seed=options.seed,
         state="creating",
@@ -138,10 +155,16 @@ def launch(
     try:
         with registry.instance_lock(files):
             record = registry.load(files)
+            attached: list[Attachment] = []
+            if options.networks:
+                record, attached = networking.attach_all(
+                    ctx.home, record, options.networks, options.published
+                )
+                registry.save(files, record)
             _make_disks(ctx, files, image, record)
             _copy_boot_files(options, files)
             if options.seed:
-                _write_seed(options, files, record, keys)
+                _write_seed(options, files, record, keys, attached)
             spec = machine_spec(ctx, record, files, host.accelerator)
             if start:
                 start_qemu(ctx, record, spec, files)
@@ -155,6 +178,10 @@ def launch(
                 touch(ctx, image)
             return record
     except BaseException as exc:
+        if options.networks:  # before the record goes: it is what keeps its NICs alive
+            registry.destroy_vm(files)
+            with contextlib.suppress(CorralError, OSError):
+                networking.detach(ctx.home, options.name)
         registry.destroy(files)
         if isinstance(exc, QemuError):
             exc.hint = None  # it pointed into the instance directory, which is gone now

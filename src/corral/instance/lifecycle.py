@@ -15,7 +15,7 @@ from corral.context import Context
 from corral.errors import Conflict
 from corral.fsutil import locked, process_start_time
 from corral.image.manifest import now
-from corral.instance import registry
+from corral.instance import networking, registry
 from corral.instance.boot import machine_spec, start_qemu
 from corral.instance.record import InstanceRecord, State
 from corral.instance.state import Observed, observe
@@ -76,7 +76,7 @@ def start(ctx: Context, name: str) -> InstanceRecord:
             raise Conflict(f"instance {name!r} is already {seen.state}")
         host = ctx.host
         with locked(ctx.home.ports_lock):
-            ports = [(record.ssh_port, "127.0.0.1", "tcp")]
+            ports = [(record.ssh_port, "127.0.0.1", "tcp")] if record.ssh_port else []
             ports += [(f.host_port, f.host_addr, f.protocol) for f in record.forwards]
             for port, addr, proto in ports:
                 if not wait_port_free(port, addr, proto):
@@ -90,6 +90,7 @@ def start(ctx: Context, name: str) -> InstanceRecord:
                 launcher_start=process_start_time(os.getpid()),
             )
         try:
+            networking.reattach(ctx.home, record)  # a host restart may have taken its taps
             start_qemu(ctx, record, machine_spec(ctx, record, files, host.accelerator), files)
         except BaseException:
             _update(files, record, state="stopped", launcher_pid=None, launcher_start=None)
@@ -133,7 +134,8 @@ def resume(ctx: Context, name: str) -> InstanceRecord:
 
 
 def remove(ctx: Context, name: str, *, force: bool = False) -> None:
-    """Delete an instance: its disk, seed, sockets and ports. A running one needs force."""
+    """Delete an instance: its disk, seed, sockets, ports and NICs on managed networks. A
+    running one needs force."""
     files, record = registry.load_named(ctx.home, name)
     with registry.instance_lock(files):
         seen = observe(record, files)
@@ -142,5 +144,8 @@ def remove(ctx: Context, name: str, *, force: bool = False) -> None:
                 f"instance {name!r} is {seen.state}: stop it first, or use --force",
                 hint=f"corral stop {name}",
             )
+        if record.networks and seen.pid is not None:
+            registry.destroy_vm(files)  # QEMU lets go of its taps before they are removed
+        networking.detach(ctx.home, name)  # before the record goes: it keeps its NICs alive
         with locked(ctx.home.ports_lock):
             registry.destroy(files)

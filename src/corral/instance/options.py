@@ -5,6 +5,7 @@ they are parsed into.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -18,6 +19,8 @@ from corral.guest.ssh_keys import KEY_PREFIXES, read_public_keys
 from corral.image.manifest import Manifest
 from corral.instance.record import check_instance_name
 from corral.machine.spec import Forward, TapNic, parse_forward
+from corral.net.model import check_mac
+from corral.net.model import check_name as check_network_name
 from corral.units import (
     check_cpus,
     check_memory,
@@ -76,8 +79,44 @@ class LaunchOptions:
     cmdline: str | None = None
     forwards: tuple[Forward, ...] = field(default=())
     nics: tuple[TapNic, ...] = ()  # NICs on existing host taps (then no user-mode NIC)
+    networks: tuple[NetworkNic, ...] = ()  # NICs on managed networks (then no user-mode NIC)
+    published: tuple[Forward, ...] = ()  # ports published (DNAT) to the first network's NIC
     seed: bool = True
     ssh_user: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkNic:
+    """A NIC the VM is to have on a managed network: its name, and the address and MAC asked
+    for (None: picked by the network). Checked here, before anything is created."""
+
+    network: str
+    ip: str | None = None
+    mac: str | None = None
+
+    def __post_init__(self) -> None:
+        check_network_name(self.network)
+        if self.ip is not None:
+            try:
+                ipaddress.IPv4Address(self.ip)
+            except ValueError:
+                raise InvalidInput(
+                    f"invalid address {self.ip!r} for network {self.network!r}: expected IPv4"
+                ) from None
+        if self.mac is not None:
+            object.__setattr__(self, "mac", check_mac(self.mac))
+
+
+def parse_network(text: str) -> NetworkNic:
+    """`NAME[,ip=ADDR][,mac=MAC]`: a NIC on the managed network NAME."""
+    name, *rest = text.split(",")
+    values: dict[str, str] = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("ip", "mac") or key in values or not value:
+            raise InvalidInput(f"invalid network {text!r}: expected NAME[,ip=ADDR][,mac=MAC]")
+        values[key] = value
+    return NetworkNic(name, values.get("ip"), values.get("mac"))
 
 
 def validate(options: LaunchOptions, image: Manifest | None) -> int:
@@ -134,6 +173,30 @@ def _check_rest(options: LaunchOptions) -> None:
         raise InvalidInput("a tap device can carry one NIC only")
     for tap in taps:
         check_tap_exists(tap)
+    check_networks(options)
+
+
+def check_networks(options: LaunchOptions) -> None:
+    """--network against --forward and --publish: a VM on managed networks has no user-mode
+    NIC, and publishes ports to its first network instead."""
+    names = [nic.network for nic in options.networks]
+    if len(set(names)) != len(names):
+        raise InvalidInput("a VM has one NIC per network: a network is named twice")
+    if options.networks and options.forwards:
+        raise InvalidInput(
+            "--forward needs the user-mode NIC, and a VM on a managed network has none",
+            hint="publish its ports instead: --publish [ADDR:]HOSTPORT:GUESTPORT[/udp]",
+        )
+    if options.published and not options.networks:
+        raise InvalidInput(
+            "--publish needs a managed network (--network NAME)",
+            hint="a VM on user-mode networking forwards ports: --forward HOSTPORT:GUESTPORT",
+        )
+    seen: set[tuple[int, str]] = set()
+    for pub in options.published:
+        if (pub.host_port, pub.protocol) in seen:
+            raise InvalidInput(f"host port {pub.host_port} is published twice")
+        seen.add((pub.host_port, pub.protocol))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +221,8 @@ class LaunchRequest:
     cmdline: str | None = None
     forwards: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/tcp|udp]
     nics: Iterable[str | TapNic] = ()  # NAME[,mac=MAC][,mtu=N]: NICs on existing host taps
+    networks: Iterable[str | NetworkNic] = ()  # NAME[,ip=ADDR][,mac=MAC]: managed networks
+    publish: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/udp] on a network
     seed: bool = True  # attach a cloud-init seed
 
     def options(self) -> LaunchOptions:
@@ -194,6 +259,12 @@ class LaunchRequest:
                 f if isinstance(f, Forward) else parse_forward(f) for f in self.forwards
             ),
             nics=tuple(n if isinstance(n, TapNic) else parse_tap(n) for n in self.nics),
+            networks=tuple(
+                n if isinstance(n, NetworkNic) else parse_network(n) for n in self.networks
+            ),
+            published=tuple(
+                p if isinstance(p, Forward) else parse_publish(p) for p in self.publish
+            ),
             seed=self.seed,
         )
 
@@ -217,6 +288,8 @@ class LaunchFields(TypedDict, total=False):
     initrd: str | os.PathLike[str] | None
     cmdline: str | None
     forwards: Iterable[str | Forward]
+    networks: Iterable[str | NetworkNic]
+    publish: Iterable[str | Forward]
     seed: bool
     nics: Iterable[str | TapNic]
 
@@ -253,6 +326,14 @@ def check_tap_exists(name: str) -> None:
             f"no TAP device {name!r} on this host",
             hint="create it first, e.g. ip tuntap add dev NAME mode tap",
         ) from None
+
+
+def parse_publish(text: str) -> Forward:
+    """`[ADDR:]HOSTPORT:GUESTPORT[/udp]`, as a forward is written (ADDR 127.0.0.1 by default)."""
+    try:
+        return parse_forward(text)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message.replace("invalid forward", "invalid --publish", 1)) from None
 
 
 def _public_keys(given: str | os.PathLike[str]) -> list[str]:

@@ -80,6 +80,22 @@ class NicRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NetworkNicRecord(Record):
+    """A NIC on a managed network, as attached at launch: its tap (made by corral.net on the
+    network's bridge, kept while the VM exists), MAC and reserved address."""
+
+    network: str
+    tap: str
+    mac: str
+    ipv4: str
+    prefix: int
+    mtu: int | None = None
+
+    def to_nic(self) -> TapNic:
+        return TapNic(self.tap, self.mac, self.mtu)  # checked again: the file may be edited
+
+
+@dataclass(frozen=True, kw_only=True)
 class InstanceRecord(Record):
     """One instance. Saved atomically; the live state is derived from it plus the process."""
 
@@ -96,6 +112,10 @@ class InstanceRecord(Record):
     ssh_port: int
     forwards: tuple[ForwardRecord, ...] = ()
     nics: tuple[NicRecord, ...] = ()  # none: one user-mode NIC (the ssh port and forwards)
+    # NICs on managed networks, in launch order (before `nics` in the VM); with any, no
+    # user-mode NIC and no ssh forward (ssh_port 0): it is reached at `address`.
+    networks: tuple[NetworkNicRecord, ...] = ()
+    published: tuple[ForwardRecord, ...] = ()  # ports published to networks[0]'s address
     boot: BootRecord | None = None
     seed: bool = True
     state: State = "creating"
@@ -104,6 +124,11 @@ class InstanceRecord(Record):
     launcher_start: int | None = None
     created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
+
+    @property
+    def address(self) -> str | None:
+        """Where the VM is reached without a forward: its first managed network's address."""
+        return self.networks[0].ipv4 if self.networks else None
 
     @property
     def diskless(self) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from corral.errors import Conflict, CorralError, NotFound
 from corral.fsutil import locked, write_atomic
+from corral.instance import networking
 from corral.instance.record import InstanceRecord, check_instance_name
 from corral.instance.state import observe
 from corral.layout import Home, InstanceFiles
@@ -69,8 +70,10 @@ def instance_lock(files: InstanceFiles, *, blocking: bool = True) -> Iterator[No
 
 
 def ports(record: InstanceRecord) -> list[int]:
-    """The host ports the instance holds for as long as it exists (running or not)."""
-    return [record.ssh_port, *(f.host_port for f in record.forwards)]
+    """The host ports the instance holds for as long as it exists (running or not): its ssh
+    forward (none on a managed network), its forwards and the ports published to it."""
+    ssh = [record.ssh_port] if record.ssh_port else []
+    return [*ssh, *(f.host_port for f in (*record.forwards, *record.published))]
 
 
 def release_ports(record: InstanceRecord, timeout: float = 3.0) -> None:
@@ -78,19 +81,25 @@ def release_ports(record: InstanceRecord, timeout: float = 3.0) -> None:
 
     A killed multi-threaded process is reported dead a moment before its sockets are closed.
     """
-    wait_port_free(record.ssh_port, timeout=timeout)
+    if record.ssh_port:
+        wait_port_free(record.ssh_port, timeout=timeout)
     for fwd in record.forwards:
         wait_port_free(fwd.host_port, fwd.host_addr, fwd.protocol, timeout=timeout)
 
 
-def destroy(files: InstanceFiles) -> None:
-    """End the instance's QEMU if it still runs and remove its directory (which frees the
-    ports it claimed)."""
+def destroy_vm(files: InstanceFiles) -> None:
+    """End the instance's QEMU if it still runs, and wait for its ports to be free."""
     vm = Vm.attach(files)
     if vm is not None:
         vm.kill()
         with contextlib.suppress(CorralError):
             release_ports(load(files))
+
+
+def destroy(files: InstanceFiles) -> None:
+    """End the instance's QEMU if it still runs and remove its directory (which frees the
+    ports it claimed)."""
+    destroy_vm(files)
     shutil.rmtree(files.dir, ignore_errors=True)
 
 
@@ -111,9 +120,11 @@ def reap_stale(home: Home) -> list[str]:
 
     Runs under the instances lock, which every launch holds while it creates its directory and
     first record, so a directory without a record here is one a dead launcher left. Ports that
-    records made before the host-wide port registry hold are claimed there on the way.
+    records made before the host-wide port registry hold are claimed there on the way. Then
+    the NICs on managed networks of VMs that no longer exist go (networking.reconcile).
     """
     if not home.instances.is_dir():
+        networking.reconcile(home)
         return []
     reaped = []
     with locked(home.ports_lock):
@@ -132,4 +143,5 @@ def reap_stale(home: Home) -> list[str]:
                     reaped.append(name)
                 else:
                     claims.claim(files.dir, [p for p in ports(record) if p not in held])
+    networking.reconcile(home)
     return reaped

@@ -39,15 +39,20 @@ def _how_to_reach(name: str) -> None:
     out.print(f"{name} is {seen.state}", markup=False)
     if seen.state == "stopped":
         out.print(f"  start:    corral start {name}", markup=False)
-    out.print(
-        f"  ssh:      corral ssh {name}   (port {record.ssh_port} on 127.0.0.1, "
-        f"user {record.ssh_user})",
-        markup=False,
+    where = (
+        f"port {record.ssh_port} on 127.0.0.1"
+        if record.ssh_port
+        else f"{record.address}:22 on network {record.networks[0].network}"
     )
+    out.print(f"  ssh:      corral ssh {name}   ({where}, user {record.ssh_user})", markup=False)
     out.print(f"  console:  corral console {name}   (socket {files.serial_socket})", markup=False)
     out.print(f"  logs:     corral logs {name}   ({files.serial_log})", markup=False)
     for fwd in record.forwards:
         out.print(f"  forward:  {fwd.to_forward()}", markup=False)
+    for nic in record.networks:
+        out.print(f"  network:  {nic.network}   ({nic.ipv4}, mac {nic.mac})", markup=False)
+    for pub in record.published:
+        out.print(f"  publish:  {pub.to_forward()}", markup=False)
 
 
 def launch(
@@ -70,7 +75,20 @@ def launch(
     nics: list[str] = typer.Option(
         [],
         "--tap",
-        help="NAME[,mac=MAC][,mtu=N]: a NIC on this existing TAP device (then no user-mode NIC).",
+        help="NAME[,mac=MAC][,mtu=N]: a NIC on this existing TAP device (after --network's "
+        "NICs; then no user-mode NIC).",
+    ),
+    networks: list[str] = typer.Option(
+        [],
+        "--network",
+        help="NAME[,ip=ADDR][,mac=MAC]: a NIC on this managed network (repeatable, in order; "
+        "then no user-mode NIC). Needs CAP_NET_ADMIN.",
+    ),
+    publish: list[str] = typer.Option(
+        [],
+        "--publish",
+        help="[ADDR:]HOSTPORT:GUESTPORT\\[/udp]: publish a port of a VM on a managed network "
+        "(ADDR 127.0.0.1 by default).",
     ),
     no_seed: bool = typer.Option(False, "--no-seed", help="Attach no cloud-init seed."),
     no_start: bool = typer.Option(
@@ -104,6 +122,8 @@ def launch(
         cmdline=cmdline,
         forwards=forwards,
         nics=nics,
+        networks=networks,
+        publish=publish,
         seed=not no_seed,
     )
     if client is not None:
@@ -114,6 +134,8 @@ def launch(
     from corral.instance.launch import launch as launch_instance
 
     ctx = get_context()
+    if networks and network_config is not None:
+        note(f"{name}: using your --network-config as given; corral writes none for --network")
     launch_instance(ctx, resolve_image(ctx, image), request.options(), start=not no_start)
     if wait:
         _wait(name, timeout)
@@ -177,16 +199,19 @@ def ssh(
     if (client := remote.active()) is not None:
         remote.ssh(client, name, _argv(command))
         return
+    from corral.instance.guestops import ssh_target
+
     ctx = get_context()
     record, seen = lifecycle.status(ctx, name)
     if seen.state != "running":
         raise InvalidInput(f"instance {name!r} is {seen.state}, not running")
+    target = ssh_target(ctx, record)  # its forward, or its address on a managed network
     argv = [
         "ssh",
         "-i",
         str(ctx.home.ssh_key),
         "-p",
-        str(record.ssh_port),
+        str(target.port),
         "-o",
         "StrictHostKeyChecking=no",
         "-o",
@@ -195,7 +220,7 @@ def ssh(
         "LogLevel=ERROR",
         "-o",
         "IdentitiesOnly=yes",
-        f"{record.ssh_user}@127.0.0.1",
+        f"{target.user}@{target.host}",
         *_argv(command),
     ]
     try:
@@ -356,7 +381,7 @@ def ls(json_out: bool = JSON) -> None:
                 i["cpus"],
                 f"{i['memory_mib']}M",
                 human_size(i["disk_size"]),
-                i["ssh_port"],
+                i["ssh_port"] or i["address"],
                 i["pid"],
             )
             for i in items

@@ -6,6 +6,7 @@ import typer
 
 from corral.cli.context import get_context
 from corral.cli.output import out, print_json, print_table
+from corral.layout import Home
 
 app = typer.Typer(
     help="Managed networks: a bridge with DHCP, DNS and NAT that VMs join with --network.",
@@ -44,8 +45,7 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     """List networks."""
     from corral.net import manage
 
-    home = get_context().home
-    manage.reconcile(home)
+    home = _reconciled()
     rows = manage.summary(home)
     if json_out:
         print_json(rows)
@@ -55,6 +55,18 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         [(r["name"], r["bridge"], r["subnet"], r["ipv6"] or "-", _mode(r), r["vms"],
           "up" if r["up"] else "down") for r in rows],
     )  # fmt: skip
+
+
+def _reconciled() -> Home:
+    """The state directory, after what killed commands left is gone: half-made networks, and
+    the NICs of launches killed midway (their instances are reaped first)."""
+    from corral.instance.registry import reap_stale
+    from corral.net import manage
+
+    home = get_context().home
+    reap_stale(home)
+    manage.reconcile(home)
+    return home
 
 
 def _mode(row: dict[str, object]) -> str:
@@ -69,8 +81,7 @@ def inspect(
     """Show a network: bridge, subnets, gateway, DHCP range and its VMs' MACs and addresses."""
     from corral.net import manage
 
-    home = get_context().home
-    manage.reconcile(home)
+    home = _reconciled()
     data = manage.inspect(home, name)
     if json_out:
         print_json(data)
@@ -93,7 +104,7 @@ def rm(name: str = typer.Argument(..., help="The network's name.")) -> None:
     """Remove a network (refused while VMs are on it)."""
     from corral.net import manage
 
-    manage.remove(get_context().home, name)
+    manage.remove(_reconciled(), name)
     out.print(f"removed network {name}", markup=False)
 
 

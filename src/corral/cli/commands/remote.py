@@ -155,6 +155,8 @@ _LOCAL_ONLY_LAUNCH = {
     "cmdline": "--cmdline",
     "forwards": "--forward",
     "nics": "--tap",
+    "networks": "--network",
+    "publish": "--publish",
 }
 
 
