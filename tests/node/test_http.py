@@ -30,7 +30,7 @@ def protocol_methods() -> list[str]:
 
 @pytest.mark.parametrize("impl", [LocalNode, HttpNode])
 def test_both_nodes_implement_the_protocol(impl: type) -> None:
-    assert len(protocol_methods()) == 13
+    assert len(protocol_methods()) == 16
     for name in protocol_methods():
         want = inspect.signature(getattr(NodeClient, name))
         got = inspect.signature(getattr(impl, name))
