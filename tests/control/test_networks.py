@@ -120,3 +120,19 @@ def test_network_interfaces_are_checked(api: Api) -> None:
         error = api.ok("POST", "/vms", 422, json={**base, "networks": networks})
         assert words in str(error["detail"]), (networks, error)
     assert api.ok("GET", "/vms") == []
+
+
+def test_a_delete_a_node_fails_leaves_the_network_ready_and_can_be_tried_again(api: Api) -> None:
+    h1, h2 = api.host(), api.host()
+    net = api.ok("POST", "/networks", 201, json={"name": "lab"})
+    _node(api, h2).reachable = False  # type: ignore[attr-defined]
+    error = api.ok("DELETE", f"/networks/{net['id']}", 502)
+    assert error["error"] == "node_unreachable"
+    assert api.ok("GET", f"/networks/{net['id']}")["state"] == "ready"
+    (_, unreachable) = sorted(
+        api.ok("GET", f"/networks/{net['id']}")["hosts"], key=lambda h: h["host_name"]
+    )
+    assert unreachable["up"] is None and "connection refused" in unreachable["reason"]
+    _node(api, h2).reachable = True  # type: ignore[attr-defined]
+    api.ok("DELETE", f"/networks/{net['id']}", 204)
+    assert not _node(api, h1).networks and not _node(api, h2).networks  # type: ignore[attr-defined]

@@ -141,8 +141,8 @@ class NetworkService:
         network = networks.get(network_id)
         if network is None:
             raise NotFound(f"no network {network_id}")
-        if network.state != "ready":
-            raise Conflict(f"network {network.name!r} is {network.state}")
+        if network.state == "creating":  # (`removing`: a delete that died, tried again)
+            raise Conflict(f"network {network.name!r} is still being created")
         users = networks.users(network)
         if users:
             raise Conflict(
