@@ -138,7 +138,7 @@ class NetworkService:
         self, session: Session, network_id: uuid.UUID
     ) -> tuple[str, list[NodeAddress]]:
         networks = NetworkRepository(session)
-        network = networks.get(network_id)
+        network = networks.get(network_id, lock=True)  # creates placing VMs on it wait
         if network is None:
             raise NotFound(f"no network {network_id}")
         if network.state == "creating":  # (`removing`: a delete that died, tried again)

@@ -176,6 +176,9 @@ class NetworkRepository(Repository[Network]):
             select(Network.name, NetworkHost.host_id)
             .join(NetworkHost, NetworkHost.network_id == Network.id)
             .where(Network.name.in_(names), Network.state == "ready")
+            # FOR SHARE (PostgreSQL): a delete, which locks the row before it looks for users,
+            # waits for this VM's create to commit and then sees it.
+            .with_for_update(read=True, of=Network)
         )
         found: dict[str, set[uuid.UUID]] = {}
         for name, host_id in self.session.execute(stmt):
