@@ -173,7 +173,7 @@ def test_a_default_network_places_the_vm_on_it_with_its_address(
         h2 = api.host()
         write(messages / f"{ITEM_HASH}.json", message())
         failed = allocate(api, SIGNATURE, [ITEM_HASH])[1]["failed"]
-        assert "no network named 'lab'" in failed[ITEM_HASH]
+        assert "no host has a network named 'lab'" in failed[ITEM_HASH]
         assert api.ok("GET", "/vms") == []
 
         body = {"name": "lab", "host_id": h2["id"], "subnet": "10.90.0.0/24"}

@@ -72,7 +72,7 @@ def test_a_vm_on_a_network_goes_to_a_host_that_has_it_and_gets_its_address(api: 
     base = {"name": "v", "memory_size": 256 * MIB, "image": "tiny"}
     nic = {"id": "net0", "network": "lab", "ip": "10.90.0.50", "mac": "52:54:00:00:00:50"}
     error = api.ok("POST", "/vms", 422, json={**base, "networks": [nic]})
-    assert "no network named 'lab'" in error["detail"]
+    assert "no host has a network named 'lab'" in error["detail"]
     net = api.ok(
         "POST",
         "/networks",
@@ -115,7 +115,7 @@ def test_network_interfaces_are_checked(api: Api) -> None:
         ([{**nic, "network": "Lab"}], "network"),
         ([nic, {**nic, "id": "net1"}], "a network is named twice"),
         ([nic, {"id": "net1", "tap": "tap0"}], "not both"),
-        ([{**nic, "network": "other"}], "no network named 'other'"),
+        ([{**nic, "network": "other"}], "no host has a network named 'other'"),
     ]:
         error = api.ok("POST", "/vms", 422, json={**base, "networks": networks})
         assert words in str(error["detail"]), (networks, error)
@@ -136,3 +136,31 @@ def test_a_delete_a_node_fails_leaves_the_network_ready_and_can_be_tried_again(a
     _node(api, h2).reachable = True  # type: ignore[attr-defined]
     api.ok("DELETE", f"/networks/{net['id']}", 204)
     assert not _node(api, h1).networks and not _node(api, h2).networks  # type: ignore[attr-defined]
+
+
+def test_a_hosts_init_adopts_the_networks_its_node_has_and_forgets_those_it_lost(
+    api: Api,
+) -> None:
+    import asyncio
+
+    from corral.node.protocol import NodeNetworkSpec
+
+    h1 = api.host()
+    node = _node(api, h1)
+    asyncio.run(node.create_network(NodeNetworkSpec(name="cli", subnet="10.95.0.0/24")))  # type: ignore[attr-defined]
+    assert api.ok("GET", "/networks") == []
+    api.ok("POST", f"/hosts/{h1['id']}/init")
+    (net,) = api.ok("GET", "/networks")
+    assert (net["name"], net["state"], net["config"]["subnet"]) == ("cli", "ready", "10.95.0.0/24")
+    assert [h["host_name"] for h in net["hosts"]] == ["h1"]
+    vm = api.vm("v", memory_mib=256, networks=[{"id": "net0", "network": "cli"}])
+    assert api.ok("GET", f"/vms/{vm['id']}")["host_id"] == h1["id"]
+    # Gone from the node (e.g. `corral network rm` there): the next init forgets this host's
+    # part, and no VM is placed there on it any more.
+    api.wait_job(api.ok("DELETE", f"/vms/{vm['id']}", 202)["id"])
+    asyncio.run(node.delete_network("cli"))  # type: ignore[attr-defined]
+    api.ok("POST", f"/hosts/{h1['id']}/init")
+    assert api.ok("GET", "/networks")[0]["hosts"] == []
+    body = {"name": "w", "memory_size": 256 * MIB, "image": "tiny",
+            "networks": [{"id": "net0", "network": "cli"}]}  # fmt: skip
+    assert "no host has a network named 'cli'" in api.ok("POST", "/vms", 422, json=body)["detail"]

@@ -159,6 +159,38 @@ class NetworkService:
         return await self.plane.read(_views)
 
 
+def adopt(session: Session, host: Host, found: list[NodeNetwork]) -> None:
+    """At a host's init: record the networks its node has (e.g. made with `corral network
+    create` on that host, or before a restart) as the fleet's, and forget this host's part in
+    those it no longer has. A name the fleet already has gains this host; one still being
+    created or removed is left to that operation."""
+    networks = NetworkRepository(session)
+    have = {net.name: net for net in found}
+    for network in networks.list():
+        if network.state != "ready":
+            continue
+        rows = {row.host_id: row for row in network.host_rows}
+        net = have.pop(network.name, None)
+        row = rows.get(host.id)
+        if net is None:
+            if row is not None:
+                network.host_rows.remove(row)
+        elif row is None:
+            network.host_rows.append(_host_row(host.id, net))
+        else:
+            row.bridge, row.subnet, row.gateway = net.bridge, net.subnet, net.gateway
+    for net in have.values():
+        config = {"subnet": net.subnet, "ipv6": net.ipv6, "nat": net.nat,
+                  "isolated": net.isolated, "domain": net.domain, "mtu": net.mtu}  # fmt: skip
+        network = networks.add(Network(name=net.name, state="ready", config=config))
+        network.host_rows.append(_host_row(host.id, net))
+    session.flush()
+
+
+def _host_row(host_id: uuid.UUID, net: NodeNetwork) -> NetworkHost:
+    return NetworkHost(host_id=host_id, bridge=net.bridge, subnet=net.subnet, gateway=net.gateway)
+
+
 def _views(session: Session, network_id: uuid.UUID | None = None) -> list[NetworkView]:
     networks = NetworkRepository(session)
     if network_id is not None:

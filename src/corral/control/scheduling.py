@@ -84,7 +84,7 @@ def hosts_with_networks(session: Session, names: Sequence[str]) -> list[Any]:
     for name in names:
         if name not in found:
             raise InvalidInput(
-                f"no network named {name!r} in this fleet",
+                f"no host has a network named {name!r}",
                 hint="create it first (POST /networks), on the hosts the VM may run on",
             )
         among = found[name] if among is None else among & found[name]
