@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 
 from conftest import TINY
+from control.alephmsg import ITEM_HASH, message, write
+from control.test_allocations import SIGNATURE, TOKEN_HASH
 from control.test_qarax_vms import _embedded, _ok, _vm, _wait_job, boot_source
 from corral.context import Context
+from corral.control.aleph import vm_name
 from corral.instance import lifecycle
+from corral.net import manage
 from netns import Netns, entered_netns
 
 pytestmark = pytest.mark.vm
@@ -93,6 +97,41 @@ def test_a_network_made_through_the_api_carries_a_vm_at_its_address(
         links = netns.run(["ip", "-br", "link"]).stdout
         assert host["bridge"] not in links
         assert netns.run(["nft", "list", "table", "inet", "corral"], check=False).returncode != 0
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_an_aleph_allocation_starts_its_vm_on_the_default_network_with_its_address(
+    netns: Netns, vm_ctx: Context, tmp_path: Path
+) -> None:
+    # Made on this host as `corral network create lab` would, before the server starts: the
+    # local host's init adopts it.
+    manage.create(vm_ctx.home, "lab", manage.CreateOptions(subnet="10.96.0.0/24"))
+    fake = write(tmp_path / "qemu_message_from_aleph.json", message())
+    client = _embedded(
+        vm_ctx,
+        tmp_path,
+        default_network="lab",
+        aleph_fake_instance_base=TINY,
+        aleph_fake_instance_message=fake,
+        allocation_token_hash=TOKEN_HASH,
+    )
+    try:
+        (net,) = _ok(client.get("/networks"))
+        assert (net["name"], net["hosts"][0]["subnet"]) == ("lab", "10.96.0.0/24")
+        signed = {"Authorization": "", "X-Auth-Signature": SIGNATURE}
+        body = {"persistent_vms": [], "instances": [ITEM_HASH]}
+        answer = _ok(client.post("/control/allocations", json=body, headers=signed))
+        assert answer["started"] == [ITEM_HASH], answer
+        (vm,) = _ok(client.get("/vms", params={"name": vm_name(ITEM_HASH)}))
+        assert vm["status"] == "running", vm
+        (nic,) = vm["networks"]
+        (address,) = nic["addresses"]
+        assert nic["network"] == "lab" and address.startswith("10.96.0.")
+        _reaches_ssh(address)
+        job = _ok(client.delete(f"/vms/{vm['id']}?force=true"), 202)
+        assert _wait_job(client, job["id"])["status"] == "completed"
+        _ok(client.delete(f"/networks/{net['id']}"), 204)
     finally:
         client.__exit__(None, None, None)
 
