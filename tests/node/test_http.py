@@ -17,7 +17,7 @@ from corral.fsutil import pid_alive
 from corral.instance import guestops
 from corral.node.http import HttpNode
 from corral.node.local import LocalNode
-from corral.node.protocol import NodeClient, NodeNetworkSpec, NodeVmSpec
+from corral.node.protocol import NodeClient, NodeNetworkNic, NodeNetworkSpec, NodeVmSpec
 from netns import Netns, entered_netns
 
 
@@ -105,6 +105,30 @@ async def test_networks_over_http_in_a_netns(netns: Netns, agent: str, token: st
         assert made.bridge not in netns.run(["ip", "-br", "link"]).stdout
         with pytest.raises(NotFound):
             await node.delete_network("lab")
+
+
+@pytest.mark.asyncio
+async def test_a_vm_on_a_network_over_http(
+    netns: Netns, vm_ctx: Context, agent: str, token: str
+) -> None:
+    """NodeVmSpec.networks through the agent: the VM's NIC on the network with the MAC and
+    address asked for (made, not started: the tap and reservation exist before QEMU does)."""
+    mac, ip = "52:54:00:94:00:07", "10.94.0.7"
+    async with HttpNode(agent, token) as node:
+        await node.create_network(NodeNetworkSpec(name="lab", subnet="10.94.0.0/24"))
+        nic = NodeNetworkNic(network="lab", mac=mac, ip=ip)
+        with pytest.raises(NotFound, match="no network named 'nope'"):
+            await node.create_vm(
+                spec("v0", image="tiny", networks=[{"network": "nope", "mac": mac}])
+            )
+        vm = await node.create_vm(spec("v1", image="tiny", networks=[nic], start=False))
+        assert [(n.mac, n.addresses) for n in vm.nics] == [(mac, [ip])]
+        (net,) = await node.list_networks()
+        assert [(v.name, v.mac, v.addresses) for v in net.vms] == [("v1", mac, [ip])]
+        with pytest.raises(Conflict, match="in use by v1"):
+            await node.delete_network("lab")
+        await node.delete_vm("v1")
+        await node.delete_network("lab")
 
 
 @pytest.mark.asyncio
