@@ -64,15 +64,15 @@ class NetworkService:
         try:
             for where in hosts:
                 made.append((where, await self.plane.nodes.for_host(where).create_network(spec)))
+            await self.plane.write(_ready, network_id, made)
         except BaseException as exc:
             for where, _ in made:
                 with contextlib.suppress(CorralError):
                     await self.plane.nodes.for_host(where).delete_network(data.name)
             await self.plane.write(_drop, network_id)
-            if isinstance(exc, CorralError) and len(hosts) > 1:
+            if isinstance(exc, CorralError) and len(hosts) > 1 and len(made) < len(hosts):
                 exc.message = f"host {hosts[len(made)].name!r}: {exc.message}"
             raise
-        await self.plane.write(_ready, network_id, made)
         return await self.get(network_id, live=False)
 
     def _claim(
