@@ -120,6 +120,7 @@ def test_a_user_token_runs_the_vm_lifecycle_and_reads_everything(api: Api, tmp_p
         return response.json() if response.content else {}
 
     vm = ok("POST", "/vms", 201, json={"name": "web1", "memory_size": 256 * MIB, "image": "t"})
+    assert _wait_job(ok, vm["job_id"])["status"] == "completed"  # created: no longer pending
     for action in ("start", "pause", "resume", "stop", "start", "force-stop"):
         job = ok("POST", f"/vms/{vm['id']}/{action}", 202)
         assert _wait_job(ok, job["id"])["status"] == "completed", action

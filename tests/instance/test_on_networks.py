@@ -81,6 +81,14 @@ class World:
                 ["vms"]]  # fmt: skip
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has gone (it may, between listing and reading)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def home_id_of(home: Path) -> str:
     return home_id(Home(home))
 
@@ -297,8 +305,7 @@ def test_kill_9_during_a_launch_with_network_leaves_nothing(spare: World) -> Non
         assert attachments.parent.is_dir()  # the network itself stays
         assert spare.network_vms("n5") == [], point
         assert spare.dnat_rules() == [], point
-        assert not [p for p in spare.ns.pids() if b"qemu" in Path(f"/proc/{p}/cmdline")
-                    .read_bytes()], point  # fmt: skip
+        assert not [p for p in spare.ns.pids() if b"qemu" in cmdline(p)], point
     assert len(landed) >= 2, landed  # most kills landed midway, not after the launch ended
 
 
@@ -317,3 +324,33 @@ def test_without_net_admin_launch_network_fails_in_one_line_and_user_mode_works(
     assert proc.returncode == 0, proc.stderr
     assert spare.inspect("f2")["ssh_port"] > 0
     spare.ok("rm", "-f", "f2")
+
+
+def test_a_vm_on_a_network_and_on_a_tap_of_its_own(spare: World) -> None:
+    """--network NICs first, then --tap NICs; rm removes corral's tap and leaves the caller's."""
+    spare.ok("network", "create", "n7", "--subnet", "10.99.0.0/24")
+    spare.ns.run(["ip", "tuntap", "add", "dev", "mytap0", "mode", "tap"])
+    spare.ok("launch", TINY, "--name", "g1", "--type", "c1m256", "--network", "n7",
+             "--tap", "mytap0,mac=52:54:00:99:00:01")  # fmt: skip
+    (ours,) = spare.our_links()
+    view = spare.inspect("g1")
+    assert [(n["network"], n["tap"]) for n in view["nics"]] == [("n7", ours), (None, "mytap0")]
+    assert view["nics"][1]["mac"] == "52:54:00:99:00:01"
+    argv = (spare.home / "instances" / "g1" / "qemu.stderr").read_text().splitlines()[0]
+    assert argv.index(f"ifname={ours}") < argv.index("ifname=mytap0")
+    assert "hostfwd" not in argv
+    spare.ok("rm", "-f", "g1")
+    assert spare.our_links() == []
+    assert spare.ns.run(["ip", "link", "show", "mytap0"], check=False).returncode == 0
+
+
+def test_a_vm_on_taps_alone_has_no_ssh_port_and_says_why_exec_cannot_reach_it(
+    spare: World,
+) -> None:
+    spare.ns.run(["ip", "tuntap", "add", "dev", "mytap1", "mode", "tap"])
+    spare.ok("launch", TINY, "--name", "h1", "--type", "c1m256", "--tap", "mytap1")
+    assert spare.inspect("h1")["ssh_port"] == 0  # no user-mode NIC: no port held for nothing
+    proc = spare.exec("h1", "true")
+    assert proc.returncode == 2
+    assert "has no SSH forward, and corral knows no address of it" in proc.stderr
+    spare.ok("rm", "-f", "h1")

@@ -27,6 +27,12 @@ def ssh_target(ctx: Context, record: InstanceRecord) -> SshTarget:
     (no forward), port 22 at its address there."""
     if not record.ssh_port and record.address is not None:
         return SshTarget.at(record.address, user=record.ssh_user, key=ctx.home.ssh_key)
+    if not record.ssh_port:
+        raise Conflict(
+            f"instance {record.name!r} has no SSH forward, and corral knows no address of it "
+            "(its NICs are on taps of your own)",
+            hint="ssh to its address on the taps' network",
+        )
     return SshTarget(port=record.ssh_port, user=record.ssh_user, key=ctx.home.ssh_key)
 
 

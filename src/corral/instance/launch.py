@@ -66,7 +66,7 @@ def _reserve(ctx: Context, options: LaunchOptions, record: InstanceRecord) -> In
             ):
                 raise Conflict(f"host port {pub.host_port} is in use")
         reserved |= {f.host_port for f in (*options.forwards, *options.published)}
-        if not options.networks:  # on a managed network it is reached at its address
+        if not (options.networks or options.nics):  # on taps: no user-mode NIC to forward
             (ssh_port,) = pick_ports(ctx.config.port_range, reserved, 1)
             record = record.replace(ssh_port=ssh_port)
         files.dir.mkdir(mode=0o700)

@@ -121,10 +121,11 @@ def reap_stale(home: Home) -> list[str]:
     Runs under the instances lock, which every launch holds while it creates its directory and
     first record, so a directory without a record here is one a dead launcher left. Ports that
     records made before the host-wide port registry hold are claimed there on the way. Then
-    the NICs on managed networks of VMs that no longer exist go (networking.reconcile).
+    the NICs on managed networks of VMs that no longer exist go (networking.reconcile). Where
+    no instance was ever made (no instances/ directory, which a launch makes before it attaches
+    any NIC) no NIC can be an instance's: nothing is decided about them.
     """
     if not home.instances.is_dir():
-        networking.reconcile(home)
         return []
     reaped = []
     with locked(home.ports_lock):

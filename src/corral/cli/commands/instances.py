@@ -39,12 +39,14 @@ def _how_to_reach(name: str) -> None:
     out.print(f"{name} is {seen.state}", markup=False)
     if seen.state == "stopped":
         out.print(f"  start:    corral start {name}", markup=False)
-    where = (
-        f"port {record.ssh_port} on 127.0.0.1"
-        if record.ssh_port
-        else f"{record.address}:22 on network {record.networks[0].network}"
-    )
-    out.print(f"  ssh:      corral ssh {name}   ({where}, user {record.ssh_user})", markup=False)
+    where = None
+    if record.ssh_port:
+        where = f"port {record.ssh_port} on 127.0.0.1"
+    elif record.networks:
+        where = f"{record.address}:22 on network {record.networks[0].network}"
+    if where is not None:  # on taps of its own only: reached at an address corral does not know
+        user = record.ssh_user
+        out.print(f"  ssh:      corral ssh {name}   ({where}, user {user})", markup=False)
     out.print(f"  console:  corral console {name}   (socket {files.serial_socket})", markup=False)
     out.print(f"  logs:     corral logs {name}   ({files.serial_log})", markup=False)
     for fwd in record.forwards:
@@ -53,6 +55,9 @@ def _how_to_reach(name: str) -> None:
         out.print(f"  network:  {nic.network}   ({nic.ipv4}, mac {nic.mac})", markup=False)
     for pub in record.published:
         out.print(f"  publish:  {pub.to_forward()}", markup=False)
+    for tap in record.nics:
+        out.print(f"  tap:      {tap.tap}   (mac {tap.mac}; reach it at its address there)",
+                  markup=False)  # fmt: skip
 
 
 def launch(
