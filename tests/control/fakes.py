@@ -11,7 +11,16 @@ from collections.abc import AsyncIterator
 
 from corral.control.nodes import NodeAddress
 from corral.errors import Conflict, CorralError, NodeUnreachable, NotFound, QemuError
-from corral.node.protocol import Capacity, NodeClient, NodeVm, NodeVmNic, NodeVmSpec
+from corral.node.protocol import (
+    Capacity,
+    NodeClient,
+    NodeNetwork,
+    NodeNetworkSpec,
+    NodeNetworkVm,
+    NodeVm,
+    NodeVmNic,
+    NodeVmSpec,
+)
 
 
 class FakeNode:
@@ -26,6 +35,7 @@ class FakeNode:
         # operation -> the error it raises (a message: a QemuError)
         self.fail: dict[str, str | CorralError] = {}
         self.console: dict[str, bytes] = {}
+        self.networks: dict[str, NodeNetwork] = {}
         self._streams: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]]
         ] = {}
@@ -89,9 +99,22 @@ class FakeNode:
             ssh_port=18000 + len(self.vms),
             image=spec.image or "base",
             # A node that knows its VMs' addresses (the static ones it was given).
-            nics=[NodeVmNic(mac=n.mac, addresses=n.addresses) for n in spec.nics],
+            nics=[NodeVmNic(mac=n.mac, addresses=n.addresses) for n in spec.nics]
+            + [self._attach(spec.name, n.network, n.mac, n.ip) for n in spec.networks],
         )
         return self.vms[spec.name]
+
+    def _attach(self, vm: str, network: str, mac: str, ip: str | None) -> NodeVmNic:
+        """A NIC on one of this node's networks: the address asked for, else the next one."""
+        net = self.networks.get(network)
+        if net is None:
+            raise NotFound(f"no network named {network!r}")
+        prefix = net.gateway.rsplit(".", 1)[0]
+        address = ip or f"{prefix}.{100 + len(net.vms)}"
+        self.networks[network] = net.model_copy(
+            update={"vms": [*net.vms, NodeNetworkVm(name=vm, mac=mac, addresses=[address])]}
+        )
+        return NodeVmNic(mac=mac, addresses=[address])
 
     async def start_vm(self, name: str) -> NodeVm:
         await self._enter("start_vm")
@@ -115,6 +138,41 @@ class FakeNode:
         await self._enter("delete_vm")
         self._vm(name)
         del self.vms[name]
+        for key, net in self.networks.items():
+            self.networks[key] = net.model_copy(
+                update={"vms": [vm for vm in net.vms if vm.name != name]}
+            )
+
+    async def list_networks(self) -> list[NodeNetwork]:
+        await self._enter("list_networks")
+        return list(self.networks.values())
+
+    async def create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
+        await self._enter("create_network")
+        if spec.name in self.networks:
+            raise Conflict(f"network {spec.name!r} already exists")
+        subnet = spec.subnet or f"10.{80 + len(self.networks)}.0.0/24"
+        self.networks[spec.name] = NodeNetwork(
+            name=spec.name,
+            bridge=f"cbr-{spec.name}"[:15],
+            subnet=subnet,
+            gateway=subnet.rsplit(".", 1)[0] + ".1",
+            nat=spec.nat,
+            isolated=spec.isolated,
+            domain=spec.domain,
+            mtu=spec.mtu,
+            up=True,
+        )
+        return self.networks[spec.name]
+
+    async def delete_network(self, name: str) -> None:
+        await self._enter("delete_network")
+        net = self.networks.get(name)
+        if net is None:
+            raise NotFound(f"no network named {name!r}")
+        if net.vms:
+            raise Conflict(f"network {name!r} is in use by {', '.join(v.name for v in net.vms)}")
+        del self.networks[name]
 
     async def console_log(self, name: str) -> bytes:
         await self._enter("console_log")

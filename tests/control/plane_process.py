@@ -27,6 +27,9 @@ class SlowNode:
     async def list_vms(self) -> list[Any]:
         return []
 
+    async def list_networks(self) -> list[Any]:
+        return []
+
     async def create_vm(self, spec: Any) -> Any:
         await asyncio.sleep(3600)
 

@@ -164,16 +164,25 @@ def test_bad_messages_fail_their_vm_alone(api: Api, messages: Path) -> None:
     assert [vm["name"] for vm in api.ok("GET", "/vms")] == [NAME]
 
 
-def test_a_default_network_is_asked_for_and_refused_until_networks_exist(
+def test_a_default_network_places_the_vm_on_it_with_its_address(
     settings: Settings, fleet: Fleet, messages: Path
 ) -> None:
     api = _api(settings, fleet, aleph_messages_dir=messages, default_network="lab")
     try:
-        api.host()
+        api.host(memory_mib=16384)  # the roomiest, without the network
+        h2 = api.host()
         write(messages / f"{ITEM_HASH}.json", message())
         failed = allocate(api, SIGNATURE, [ITEM_HASH])[1]["failed"]
-        assert "managed networks are not yet available" in failed[ITEM_HASH]
+        assert "no host has a network named 'lab'" in failed[ITEM_HASH]
         assert api.ok("GET", "/vms") == []
+
+        body = {"name": "lab", "host_id": h2["id"], "subnet": "10.90.0.0/24"}
+        api.ok("POST", "/networks", 201, json=body)
+        assert allocate(api, SIGNATURE, [ITEM_HASH])[1]["started"] == [ITEM_HASH]
+        (vm,) = api.ok("GET", "/vms")
+        assert vm["host_id"] == h2["id"] and vm["status"] == "running"
+        (nic,) = vm["networks"]
+        assert nic["network"] == "lab" and nic["addresses"] == ["10.90.0.100"]
     finally:
         api.client.__exit__(None, None, None)
 

@@ -35,6 +35,8 @@ ADMIN_ROUTES = {
     ("DELETE", "/storage-objects/{object_id}"),
     ("POST", "/boot-sources"),
     ("DELETE", "/boot-sources/{source_id}"),
+    ("POST", "/networks"),
+    ("DELETE", "/networks/{network_id}"),
 }
 SUPERVISOR_ROUTES = {("POST", "/control/allocations")}  # X-Auth-Signature, no token at all
 DOCUMENT = openapi_document()
@@ -108,6 +110,7 @@ def test_a_user_token_runs_the_vm_lifecycle_and_reads_everything(api: Api, tmp_p
     host = api.host()
     body = {"name": "p", "pool_type": "local", "config": {"path": f"{tmp_path}/p"}}
     pool = api.ok("POST", "/storage-pools", 201, json=body)
+    net = api.ok("POST", "/networks", 201, json={"name": "lab"})
     _, token = api.plane.tokens.create("someone")  # the default role
     user = {"Authorization": f"Bearer {token}"}
 
@@ -127,8 +130,9 @@ def test_a_user_token_runs_the_vm_lifecycle_and_reads_everything(api: Api, tmp_p
     assert ok("GET", f"/jobs?vm_id={vm['id']}")
     assert ok("GET", f"/hosts/{host['id']}")["name"] == host["name"]
     assert ok("GET", f"/storage-pools/{pool['id']}")["name"] == "p"
-    for path in ("/hosts", "/storage-pools", "/storage-objects", "/boot-sources"):
+    for path in ("/hosts", "/storage-pools", "/storage-objects", "/boot-sources", "/networks"):
         ok("GET", path)
+    assert ok("GET", f"/networks/{net['id']}")["name"] == "lab"
     assert ok("GET", "/health")["database_status"] == "ok"  # with a token: the details
     ok("POST", f"/control/machine/{vm['id']}/stop", 409)  # authorised; already stopped
     # The websocket console, with the token as a header and as browsers' subprotocols.
@@ -150,6 +154,12 @@ def test_a_user_token_runs_the_vm_lifecycle_and_reads_everything(api: Api, tmp_p
     ok("DELETE", f"/hosts/{host['id']}", 403)
     ok("DELETE", f"/storage-pools/{pool['id']}", 403)
     assert api.ok("GET", f"/storage-pools/{pool['id']}")["name"] == "p"
+    # Networks change the hosts' interfaces and firewall: a user token makes and removes none.
+    error = ok("POST", "/networks", 403, json={"name": "mine"})
+    assert "admin" in error["detail"]
+    ok("DELETE", f"/networks/{net['id']}", 403)
+    assert [n["name"] for n in api.ok("GET", "/networks")] == ["lab"]
+    assert list(node.networks) == ["lab"]
 
 
 def _until(condition, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +204,7 @@ def test_tokens_made_before_roles_are_admin_after_the_upgrade(empty_url: str) ->
                 {"id": uuid.uuid4().hex if db.dialect == "sqlite" else uuid.uuid4(),
                  "hash": sha256_hex(old), "now": "2026-01-01 00:00:00+00:00"},
             )  # fmt: skip
-        assert upgrade(db) == "0004"
+        assert upgrade(db) == "0005"
         tokens = TokenService(db)
         assert tokens.lookup(old) == "admin"
         assert [(t.name, t.role) for t in tokens.list()] == [("ci", "admin")]

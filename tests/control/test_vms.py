@@ -198,7 +198,7 @@ def test_network_interfaces_qemu_cannot_honour_are_422_and_nothing_is_recorded(
         ({"id": "net0", "vhost_user": True}, "does not support vhost-user"),
         ({**tap, "vhost_user": True}, "does not support vhost-user"),
         ({"id": "net0", "mac": "52:54:00:12:34:56"}, "does not support macvtap"),
-        ({"id": "net0", "network": "lab"}, "managed networks are not yet available"),
+        ({"id": "net0", "network": "lab"}, "no host has a network named 'lab'"),
         ({**tap, "network": "lab"}, "not both"),
         ({"id": "net0", "tap": "../../etc"}, "tap"),
         ({"id": "net0", "tap": "a" * 16}, "tap"),

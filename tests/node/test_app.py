@@ -26,6 +26,9 @@ GUARDED = [
     *[("POST", f"/vms/v1/{op}") for op in ("start", "stop", "force-stop", "pause", "resume")],
     ("DELETE", "/vms/v1"),
     ("GET", "/vms/v1/console"),
+    ("GET", "/networks"),
+    ("POST", "/networks"),
+    ("DELETE", "/networks/lab"),
 ]
 
 

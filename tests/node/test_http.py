@@ -17,7 +17,8 @@ from corral.fsutil import pid_alive
 from corral.instance import guestops
 from corral.node.http import HttpNode
 from corral.node.local import LocalNode
-from corral.node.protocol import NodeClient, NodeVmSpec
+from corral.node.protocol import NodeClient, NodeNetworkNic, NodeNetworkSpec, NodeVmSpec
+from netns import Netns, entered_netns
 
 
 def spec(name: str, **fields: object) -> NodeVmSpec:
@@ -30,7 +31,7 @@ def protocol_methods() -> list[str]:
 
 @pytest.mark.parametrize("impl", [LocalNode, HttpNode])
 def test_both_nodes_implement_the_protocol(impl: type) -> None:
-    assert len(protocol_methods()) == 13
+    assert len(protocol_methods()) == 16
     for name in protocol_methods():
         want = inspect.signature(getattr(NodeClient, name))
         got = inspect.signature(getattr(impl, name))
@@ -70,6 +71,64 @@ async def test_errors_come_back_as_the_same_classes(agent: str, token: str) -> N
         bad = NodeVmSpec.model_construct(name="v1", image="tiny", cpus=0, memory_mib=256)
         with pytest.raises(InvalidInput, match=r"body\.cpus"):
             await node.create_vm(bad)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """Asked for before `agent`, so the agent's thread is started inside the namespace."""
+    with entered_netns() as ns:
+        yield ns
+
+
+@pytest.mark.asyncio
+async def test_networks_over_http_in_a_netns(netns: Netns, agent: str, token: str) -> None:
+    """create/list/delete_network through the agent make and remove a real bridge, and the
+    node's refusals come back as the same classes."""
+    async with HttpNode(agent, token) as node:
+        made = await node.create_network(NodeNetworkSpec(name="lab", subnet="10.94.0.0/24"))
+        assert (made.subnet, made.gateway, made.up, made.vms) == (
+            "10.94.0.0/24",
+            "10.94.0.1",
+            True,
+            [],
+        )
+        assert netns.link(made.bridge)["ifname"] == made.bridge
+        assert [n.name for n in await node.list_networks()] == ["lab"]
+        with pytest.raises(Conflict, match="already exists"):
+            await node.create_network(NodeNetworkSpec(name="lab"))
+        with pytest.raises(Conflict, match="overlaps network lab"):
+            await node.create_network(NodeNetworkSpec(name="other", subnet="10.94.0.0/16"))
+        with pytest.raises(InvalidInput, match="invalid network name"):
+            await node.create_network(NodeNetworkSpec(name="Lab;reboot"))
+        await node.delete_network("lab")
+        assert await node.list_networks() == []
+        assert made.bridge not in netns.run(["ip", "-br", "link"]).stdout
+        with pytest.raises(NotFound):
+            await node.delete_network("lab")
+
+
+@pytest.mark.asyncio
+async def test_a_vm_on_a_network_over_http(
+    netns: Netns, vm_ctx: Context, agent: str, token: str
+) -> None:
+    """NodeVmSpec.networks through the agent: the VM's NIC on the network with the MAC and
+    address asked for (made, not started: the tap and reservation exist before QEMU does)."""
+    mac, ip = "52:54:00:94:00:07", "10.94.0.7"
+    async with HttpNode(agent, token) as node:
+        await node.create_network(NodeNetworkSpec(name="lab", subnet="10.94.0.0/24"))
+        nic = NodeNetworkNic(network="lab", mac=mac, ip=ip)
+        with pytest.raises(NotFound, match="no network named 'nope'"):
+            await node.create_vm(
+                spec("v0", image="tiny", networks=[{"network": "nope", "mac": mac}])
+            )
+        vm = await node.create_vm(spec("v1", image="tiny", networks=[nic], start=False))
+        assert [(n.mac, n.addresses) for n in vm.nics] == [(mac, [ip])]
+        (net,) = await node.list_networks()
+        assert [(v.name, v.mac, v.addresses) for v in net.vms] == [("v1", mac, [ip])]
+        with pytest.raises(Conflict, match="in use by v1"):
+            await node.delete_network("lab")
+        await node.delete_vm("v1")
+        await node.delete_network("lab")
 
 
 @pytest.mark.asyncio

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from corral import weberrors
 from corral.api import deps
-from corral.api.routers import control, health, hosts, jobs, storage, tunnel, vms
+from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         health.router,
         hosts.router,
         storage.router,
+        networks.router,
         vms.router,
         tunnel.router,
         jobs.router,

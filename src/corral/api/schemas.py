@@ -22,6 +22,7 @@ from corral.control.types import (
     HostStatus,
     HostUpdate,
     JobStatus,
+    NetworkCreate,
     ObjectType,
     PoolType,
     StorageObjectCreate,
@@ -43,6 +44,8 @@ __all__ = [
     "HostPublic",
     "HostUpdate",
     "JobPublic",
+    "NetworkCreate",
+    "NetworkPublic",
     "StorageObjectCreate",
     "StorageObjectPublic",
     "StoragePoolCreate",
@@ -102,6 +105,35 @@ class StorageObjectPublic(Output):
     object_type: ObjectType
     size_bytes: int
     config: dict[str, Any]
+    created_at: datetime
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+class NetworkVmPublic(Output):
+    name: str
+    mac: str
+    addresses: list[str]
+
+
+class NetworkHostPublic(Output):
+    host_id: uuid.UUID
+    host_name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    up: bool | None = Field(description="as its node says now (GET /networks/{id} only)")
+    reason: str | None = Field(description="why `up` is unknown or false")
+    vms: list[NetworkVmPublic] = Field(description="VMs on it there (GET /networks/{id} only)")
+
+
+class NetworkPublic(Output):
+    id: uuid.UUID
+    name: str
+    state: str = Field(description="creating, ready or removing")
+    config: dict[str, Any] = Field(description="subnet, ipv6, nat, isolated, domain, mtu")
+    hosts: list[NetworkHostPublic]
     created_at: datetime
 
 

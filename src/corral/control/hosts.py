@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from corral.control.events import emit
+from corral.control.networks import adopt
 from corral.control.nodes import NodeAddress
 from corral.control.settings import IN_PROCESS, LOCAL_HOST
 from corral.control.types import MIB, HostCreate, HostUpdate
 from corral.db.models import Host, Vm, utcnow
 from corral.db.repositories import HostRepository, JobRepository, VmRepository
 from corral.errors import Conflict, CorralError, InvalidInput, NodeUnreachable, NotFound
-from corral.node.protocol import Capacity, NodeVm
+from corral.node.protocol import Capacity, NodeClient, NodeNetwork, NodeVm
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
@@ -164,6 +165,7 @@ class HostService:
         try:
             capacity = await node.capacity()
             seen = await node.list_vms()
+            networks = await _networks(node)
         except CorralError as exc:
             reason = f"init failed: {exc.message}"
             await self.plane.write(mark_down, host_id, reason, False)
@@ -175,6 +177,7 @@ class HostService:
             host.status, host.status_reason, host.down_by_health = "up", None, False
             host.last_seen_at = utcnow()
             reconcile(session, host, seen)
+            adopt(session, host, networks)
             host_event(session, host)
             return host
 
@@ -189,6 +192,14 @@ def _not_in_process(address: str) -> None:
             f"address {address!r} is reserved for the embedded host {LOCAL_HOST!r}",
             hint="register a node agent by its host name or IP address",
         )
+
+
+async def _networks(node: NodeClient) -> list[NodeNetwork]:
+    """The node's managed networks; none from an agent older than the network routes."""
+    try:
+        return await node.list_networks()
+    except NotFound:
+        return []
 
 
 def _record_capacity(host: Host, capacity: Capacity) -> None:

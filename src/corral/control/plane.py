@@ -27,6 +27,7 @@ from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
 from corral.control.jobs import JobRunner, JobService
 from corral.control.liveness import Liveness
+from corral.control.networks import NetworkService
 from corral.control.nodes import NodeFactory, NodeRegistry, default_factory
 from corral.control.relay import EventRelay
 from corral.control.settings import IN_PROCESS, LOCAL_HOST, Settings
@@ -79,6 +80,7 @@ class ControlPlane:
         self.objects = StorageObjectService(self)
         self.boot_sources = BootSourceService(self)
         self.vms = VmService(self)
+        self.networks = NetworkService(self)
         self.tokens = TokenService(self.db)
         self.allocations = AllocationService(self)
         self.health = HealthMonitor(self)

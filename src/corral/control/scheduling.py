@@ -10,6 +10,7 @@ a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -18,19 +19,27 @@ from sqlalchemy.orm import Session
 from corral.control.settings import Settings
 from corral.control.types import MIB
 from corral.db.models import Host, Vm
-from corral.db.repositories import HostRepository, VmRepository
+from corral.db.repositories import HostRepository, NetworkRepository, VmRepository
 from corral.errors import Conflict, InvalidInput
 
 
 def schedule(
-    session: Session, settings: Settings, postgresql: bool, name: str, vcpus: int, memory: int
+    session: Session,
+    settings: Settings,
+    postgresql: bool,
+    name: str,
+    vcpus: int,
+    memory: int,
+    networks: Sequence[str] = (),
 ) -> Row[Any]:
-    """Reserve room for the VM on a host: the host's (id, name, address, port, token).
+    """Reserve room for the VM on a host (one that has every network in `networks`): the
+    host's (id, name, address, port, token).
 
     On PostgreSQL hosts other creates hold are skipped; only if that finds none are all `up`
     hosts locked (waiting for those creates), so "no room" means no room."""
     hosts = HostRepository(session)
     cpu_ratio, memory_ratio = settings.cpu_overcommit, settings.memory_overcommit
+    among = hosts_with_networks(session, networks) if networks else None
     found = hosts.take(
         name=name,
         vcpus=vcpus,
@@ -38,6 +47,7 @@ def schedule(
         cpu_ratio=cpu_ratio,
         memory_ratio=memory_ratio,
         skip_locked=postgresql,
+        among=among,
     )
     if found is not None:
         return found
@@ -45,17 +55,42 @@ def schedule(
         raise Conflict(f"a VM named {name!r} already exists")
     if postgresql:
         found = hosts.pick_waiting(
-            vcpus=vcpus, memory=memory, cpu_ratio=cpu_ratio, memory_ratio=memory_ratio
+            vcpus=vcpus,
+            memory=memory,
+            cpu_ratio=cpu_ratio,
+            memory_ratio=memory_ratio,
+            among=among,
         )
         if found is not None:
             hosts.reserve(found.id, vcpus, memory)
             return found
-    up = len(hosts.with_status("up"))
+    up = [h.id for h in hosts.with_status("up")]
+    if among is not None:
+        up = [h for h in up if h in among]
+    where = (
+        f"with network{'s' if len(networks) > 1 else ''} {', '.join(networks)} " if networks else ""
+    )
     raise InvalidInput(
-        f"no up host with enough free capacity for {vcpus} vCPUs and {_gib(memory)} "
-        f"({up} host{'s' if up != 1 else ''} up)",
+        f"no up host {where}with enough free capacity for {vcpus} vCPUs and {_gib(memory)} "
+        f"({len(up)} {'such ' if networks else ''}host{'s' if len(up) != 1 else ''} up)",
         hint="add or init a host, delete or stop VMs, or raise the overcommit ratios",
     )
+
+
+def hosts_with_networks(session: Session, names: Sequence[str]) -> list[Any]:
+    """The hosts that have every one of these networks; InvalidInput naming one no host has."""
+    found = NetworkRepository(session).hosts_with(names)
+    among: set[Any] | None = None
+    for name in names:
+        if name not in found:
+            raise InvalidInput(
+                f"no host has a network named {name!r}",
+                hint="create it first (POST /networks), on the hosts the VM may run on",
+            )
+        among = found[name] if among is None else among & found[name]
+    if not among:
+        raise InvalidInput(f"no host has all of the networks {', '.join(names)}")
+    return sorted(among)
 
 
 def check_room(settings: Settings, host: Host, vm: Vm) -> None:

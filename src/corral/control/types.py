@@ -85,6 +85,8 @@ VmName = Annotated[
         min_length=1, max_length=63, pattern=VM_NAME_PATTERN
     ),  # a hostname: the node uses it as the instance name
 ]
+NETWORK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"  # corral.net.model.NAME_RE
+NetworkName = Annotated[str, StringConstraints(max_length=32, pattern=NETWORK_NAME_PATTERN)]
 Tag = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:=/-]*$")
 ]
@@ -173,6 +175,40 @@ class BootSourceCreate(Input):
     kernel_params: KernelParams | None = None
 
 
+# --- networks ----------------------------------------------------------------------------
+
+
+class NetworkCreate(Input):
+    name: NetworkName
+    host_id: uuid.UUID | None = Field(
+        None, description="the host to make it on; none: every `up` host (the same name)"
+    )
+    subnet: Annotated[str, StringConstraints(max_length=64), AfterValidator(_clean)] | None = Field(
+        None,
+        description="an IPv4 subnet, e.g. 10.80.0.0/24 (the same on each host); "
+        "none: a free one chosen per host",
+    )
+    ipv6: Annotated[str, StringConstraints(max_length=64), AfterValidator(_clean)] | None = Field(
+        None, description='an fd..::/64, "auto" for a random one; none: IPv4 only'
+    )
+    nat: bool = Field(True, description="NAT to the host's outward route")
+    isolated: bool = Field(False, description="no NAT and no route out")
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        "corral", description="VMs resolve as NAME.DOMAIN"
+    )
+    mtu: int = Field(1500, ge=576, le=9000)
+
+    @model_validator(mode="after")
+    def _check(self) -> NetworkCreate:
+        if self.subnet is not None:
+            try:
+                net = ipaddress.IPv4Network(self.subnet)
+            except ValueError:
+                raise ValueError(f"subnet: {self.subnet[:40]!r} is not an IPv4 subnet") from None
+            self.subnet = str(net)
+        return self
+
+
 # --- vms -----------------------------------------------------------------------------------
 
 
@@ -199,7 +235,12 @@ class NetworkInterface(Input):
     tap: Annotated[str, StringConstraints(pattern=TAP_PATTERN)] | None = Field(
         None, description="an existing TAP device on the VM's host"
     )
-    network: Name | None = Field(None, description="a corral network (not yet available here)")
+    network: NetworkName | None = Field(
+        None,
+        description="a corral network (POST /networks): the VM gets a NIC on it, on a host "
+        "that has it; `ip` is then an address reserved for it there (the prefix, gateway and "
+        "MTU are the network's)",
+    )
     mac: Annotated[str, StringConstraints(pattern=MAC_PATTERN)] | None = None
     ip: IpAddress | None = None
     mask: Annotated[str, StringConstraints(max_length=64), AfterValidator(_clean)] | None = Field(
@@ -221,11 +262,8 @@ class NetworkInterface(Input):
         if self.tap is not None and self.network is not None:
             raise ValueError(f"interface {self.id!r}: give tap or network, not both")
         if self.network is not None:
-            raise ValueError(
-                f"interface {self.id!r}: managed networks are not yet available in the control "
-                "plane; give `tap` (an existing TAP device on the host)"
-            )
-        if (self.ip is None) != (self.mask is None):
+            self._on_network()
+        elif (self.ip is None) != (self.mask is None):
             raise ValueError(f"interface {self.id!r}: give ip and mask together")
         if self.mac is not None:
             self.mac = self.mac.lower()
@@ -236,6 +274,19 @@ class NetworkInterface(Input):
         if self.gateway is not None and self.ip is None:
             raise ValueError(f"interface {self.id!r}: a gateway needs ip and mask")
         return self
+
+    def _on_network(self) -> None:
+        """A corral network sets the prefix, gateway, DNS and MTU itself: asking for others
+        is refused, not ignored."""
+        given = [f for f in ("mask", "gateway", "mtu") if getattr(self, f) is not None]
+        given += ["dns"] if self.dns else []
+        if given:
+            raise ValueError(
+                f"interface {self.id!r}: {', '.join(given)} are set by network "
+                f"{self.network!r}; give only ip (and mac)"
+            )
+        if self.ip is not None and ipaddress.ip_address(self.ip).version != 4:
+            raise ValueError(f"interface {self.id!r}: ip on a corral network must be IPv4")
 
     def cidr(self) -> str | None:
         """The static address as CIDR (192.168.100.10/24), or None for DHCP."""
@@ -295,6 +346,11 @@ class VmCreate(Input):
             raise ValueError("give image or image_object_id, not both")
         if len({n.id for n in self.networks}) != len(self.networks):
             raise ValueError("network interface ids must be distinct")
+        if any(n.tap for n in self.networks) and any(n.network for n in self.networks):
+            raise ValueError("interfaces are on existing TAP devices or on networks, not both")
+        names = [n.network for n in self.networks if n.network is not None]
+        if len(set(names)) != len(names):
+            raise ValueError("a VM has one interface per network: a network is named twice")
         taps = [n.tap for n in self.networks if n.tap is not None]
         if len(set(taps)) != len(taps):
             raise ValueError("a TAP device can carry one interface only")

@@ -80,6 +80,7 @@ class VmService:
             data.name,
             data.boot_vcpus,
             data.memory_size,
+            [n.network for n in data.networks if n.network is not None],
         )
         host_id = host.id
         if host.address == IN_PROCESS:

@@ -17,7 +17,7 @@ from corral.control.nodes import NodeAddress
 from corral.control.types import MIB
 from corral.db.repositories import VmRepository
 from corral.errors import NotFound
-from corral.node.protocol import NodeNic, NodeVmSpec
+from corral.node.protocol import NodeNetworkNic, NodeNic, NodeVmSpec
 from corral.storage_roots import under_root
 
 
@@ -41,12 +41,17 @@ def node_spec(vm: Mapping[Any, Any], start: bool, developer_keys: Sequence[str])
         cmdline=vm.get("kernel_params"),
         # Rows from before interfaces were honoured have no MAC: those VMs keep user-mode NICs.
         nics=[_nic(e) for e in vm.get("networks") or () if e.get("tap") and e.get("mac")],
+        networks=[
+            NodeNetworkNic(network=e["network"], mac=e["mac"], ip=e.get("ip"))
+            for e in vm.get("networks") or ()
+            if e.get("network")
+        ],
         start=start,
     )
 
 
 def _nic(entry: Mapping[str, Any]) -> NodeNic:
-    """A recorded interface (see vms._interface): only TAP interfaces are ever recorded."""
+    """A recorded TAP interface (see vms._interface)."""
     return NodeNic(
         tap=entry["tap"],
         mac=entry["mac"],

@@ -137,6 +137,41 @@ class BootSource(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Network(Base):
+    """A managed network (corral.net) of the fleet: the same name on one or more hosts, each
+    with its own bridge and subnet (NetworkHost). `state` is `creating` until every host has
+    it and `removing` while it is taken down: VMs are only placed on `ready` ones."""
+
+    __tablename__ = "networks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="creating")
+    # What was asked for (subnet, ipv6, nat, isolated, domain, mtu): sent to each host.
+    config: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    host_rows: Mapped[list[NetworkHost]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="NetworkHost.host_id"
+    )
+
+
+class NetworkHost(Base):
+    """A network on one host: what that host's node made of it."""
+
+    __tablename__ = "network_hosts"
+
+    network_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    bridge: Mapped[str] = mapped_column(String(16))
+    subnet: Mapped[str] = mapped_column(String(64))
+    gateway: Mapped[str] = mapped_column(String(64))
+
+
 class Vm(Base):
     __tablename__ = "vms"
     __table_args__ = (Index("ix_vms_created_at_id", "created_at", "id"),)

@@ -32,6 +32,8 @@ from corral.db.models import (
     BootSource,
     Host,
     Job,
+    Network,
+    NetworkHost,
     StorageObject,
     StoragePool,
     Vm,
@@ -102,14 +104,16 @@ class HostRepository(Repository[Host]):
         cpu_ratio: float,
         memory_ratio: float,
         skip_locked: bool,
+        among: Sequence[uuid.UUID] | None = None,
     ) -> AnyRow | None:
         """Reserve room for VM `name` on the `up` host with room for it and the most free
         memory, if no VM has that name yet: the host's (id, name, address, port, token).
 
         skip_locked: FOR UPDATE SKIP LOCKED, a host other transactions hold is passed over
         (PostgreSQL; on SQLite the transaction holds the only write lock).
+        among: only these hosts (those that have the VM's networks).
         """
-        params = {
+        params: dict[str, Any] = {
             "vm_name": name,
             "need_vcpus": vcpus,
             "need_memory": memory,
@@ -117,17 +121,30 @@ class HostRepository(Repository[Host]):
             "memory_ratio": memory_ratio,
             "now": utcnow(),
         }
-        stmt = sql.TAKE_HOST_SKIP_LOCKED if skip_locked else sql.TAKE_HOST
-        return hot.first(self.conn, stmt, params)
+        if among is None:
+            stmt = sql.TAKE_HOST_SKIP_LOCKED if skip_locked else sql.TAKE_HOST
+            return hot.first(self.conn, stmt, params)
+        stmt = sql.TAKE_HOST_AMONG_SKIP_LOCKED if skip_locked else sql.TAKE_HOST_AMONG
+        return self.conn.execute(stmt, {**params, "host_ids": list(among)}).first()
 
     def pick_waiting(
-        self, *, vcpus: int, memory: int, cpu_ratio: float, memory_ratio: float
+        self,
+        *,
+        vcpus: int,
+        memory: int,
+        cpu_ratio: float,
+        memory_ratio: float,
+        among: Sequence[uuid.UUID] | None = None,
     ) -> AnyRow | None:
         """Like take, without reserving, after FOR UPDATE on every `up` host in id order (so
         two such transactions cannot deadlock): the choice is made on their current values."""
         params = {"cpu_ratio": cpu_ratio, "memory_ratio": memory_ratio}
         rows = self.conn.execute(sql.LOCK_UP_HOSTS, params).all()
-        fits = [r for r in rows if r.free_cpu >= vcpus and r.free_memory >= memory]
+        fits = [
+            r
+            for r in rows
+            if r.free_cpu >= vcpus and r.free_memory >= memory and (among is None or r.id in among)
+        ]
         return max(fits, key=lambda r: r.free_memory) if fits else None
 
     def reserve(self, host_id: uuid.UUID, vcpus: int, memory: int) -> None:
@@ -148,6 +165,35 @@ class HostRepository(Repository[Host]):
 
     def has_vms(self, host_id: uuid.UUID) -> bool:
         return bool(self.session.scalar(select(exists().where(Vm.host_id == host_id))))
+
+
+class NetworkRepository(Repository[Network]):
+    model = Network
+
+    def hosts_with(self, names: Sequence[str]) -> dict[str, set[uuid.UUID]]:
+        """For each of these names that is a `ready` network: the hosts that have it."""
+        stmt = (
+            select(Network.name, NetworkHost.host_id)
+            .join(NetworkHost, NetworkHost.network_id == Network.id)
+            .where(Network.name.in_(names), Network.state == "ready")
+            # FOR SHARE (PostgreSQL): a delete, which locks the row before it looks for users,
+            # waits for this VM's create to commit and then sees it.
+            .with_for_update(read=True, of=Network)
+        )
+        found: dict[str, set[uuid.UUID]] = {}
+        for name, host_id in self.session.execute(stmt):
+            found.setdefault(name, set()).add(host_id)
+        return found
+
+    def users(self, network: Network) -> list[str]:
+        """The VMs with an interface on this network (on any of its hosts)."""
+        host_ids = [row.host_id for row in network.host_rows]
+        stmt = select(Vm.name, Vm.networks).where(Vm.host_id.in_(host_ids)).order_by(Vm.name)
+        return [
+            name
+            for name, entries in self.session.execute(stmt)
+            if any(entry.get("network") == network.name for entry in entries or ())
+        ]
 
 
 class StoragePoolRepository(Repository[StoragePool]):

@@ -50,13 +50,16 @@ def _free_memory(hosts: FromClause) -> Any:
     return hosts.c.memory * bindparam("memory_ratio", type_=Float) - hosts.c.used_memory
 
 
-def _pick(hosts: FromClause) -> Any:
-    """The `up` host with room for the VM and the most free memory."""
+def _pick(hosts: FromClause, among: bool = False) -> Any:
+    """The `up` host with room for the VM and the most free memory (among: one of the hosts
+    in the `host_ids` parameter, e.g. those with the VM's networks)."""
     fits = (
         (hosts.c.status == "up")
         & (bindparam("need_vcpus") <= _free_cpu(hosts))
         & (bindparam("need_memory") <= _free_memory(hosts))
     )
+    if among:
+        fits = fits & hosts.c.id.in_(bindparam("host_ids", expanding=True))
     return select(hosts.c.id).where(fits).order_by(_free_memory(hosts).desc(), hosts.c.id).limit(1)
 
 
@@ -78,10 +81,10 @@ RESERVE = (
 )
 
 
-def _take(skip_locked: bool) -> Any:
+def _take(skip_locked: bool, among: bool = False) -> Any:
     """Pick a host and reserve the VM's room on it, in one statement, if no VM has its name
     (else no row: nothing changed). SKIP LOCKED passes over hosts other creates hold."""
-    candidate = _pick(HOSTS.alias("candidate"))
+    candidate = _pick(HOSTS.alias("candidate"), among)
     if skip_locked:
         candidate = candidate.with_for_update(skip_locked=True)
     name_free = ~exists().where(_v.name == bindparam("vm_name"))
@@ -99,6 +102,8 @@ def _take(skip_locked: bool) -> Any:
 
 TAKE_HOST = _take(skip_locked=False)
 TAKE_HOST_SKIP_LOCKED = _take(skip_locked=True)
+TAKE_HOST_AMONG = _take(skip_locked=False, among=True)
+TAKE_HOST_AMONG_SKIP_LOCKED = _take(skip_locked=True, among=True)
 
 INSERT_VM = insert(VMS)
 INSERT_TAGS = insert(TAGS)

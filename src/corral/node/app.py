@@ -18,6 +18,9 @@ corral.wire's shape), which HttpNode turns back into the same error classes.
     WS     /vms/{name}/console/stream    new console output as binary messages, until the VM stops
     WS     /vms/{name}/tunnel?port=N     a TCP stream to port N of the VM, as binary messages
                                          (only ports the VM exposes: 22, its --forward ports)
+    GET    /networks                     [NodeNetwork]
+    POST   /networks                     NodeNetworkSpec -> 201 NodeNetwork
+    DELETE /networks/{name}              204 (409 while a VM is attached)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from corral import weberrors
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, Unauthorized
 from corral.node.local import LocalNode
-from corral.node.protocol import Capacity, NodeVm, NodeVmSpec
+from corral.node.protocol import Capacity, NodeNetwork, NodeNetworkSpec, NodeVm, NodeVmSpec
 from corral.node.tunnel import splice, tunnel_port
 from corral.version import __version__
 from corral.webguard import PRINCIPAL, Guard, Scope, header
@@ -168,6 +171,22 @@ async def resume_vm(name: str, node: Node) -> NodeVm:
 @_guarded.delete("/vms/{name}", status_code=204)
 async def delete_vm(name: str, node: Node) -> Response:
     await node.delete_vm(name)
+    return Response(status_code=204)
+
+
+@_guarded.get("/networks")
+async def list_networks(node: Node) -> list[NodeNetwork]:
+    return await node.list_networks()
+
+
+@_guarded.post("/networks", status_code=201)
+async def create_network(spec: NodeNetworkSpec, node: Node) -> NodeNetwork:
+    return await node.create_network(spec)
+
+
+@_guarded.delete("/networks/{name}", status_code=204)
+async def delete_network(name: str, node: Node) -> Response:
+    await node.delete_network(name)
     return Response(status_code=204)
 
 

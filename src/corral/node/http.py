@@ -18,11 +18,19 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from corral import wire
 from corral.errors import CorralError, InvalidInput, NodeUnreachable
-from corral.node.protocol import Capacity, NodeVm, NodeVmSpec, Tunnel
+from corral.node.protocol import (
+    Capacity,
+    NodeNetwork,
+    NodeNetworkSpec,
+    NodeVm,
+    NodeVmSpec,
+    Tunnel,
+)
 from corral.node.tunnel import MAX_FRAME, WebsocketTunnel
 
 M = TypeVar("M", bound=BaseModel)
 _VMS = TypeAdapter(list[NodeVm])
+_NETWORKS = TypeAdapter(list[NodeNetwork])
 
 
 class HttpNode:
@@ -134,6 +142,20 @@ class HttpNode:
         expose, 404, 409) come back as the node's errors."""
         ws = await self._websocket(_vm(name, "tunnel") + f"?port={int(port)}", max_size=MAX_FRAME)
         return WebsocketTunnel(ws, f"node {self.base_url}")
+
+    async def list_networks(self) -> list[NodeNetwork]:
+        response = await self._request("GET", "/networks")
+        try:
+            return _NETWORKS.validate_json(response.content)
+        except ValidationError as exc:
+            raise self._unexpected("GET /networks", exc) from exc
+
+    async def create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
+        response = await self._request("POST", "/networks", body=spec.model_dump(), slow=True)
+        return self._parse(NodeNetwork, response)
+
+    async def delete_network(self, name: str) -> None:
+        await self._request("DELETE", "/networks/" + quote(name, safe=""), slow=True)
 
     async def _websocket(self, path: str, *, max_size: int = 4 << 20) -> Any:
         """An open websocket client connection to `path` of the node."""

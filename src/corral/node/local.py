@@ -15,7 +15,7 @@ import os
 import platform
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from corral import confine
@@ -25,11 +25,21 @@ from corral.image_refs import resolve_image
 from corral.instance import lifecycle
 from corral.instance.endpoint import check_port, vm_endpoint
 from corral.instance.launch import launch
-from corral.instance.options import LaunchRequest, PublicKey
+from corral.instance.options import LaunchRequest, NetworkNic, PublicKey
 from corral.instance.record import check_instance_name
 from corral.instance.view import instance_view
 from corral.machine import console
-from corral.node.protocol import Capacity, NodeVm, NodeVmSpec, Tunnel
+from corral.net import manage as networks
+from corral.net.caps import NeedsNetAdmin
+from corral.node.protocol import (
+    Capacity,
+    NodeNetwork,
+    NodeNetworkSpec,
+    NodeNetworkVm,
+    NodeVm,
+    NodeVmSpec,
+    Tunnel,
+)
 from corral.node.taps import network_config, tap_nics
 from corral.node.tunnel import TcpTunnel
 from corral.storage_roots import open_under
@@ -104,6 +114,8 @@ class LocalNode:
             )
         if self.ctx.home.instance(spec.name).dir.exists():
             raise Conflict(f"an instance named {spec.name!r} already exists")
+        if spec.nics and spec.networks:
+            raise InvalidInput("a VM's NICs are on existing taps or on managed networks, not both")
         nics = tap_nics(spec.nics)  # a missing tap is refused before anything is made
         with contextlib.ExitStack() as opened:
             # Files named by the control plane are opened once, confined to the storage roots,
@@ -126,10 +138,12 @@ class LocalNode:
                 initrd=_fd_file(initrd) if initrd is not None else None,
                 cmdline=spec.cmdline,
                 nics=nics,
+                networks=[NetworkNic(n.network, n.ip, n.mac) for n in spec.networks],
                 network_config=network_config(spec.nics),
             )
             name = None if image is None else resolve_image(self.ctx, image)
-            launch(self.ctx, name, request.options(), start=spec.start)
+            with _net_admin():
+                launch(self.ctx, name, request.options(), start=spec.start)
         return self._view(spec.name)
 
     def _open(self, opened: contextlib.ExitStack, text: str | None, what: str) -> int | None:
@@ -223,12 +237,71 @@ class LocalNode:
             raise Conflict(f"VM {name!r} is {seen.state}, not running: no tunnel to it")
         return vm_endpoint(record, port)
 
+    # --- managed networks -----------------------------------------------------------------
+
+    async def list_networks(self) -> list[NodeNetwork]:
+        return await asyncio.to_thread(self._networks)
+
+    def _networks(self) -> list[NodeNetwork]:
+        found = []
+        for summary in networks.summary(self.ctx.home):
+            with contextlib.suppress(NotFound):  # removed meanwhile
+                found.append(self._network(summary["name"]))
+        return found
+
+    def _network(self, name: str) -> NodeNetwork:
+        data = networks.inspect(self.ctx.home, name)
+        vms = [
+            NodeNetworkVm(
+                name=vm["name"],
+                mac=vm["mac"],
+                addresses=list(dict.fromkeys(a for a in (vm["ipv4"], vm["leased"]) if a)),
+            )
+            for vm in data["vms"]
+        ]
+        return NodeNetwork.model_validate({**data, "vms": vms})
+
+    async def create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
+        return await asyncio.to_thread(self._create_network, spec)
+
+    def _create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
+        options = networks.CreateOptions(
+            subnet=spec.subnet,
+            ipv6=spec.ipv6,
+            nat=spec.nat,
+            isolated=spec.isolated,
+            domain=spec.domain,
+            mtu=spec.mtu,
+        )
+        with _net_admin():
+            networks.create(self.ctx.home, spec.name, options)
+        return self._network(spec.name)
+
+    async def delete_network(self, name: str) -> None:
+        def remove() -> None:
+            with _net_admin():
+                networks.remove(self.ctx.home, name)
+
+        await asyncio.to_thread(remove)
+
     def _running(self, name: str) -> bool:
         try:
             _, seen = lifecycle.status(self.ctx, name)
         except NotFound:
             return False  # deleted while we followed it
         return seen.pid is not None or seen.state in ("creating", "starting")
+
+
+@contextlib.contextmanager
+def _net_admin() -> Iterator[None]:
+    """A node without CAP_NET_ADMIN cannot do what was asked of it, whoever asks: net's one
+    line, as a Conflict (409) rather than its CLI-minded 403."""
+    try:
+        yield
+    except NeedsNetAdmin as exc:
+        raise Conflict(
+            exc.message, hint="give the node (corral serve or corral node) CAP_NET_ADMIN"
+        ) from None
 
 
 def _fd_file(fd: int) -> Path:

@@ -34,6 +34,17 @@ class NodeNic(BaseModel):
     nameservers: list[str] = Field(default_factory=list)
 
 
+class NodeNetworkNic(BaseModel):
+    """A NIC on one of the node's managed networks (corral.net): a tap made for the VM on the
+    network's bridge, with this MAC and, if given, this reserved IPv4 address."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: str  # checked by the node (a network name; the network must exist there)
+    mac: str
+    ip: str | None = None
+
+
 class NodeVmSpec(BaseModel):
     """What a node needs to create (and start) one VM."""
 
@@ -52,6 +63,7 @@ class NodeVmSpec(BaseModel):
     initrd: str | None = None
     cmdline: str | None = None
     nics: list[NodeNic] = Field(default_factory=list)  # none: a user-mode NIC
+    networks: list[NodeNetworkNic] = Field(default_factory=list)  # NICs on managed networks
     start: bool = True
 
 
@@ -81,6 +93,48 @@ class NodeVm(BaseModel):
     pid: int | None = None
     image: str
     nics: list[NodeVmNic] = Field(default_factory=list)  # none: a user-mode NIC
+
+
+class NodeNetworkSpec(BaseModel):
+    """A managed network to make on a node (corral.net.manage.CreateOptions, by name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str  # checked by the node (corral.net.model.check_name)
+    subnet: str | None = None  # None: a free 10.x.y.0/24 of the node's choosing
+    ipv6: str | None = None  # fd..::/64, "auto", or None for none
+    nat: bool = True
+    isolated: bool = False
+    domain: str = "corral"
+    mtu: int = 1500
+
+
+class NodeNetworkVm(BaseModel):
+    """A VM attached to a network on a node: its NIC's MAC and the addresses it has there."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    mac: str
+    addresses: list[str] = Field(default_factory=list)
+
+
+class NodeNetwork(BaseModel):
+    """One managed network as a node sees it (corral.net.manage.inspect)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    bridge: str
+    subnet: str
+    gateway: str
+    ipv6: str | None = None
+    nat: bool
+    isolated: bool
+    domain: str
+    mtu: int
+    up: bool
+    vms: list[NodeNetworkVm] = Field(default_factory=list)
 
 
 class Capacity(BaseModel):
@@ -128,4 +182,13 @@ class NodeClient(Protocol):
     def console_stream(self, name: str) -> AsyncIterator[bytes]: ...
     async def open_tunnel(self, name: str, port: int) -> Tunnel:
         """A byte stream to `port` of the VM (one it exposes: else Forbidden)."""
+        ...
+
+    async def list_networks(self) -> list[NodeNetwork]: ...
+    async def create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
+        """Conflict when the node cannot make managed networks (no CAP_NET_ADMIN)."""
+        ...
+
+    async def delete_network(self, name: str) -> None:
+        """Conflict while a VM is attached to it; NotFound for an unknown one."""
         ...
