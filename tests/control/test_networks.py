@@ -164,3 +164,32 @@ def test_a_hosts_init_adopts_the_networks_its_node_has_and_forgets_those_it_lost
     body = {"name": "w", "memory_size": 256 * MIB, "image": "tiny",
             "networks": [{"id": "net0", "network": "cli"}]}  # fmt: skip
     assert "no host has a network named 'cli'" in api.ok("POST", "/vms", 422, json=body)["detail"]
+
+
+def test_a_create_whose_server_died_can_be_deleted_once_it_is_stale(api: Api) -> None:
+    """A server killed during POST /networks leaves its row `creating`, without the hosts it
+    had made it on: a delete refuses while a create may still be under way, then asks every up
+    host, and the ones that have the network remove it."""
+    from datetime import timedelta
+
+    from corral.control.networks import STALE_CREATE
+    from corral.db.models import Network, NetworkHost
+
+    h1, h2 = api.host(), api.host()
+    net = api.ok("POST", "/networks", 201, json={"name": "lab", "host_id": h1["id"]})
+
+    def died_midway(age: timedelta) -> None:
+        with api.plane.db.write() as session:
+            row = session.get(Network, uuid.UUID(net["id"]))
+            assert row is not None
+            row.state, row.created_at = "creating", row.created_at - age
+            session.query(NetworkHost).filter_by(network_id=row.id).delete()
+
+    died_midway(timedelta(0))
+    refused = api.ok("DELETE", f"/networks/{net['id']}", 409)
+    assert "still being created" in refused["detail"] and "minutes" in refused["hint"]
+    assert "lab" in _node(api, h1).networks  # type: ignore[attr-defined]
+    died_midway(STALE_CREATE)
+    api.ok("DELETE", f"/networks/{net['id']}", 204)
+    assert api.ok("GET", "/networks") == []
+    assert not _node(api, h1).networks and not _node(api, h2).networks  # type: ignore[attr-defined]

@@ -13,19 +13,24 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from corral.control.nodes import NodeAddress
 from corral.control.types import NetworkCreate
-from corral.db.models import Host, Network, NetworkHost
+from corral.db.models import Host, Network, NetworkHost, utcnow
 from corral.db.repositories import HostRepository, NetworkRepository
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.node.protocol import NodeNetwork, NodeNetworkSpec
 
 if TYPE_CHECKING:
     from corral.control.plane import ControlPlane
+
+# A create asks each host once and records the result; one still `creating` after this long
+# belongs to a server that died, and may be deleted.
+STALE_CREATE = timedelta(minutes=15)
 
 
 @dataclass
@@ -122,27 +127,39 @@ class NetworkService:
         state.up, state.reason = False, "the host's node does not have it (any more)"
 
     async def delete(self, network_id: uuid.UUID) -> None:
-        name, hosts = await self.plane.write(self._begin_delete, network_id)
+        name, hosts, before = await self.plane.write(self._begin_delete, network_id)
         try:
             for where in hosts:
                 try:
                     await self.plane.nodes.for_host(where).delete_network(name)
                 except NotFound:
-                    pass  # already gone from that host
+                    pass  # already gone from that host (or never made there)
         except BaseException:
-            await self.plane.write(_set_state, network_id, "ready")
+            await self.plane.write(_set_state, network_id, before)
             raise
         await self.plane.write(_drop, network_id)
 
     def _begin_delete(
         self, session: Session, network_id: uuid.UUID
-    ) -> tuple[str, list[NodeAddress]]:
+    ) -> tuple[str, list[NodeAddress], str]:
         networks = NetworkRepository(session)
         network = networks.get(network_id, lock=True)  # creates placing VMs on it wait
         if network is None:
             raise NotFound(f"no network {network_id}")
+        before = "ready" if network.state == "removing" else network.state
         if network.state == "creating":  # (`removing`: a delete that died, tried again)
-            raise Conflict(f"network {network.name!r} is still being created")
+            if utcnow() - network.created_at < STALE_CREATE:
+                raise Conflict(
+                    f"network {network.name!r} is still being created",
+                    hint=f"a create whose server died can be deleted "
+                    f"{int(STALE_CREATE.total_seconds()) // 60} minutes after it began",
+                )
+            # Its server died before recording which hosts made it: ask every host it could
+            # have been made on; those without it answer NotFound.
+            network.state = "removing"
+            session.flush()
+            hosts = HostRepository(session).with_status("up")
+            return network.name, [NodeAddress.of(h) for h in hosts], before
         users = networks.users(network)
         if users:
             raise Conflict(
@@ -151,9 +168,8 @@ class NetworkService:
             )
         network.state = "removing"
         session.flush()
-        return network.name, list(
-            _addresses(session, [r.host_id for r in network.host_rows]).values()
-        )
+        addresses = _addresses(session, [r.host_id for r in network.host_rows])
+        return network.name, list(addresses.values()), before
 
     async def list(self) -> list[NetworkView]:  # last: it shadows `list` in the class body
         return await self.plane.read(_views)
