@@ -17,6 +17,8 @@ from fastapi import FastAPI
 
 from corral import weberrors
 from corral.api import deps
+from corral.api.metrics import RequestMetrics, request_histogram
+from corral.api.metrics import router as metrics_router
 from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
@@ -82,6 +84,12 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         max_body_bytes=settings.max_body_bytes,
         public=PUBLIC_PATHS,
     )
+    # Outside the guard: its refusals are requests too.
+    app.add_middleware(
+        RequestMetrics,
+        histogram=request_histogram(plane.metrics.registry),
+        api=app,
+    )
     for router in (
         health.router,
         hosts.router,
@@ -91,6 +99,7 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         tunnel.router,
         jobs.router,
         control.router,
+        metrics_router,
     ):
         app.include_router(router)
     return app

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from corral.api.deps import token_role, websocket_credentials
+from corral.api.deps import api_role, websocket_credentials
 from corral.control.plane import ControlPlane
 from corral.errors import CorralError
 
@@ -21,10 +21,10 @@ INTERNAL_ERROR = 1011
 async def accept_authorised(
     websocket: WebSocket, plane: ControlPlane, *, extra_ok: bool = False
 ) -> bool:
-    """Accept the websocket if it carries a valid token (of any role) or `extra_ok`; else
-    refuse it (HTTP 403)."""
+    """Accept the websocket if it carries a valid token of an API role (not `metrics`) or
+    `extra_ok`; else refuse it (HTTP 403)."""
     token, subprotocol = websocket_credentials(websocket)
-    if not (extra_ok or await token_role(plane, token)):
+    if not (extra_ok or await api_role(plane, token)):
         await websocket.close(code=POLICY_VIOLATION, reason="unknown, revoked or missing token")
         return False
     await websocket.accept(subprotocol=subprotocol)

@@ -18,6 +18,7 @@ corral.wire's shape), which HttpNode turns back into the same error classes.
     WS     /vms/{name}/console/stream    new console output as binary messages, until the VM stops
     WS     /vms/{name}/tunnel?port=N     a TCP stream to port N of the VM, as binary messages
                                          (only ports the VM exposes: 22, its --forward ports)
+    GET    /metrics                      this host's VMs' figures, Prometheus text format
     GET    /networks                     [NodeNetwork]
     POST   /networks                     NodeNetworkSpec -> 201 NodeNetwork
     DELETE /networks/{name}              204 (409 while a VM is attached)
@@ -38,6 +39,7 @@ from starlette.websockets import WebSocketDisconnect
 from corral import weberrors
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, Unauthorized
+from corral.node import metrics as node_metrics
 from corral.node.local import LocalNode
 from corral.node.protocol import Capacity, NodeNetwork, NodeNetworkSpec, NodeVm, NodeVmSpec
 from corral.node.tunnel import splice, tunnel_port
@@ -172,6 +174,13 @@ async def resume_vm(name: str, node: Node) -> NodeVm:
 async def delete_vm(name: str, node: Node) -> Response:
     await node.delete_vm(name)
     return Response(status_code=204)
+
+
+@_guarded.get("/metrics", response_class=Response)
+async def metrics(node: Node) -> Response:
+    """Per-VM figures for Prometheus: vCPU time, memory, disk and network traffic, uptime."""
+    figures = await node_metrics.gather(node.ctx.home)
+    return Response(node_metrics.render(figures), media_type=node_metrics.CONTENT_TYPE)
 
 
 @_guarded.get("/networks")
