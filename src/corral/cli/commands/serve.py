@@ -107,6 +107,10 @@ def serve(
                 err.print("note: no API tokens yet: create one with `corral token create NAME`")
         mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
         err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
+        url_host = f"[{host}]" if ":" in host else host
+        err.print(
+            f"dashboard: http://{url_host}:{port}/ui/   metrics: http://{url_host}:{port}/metrics"
+        )
         uvicorn.run(
             create_app(settings),
             host=host,
