@@ -46,11 +46,9 @@ def test_the_figures_are_the_state(api: Api) -> None:
     }
     assert by(samples["corral_vms"], "status")[("running",)] == 1
     assert by(samples["corral_vms"], "status")[("paused",)] == 1
-    per_host = Counter((v["host_id"], v["status"]) for v in listed)
+    per_host = Counter(v["host_id"] for v in listed)
     names = {h["id"]: h["name"] for h in api.ok("GET", "/hosts")}
-    assert by(samples["corral_host_vms"], "host", "status") == {
-        (names[h], s): n for (h, s), n in per_host.items()
-    }
+    assert by(samples["corral_host_vms"], "host") == {(names[h],): n for h, n in per_host.items()}
     for host in api.ok("GET", "/hosts"):
         name = (host["name"],)
         assert by(samples["corral_host_cpus"], "host")[name] == host["cpus"]
@@ -63,7 +61,7 @@ def test_the_figures_are_the_state(api: Api) -> None:
     assert sum(v for _, v in samples["corral_host_reserved_vcpus"]) == 2 * len(reserving) > 0
 
     jobs = Counter((j["kind"], j["status"]) for j in api.ok("GET", "/jobs?limit=1000"))
-    assert by(samples["corral_jobs"], "kind", "status") == dict(jobs)
+    assert samples["corral_jobs_running"] == [({}, 0.0)]
     # Durations: one observation per job this process finished, by kind and outcome.
     durations = by(samples["corral_job_duration_seconds_count"], "kind", "outcome")
     assert durations == dict(jobs)
@@ -120,13 +118,14 @@ def test_event_stream_subscribers_are_counted(live: LiveServer) -> None:
 
 
 def test_fleet_families_from_a_reading() -> None:
-    """The pure part: one reading, its families (totals by status summed over hosts)."""
+    """The pure part: one reading, its families."""
     state = FleetState(
         hosts=(HostRow("a", "up", 4, 8192 * MIB, 10, 2, 512 * MIB),),
-        vms=(("a", "running", 2), ("b", "running", 3), ("a", "shutdown", 1)),
-        jobs=(("vm.create", "completed", 6),),
+        vms=(("running", 5), ("shutdown", 1)),
+        per_host=(("a", 3), ("b", 3)),
     )
     families = {f.name: f for f in fleet_families(state)}
     vms = {s.labels["status"]: s.value for s in families["corral_vms"].samples}
     assert vms == {"running": 5, "shutdown": 1}
+    assert [s.labels["host"] for s in families["corral_host_vms"].samples] == ["a", "b"]
     assert [s.value for s in families["corral_host_reserved_memory_bytes"].samples] == [512 * MIB]

@@ -1,11 +1,14 @@
 """The control plane's Prometheus figures: the fleet's state read from the database at scrape
 time, and what this process saw happen (job durations, event-stream subscribers).
 
-State (hosts' capacity and reservations, VMs by status, jobs by kind and status) is never kept
-in counters beside the database: `FleetCollector` asks the database when Prometheus asks, one
-query per table whatever the fleet's size (a GROUP BY, no query per host or VM). What happens
-(a job ends after so long) is observed where it happens into a histogram of this process;
-with several control-plane processes, Prometheus adds them up.
+State (hosts' capacity and reservations, VMs by status and per host) is never kept in counters
+beside the database: `FleetCollector` asks the database when Prometheus asks, one query per
+family whatever the fleet's size (no query per host or VM), each answered from an index alone
+(vms.status, vms.host_id): about a millisecond for 10,000 VMs on SQLite, where a GROUP BY of
+both, or of the jobs table (which only grows), reads every row. What happens (a job ends
+after so long) is observed where it happens into a histogram of this process, and the jobs
+still running are this process's; with several control-plane processes, Prometheus adds them
+up.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.db.engine import Database
-from corral.db.models import Host, Job, Vm
+from corral.db.models import Host, Vm
 from corral.layout import Home
 from corral.node.metrics import gather, vm_families
 
@@ -42,15 +45,15 @@ class HostRow:
 
 @dataclass(frozen=True)
 class FleetState:
-    """What one scrape read: every host, and the counts of VMs and jobs."""
+    """What one scrape read: every host, and the counts of VMs."""
 
     hosts: tuple[HostRow, ...]
-    vms: tuple[tuple[str, str, int], ...]  # (host name, status, count)
-    jobs: tuple[tuple[str, str, int], ...]  # (kind, status, count)
+    vms: tuple[tuple[str, int], ...]  # (status, count)
+    per_host: tuple[tuple[str, int], ...]  # (host name, count)
 
 
 def read_fleet(session: Session) -> FleetState:
-    """Three queries, each one pass over its table."""
+    """Three queries: the hosts, and two counts each read from an index."""
     hosts = session.execute(
         select(
             Host.id,
@@ -64,16 +67,12 @@ def read_fleet(session: Session) -> FleetState:
         )
     ).all()
     names = {row.id: row.name for row in hosts}
-    vms = session.execute(
-        select(Vm.host_id, Vm.status, func.count()).group_by(Vm.host_id, Vm.status)
-    ).all()
-    jobs = session.execute(
-        select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
-    ).all()
+    vms = session.execute(select(Vm.status, func.count()).group_by(Vm.status)).all()
+    per_host = session.execute(select(Vm.host_id, func.count()).group_by(Vm.host_id)).all()
     return FleetState(
         hosts=tuple(HostRow(*row[1:]) for row in hosts),
-        vms=tuple((names.get(host_id, str(host_id)), status, n) for host_id, status, n in vms),
-        jobs=tuple((kind, status, n) for kind, status, n in jobs),
+        vms=tuple((status, n) for status, n in vms),
+        per_host=tuple((names.get(host_id, str(host_id)), n) for host_id, n in per_host),
     )
 
 
@@ -98,27 +97,25 @@ def fleet_families(state: FleetState) -> list[Metric]:
         disk.add_metric([h.name], h.disk)
         vcpus.add_metric([h.name], h.used_vcpus)
         reserved.add_metric([h.name], h.used_memory)
-    per_host = gauge("corral_host_vms", "VMs on the host by status", ["host", "status"])
-    by_status: dict[str, int] = {}
-    for host, vm_status, n in state.vms:
-        per_host.add_metric([host, vm_status], n)
-        by_status[vm_status] = by_status.get(vm_status, 0) + n
+    per_host = gauge("corral_host_vms", "VMs placed on the host, whatever their status", ["host"])
+    for host, n in state.per_host:
+        per_host.add_metric([host], n)
     vms = gauge("corral_vms", "VMs of the fleet by status", ["status"])
-    for vm_status, n in sorted(by_status.items()):
+    for vm_status, n in sorted(state.vms):
         vms.add_metric([vm_status], n)
-    jobs = gauge("corral_jobs", "jobs recorded, by kind and status", ["kind", "status"])
-    for kind, job_status, n in state.jobs:
-        jobs.add_metric([kind, job_status], n)
-    return [status, cpus, memory, disk, vcpus, reserved, per_host, vms, jobs]
+    return [status, cpus, memory, disk, vcpus, reserved, per_host, vms]
 
 
 class FleetCollector(Collector):
     """Reads the fleet from the database each time the registry is collected (in the caller's
     thread: collect in a worker thread, not on the event loop)."""
 
-    def __init__(self, db: Database, subscribers: Callable[[], int]) -> None:
+    def __init__(
+        self, db: Database, subscribers: Callable[[], int], running: Callable[[], int]
+    ) -> None:
         self.db = db
         self.subscribers = subscribers
+        self.running = running
 
     def collect(self) -> Iterator[Metric]:
         with self.db.read() as session:
@@ -129,6 +126,9 @@ class FleetCollector(Collector):
         )
         streams.add_metric([], self.subscribers())
         yield streams
+        jobs = GaugeMetricFamily("corral_jobs_running", "jobs this process is running")
+        jobs.add_metric([], self.running())
+        yield jobs
 
 
 class PlaneMetrics:
@@ -140,11 +140,12 @@ class PlaneMetrics:
         self,
         db: Database,
         subscribers: Callable[[], int],
+        running: Callable[[], int],
         local_home: Callable[[], Home] | None = None,
     ) -> None:
         self.local_home = local_home
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FleetCollector(db, subscribers))
+        self.registry.register(FleetCollector(db, subscribers, running))
         self.job_duration = Histogram(
             "corral_job_duration_seconds",
             "how long jobs of this process took, by kind and outcome (completed, failed)",

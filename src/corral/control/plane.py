@@ -76,7 +76,9 @@ class ControlPlane:
         if self.relay is not None:
             self.db.before_commit = self.relay.send
         local = _local_home(settings) if settings.local_node else None
-        self.metrics = PlaneMetrics(self.db, lambda: self.bus.subscribers, local)
+        self.metrics = PlaneMetrics(
+            self.db, lambda: self.bus.subscribers, lambda: self.runner.running, local
+        )
         self.nodes = NodeRegistry(node_factory or default_factory(settings))
         self.runner = JobRunner(self)
         self.jobs = JobService(self)
