@@ -129,3 +129,23 @@ def test_fleet_families_from_a_reading() -> None:
     assert vms == {"running": 5, "shutdown": 1}
     assert [s.labels["host"] for s in families["corral_host_vms"].samples] == ["a", "b"]
     assert [s.value for s in families["corral_host_reserved_memory_bytes"].samples] == [512 * MIB]
+
+
+def test_the_grafana_dashboard_names_only_metrics_that_exist(api: Api) -> None:
+    """contrib/grafana-dashboard.json drifts from the code otherwise."""
+    import json
+    import re
+    from pathlib import Path
+
+    from corral.node.metrics import VmFigures, vm_families
+
+    api.host()
+    api.vm("web")
+    known = set(scrape(api))
+    vm = VmFigures("v", 1, 1.0, 1, 1.0, 1.0, 1)
+    known |= {s.name for f in vm_families([vm]) for s in f.samples}
+    known |= {f"{f.name}_total" for f in vm_families([vm]) if f.type == "counter"}  # (no NICs)
+    dashboard = Path(__file__).parents[2] / "contrib" / "grafana-dashboard.json"
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bcorral_[a-z_]+", e)}
+    assert used and used <= known, used - known

@@ -137,9 +137,10 @@ def token_create(
     role: str = typer.Option(
         "user",
         "--role",
-        metavar="admin|user",
+        metavar="admin|user|metrics",
         help="user: VMs, and reading hosts, storage, images, jobs and events. "
-        "admin: also registering hosts and managing storage pools, objects and boot sources.",
+        "admin: also registering hosts and managing storage pools, objects and boot sources. "
+        "metrics: GET /metrics and nothing else (for Prometheus).",
     ),
     database: str | None = DatabaseOption,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
