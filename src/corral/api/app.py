@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from corral import weberrors
 from corral.api import deps
-from corral.api.metrics import RequestMetrics, request_histogram
+from corral.api.metrics import MetricsListener, RequestMetrics, request_histogram
 from corral.api.metrics import router as metrics_router
 from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
 from corral.control.nodes import NodeFactory
@@ -46,7 +46,15 @@ the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKE
 PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui")
 
 
-def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    node_factory: NodeFactory | None = None,
+    metrics_port: int | None = None,
+    open_metrics: bool = False,
+) -> FastAPI:
+    """The app; with `metrics_port`, connections to that local port (a second listener) get
+    GET /metrics only, without a token when `open_metrics`."""
     plane = ControlPlane(settings, node_factory=node_factory)
 
     @asynccontextmanager
@@ -90,6 +98,10 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         histogram=request_histogram(plane.metrics.registry),
         api=app,
     )
+    if metrics_port is not None:
+        app.add_middleware(
+            MetricsListener, port=metrics_port, open_metrics=open_metrics, plane=plane
+        )
     for router in (
         health.router,
         hosts.router,

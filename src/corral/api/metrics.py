@@ -18,9 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram
 
+from corral import wire
 from corral.api.deps import MetricsReaders
 from corral.api.errors import ERRORS, METRICS_ERRORS
 from corral.control.plane import ControlPlane
+from corral.errors import NotFound
 from corral.webguard import App, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
@@ -50,6 +52,37 @@ async def render(plane: ControlPlane) -> Response:
     local = await plane.metrics.local_vms()
     body = await plane.call(plane.metrics.text, local)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsListener:
+    """Requests that came in on the metrics listener (`corral serve --metrics-listen`): only
+    `GET /metrics` is served there (404 for anything else, websockets refused), with the
+    usual token unless the operator said `--metrics-no-auth`. The listener is told by the
+    local port of the connection (`scope["server"]`, from the socket, not from a header)."""
+
+    def __init__(self, app: App, *, port: int, open_metrics: bool, plane: ControlPlane) -> None:
+        self.app = app
+        self.port = port
+        self.open_metrics = open_metrics
+        self.plane = plane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] == "lifespan" or not server or server[1] != self.port:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
+            body = wire.render(NotFound("this address serves GET /metrics only"))
+            answer = Response(body, status_code=404, media_type="application/json")
+            await answer(scope, receive, send)
+            return
+        if not self.open_metrics:
+            await self.app(scope, receive, send)  # the guard and the route check the token
+            return
+        await (await render(self.plane))(scope, receive, send)
 
 
 def request_histogram(registry: CollectorRegistry) -> Histogram:
