@@ -3,6 +3,7 @@ growing after the guest writes; the parts that read /proc and QMP answers, on th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -65,6 +66,11 @@ def test_a_vm_disk_write_bytes_grow_after_it_writes(vm_ctx: Context) -> None:
         assert grown >= 32 * 65536  # at least what dd wrote
         assert one(after, "corral_vm_disk_operations_total", vm="m1", device="disk0",
                    op="write") > writes  # fmt: skip
+    # `corral top` shows the same VM from the same figures.
+    top = corral(vm_ctx, "top", "--json", "--interval", "0.5")
+    assert top.returncode == 0, top.stderr
+    (row,) = json.loads(top.stdout)
+    assert row["name"] == "m1" and row["resident_bytes"] > 16 << 20 and row["cpu_percent"] >= 0
     assert corral(vm_ctx, "rm", "--force", "m1").returncode == 0
 
 

@@ -13,7 +13,16 @@ import sys
 
 import typer
 
-from corral.cli.commands import builds, image_ops, images, instances, networks, node, serve
+from corral.cli.commands import (
+    builds,
+    image_ops,
+    images,
+    instances,
+    networks,
+    node,
+    serve,
+    top,
+)
 from corral.cli.commands import remote as remote_commands
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
@@ -35,6 +44,7 @@ node.register(app)
 serve.register(app)
 networks.register(app)
 remote_commands.register(app)
+top.register(app)
 
 
 @app.callback()
