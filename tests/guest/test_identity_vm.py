@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -101,51 +102,75 @@ async def _until_ssh(port: int, timeout: float = 120) -> None:
             await asyncio.sleep(0.2)
 
 
+@contextmanager
+def _booted(guest, tmp: Path) -> Iterator[tuple[Vm, MachineFiles, int]]:
+    """The guest under QEMU (TCG) with an agent channel and an ssh forward; killed after."""
+    qemu = shutil.which("qemu-system-x86_64")
+    assert qemu and guest.kernel
+    files = MachineFiles(tmp)
+    disk = tmp / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", guest.disk,
+                    "-F", "qcow2", disk], check=True)  # fmt: skip
+    port = _free_port()
+    spec = MachineSpec(
+        name="identity-test", cpus=1, memory_mib=256, accelerator="tcg",
+        drives=(Drive("disk0", disk, "qcow2"),), forwards=(Forward(port, 22),),
+        qmp_socket=files.qmp, serial_socket=files.serial_socket,
+        serial_log=files.serial_log, pidfile=files.pidfile, agent_socket=files.agent,
+        boot=DirectBoot(guest.kernel, guest.initrd, guest.cmdline),
+    )  # fmt: skip
+    vm = asyncio.run(Vm.start(qemu, spec, files))
+    try:
+        yield vm, files, port
+    finally:
+        vm.kill()
+
+
 @pytest.fixture(scope="module")
 def clone(tiny_guest) -> Iterator[Clone]:
-    qemu = shutil.which("qemu-system-x86_64")
-    assert qemu and tiny_guest.kernel
-    with tempfile.TemporaryDirectory(prefix="cid", dir="/tmp") as tmp:
-        files = MachineFiles(Path(tmp))
-        disk = Path(tmp) / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", tiny_guest.disk,
-                        "-F", "qcow2", disk], check=True)  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="cid", dir="/tmp") as tmp,
+        _booted(tiny_guest, Path(tmp)) as (vm, files, port),
+    ):
         key = Path(tmp) / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-        port = _free_port()
-        spec = MachineSpec(
-            name="identity-test", cpus=1, memory_mib=256, accelerator="tcg",
-            drives=(Drive("disk0", disk, "qcow2"),), forwards=(Forward(port, 22),),
-            qmp_socket=files.qmp, serial_socket=files.serial_socket,
-            serial_log=files.serial_log, pidfile=files.pidfile, agent_socket=files.agent,
-            boot=DirectBoot(tiny_guest.kernel, tiny_guest.initrd, tiny_guest.cmdline),
-        )  # fmt: skip
-        vm = asyncio.run(Vm.start(qemu, spec, files))
-        try:
-            asyncio.run(_until_ssh(port))
-            key_before = asyncio.run(_host_key(port))
-            wrong = asyncio.run(_exec(files, ["/bin/sh", "-c", "date -u -s @1000000000"]))
-            assert wrong.exitcode == 0, wrong.stderr
-            identity = new_identity(
-                hostname="clone-7",
-                instance_id="i-clone-7",
-                user="root",
-                authorized_keys=[key.with_suffix(".pub").read_text().strip()],
-                nics=[NicIdentity(MAC)],  # slirp's DHCP server answers
-                user_data=USER_DATA,
-            )
+        asyncio.run(_until_ssh(port))
+        key_before = asyncio.run(_host_key(port))
+        wrong = asyncio.run(_exec(files, ["/bin/sh", "-c", "date -u -s @1000000000"]))
+        assert wrong.exitcode == 0, wrong.stderr
+        identity = new_identity(
+            hostname="clone-7",
+            instance_id="i-clone-7",
+            user="root",
+            authorized_keys=[key.with_suffix(".pub").read_text().strip()],
+            nics=[NicIdentity(MAC)],  # slirp's DHCP server answers
+            user_data=USER_DATA,
+        )
 
-            async def run() -> float:
-                started = time.monotonic()
-                async with GuestAgent(files.agent) as agent:
-                    await reidentify(agent, identity, timeout=120)
-                return time.monotonic() - started
+        async def run() -> float:
+            started = time.monotonic()
+            async with GuestAgent(files.agent) as agent:
+                await reidentify(agent, identity, timeout=120)
+            return time.monotonic() - started
 
-            seconds = asyncio.run(run())
-            asyncio.run(_until_ssh(port))
-            yield Clone(vm, files, port, key, identity, key_before, seconds)
-        finally:
-            vm.kill()
+        seconds = asyncio.run(run())
+        asyncio.run(_until_ssh(port))
+        yield Clone(vm, files, port, key, identity, key_before, seconds)
+
+
+def test_the_agent_runs_when_the_root_is_on_the_disk(tiny_disk_guest) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="cid", dir="/tmp") as tmp,
+        _booted(tiny_disk_guest, Path(tmp)) as (_vm, files, _port),
+    ):
+
+        async def ask() -> tuple[bool, ExecResult]:
+            async with GuestAgent(files.agent) as agent:
+                await agent.sync(timeout=120)
+                return await agent.ping(), await agent.exec(["/bin/cat", "/proc/mounts"])
+
+        alive, mounts = asyncio.run(ask())
+        assert alive and b"/dev/vda / ext4" in mounts.stdout
 
 
 def test_ssh_serves_the_new_host_key_and_trusts_the_launch_key(clone: Clone) -> None:

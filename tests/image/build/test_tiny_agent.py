@@ -64,6 +64,12 @@ def test_sync_ping_and_requests_split_anywhere(agent: Agent) -> None:
     agent.proc.stdin.write(b'{"execute": "guest-sync", "arg')
     agent.proc.stdin.flush()
     assert agent.send(b'uments": {"id": 5}}') == b'{"return": 5}\n'
+    # Half a request, then a client that starts afresh with 0xFF (a "}" inside the garbage).
+    agent.proc.stdin.write(b'{"execute": "guest-exec", "arguments": {"path": "/bin/}sh", ')
+    agent.proc.stdin.flush()
+    assert agent.send(b'\xff{"execute": "guest-sync-delimited", "arguments": {"id": 9}}') == (
+        b'\xff{"return": 9}\n'
+    )
 
 
 @pytest.mark.parametrize(

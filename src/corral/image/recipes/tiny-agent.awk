@@ -12,11 +12,15 @@ BEGIN {
     ESC["f"] = "\f"; ESC["n"] = "\n"; ESC["r"] = "\r"; ESC["t"] = "\t"
     HEX = "0123456789abcdef"
     MAX = 64 * 1024 * 1024 # bytes of one request
+    FF = sprintf("%c", 255)
 }
 
 {
     buf = buf $0 "}"
-    sub(/^[^{]*/, "", buf) # a 0xFF from the client, newlines: whatever comes before a request
+    # A 0xFF byte resets the parser, as in qemu-ga: a client syncing after a broken connection
+    # (or a restored guest's half-read request) starts afresh.
+    while ((i = index(buf, FF)) > 0) buf = substr(buf, i + 1)
+    sub(/^[^{]*/, "", buf) # newlines, anything else before a request
     if (buf == "") next
     if (length(buf) > MAX) {
         reply_error("GenericError", "request too large")
@@ -187,7 +191,7 @@ function handle(text,    command) {
             reply_error("GenericError", "guest-sync takes an integer id")
             return
         }
-        reply((command == "guest-sync-delimited" ? sprintf("%c", 255) : "") \
+        reply((command == "guest-sync-delimited" ? FF : "") \
             "{\"return\": " V["/arguments/id"] "}")
     } else if (command == "guest-ping") {
         if (!only("")) { reply_error("GenericError", "guest-ping takes no arguments"); return }
