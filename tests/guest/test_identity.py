@@ -27,6 +27,7 @@ from corral.guest.identity import (
     render_script,
 )
 from corral.guest.userdata import WARM_MODULES, ignored_modules, parse_user_data
+from corral.seed.netconfig import NicConfig
 
 DEBS = Path(__file__).resolve().parents[2] / ".cache" / "tiny-guest" / "debs"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVhc3Rlcg== me@host"
@@ -90,6 +91,15 @@ def test_bad_values_are_refused(changes: dict) -> None:
 def test_bad_nics_are_refused(nic: dict) -> None:
     with pytest.raises(InvalidInput):
         NicIdentity(**nic)
+
+
+def test_nic_from_the_launch_network_config() -> None:
+    config = NicConfig("52:54:00:00:00:01", ("10.9.0.5/24",), "10.9.0.1", None, ("10.9.0.1",),
+                       ("lab",), 1400)  # fmt: skip
+    nic = NicIdentity.from_config(config)
+    assert nic == NicIdentity("52:54:00:00:00:01", ("10.9.0.5/24",), "10.9.0.1", None,
+                              ("10.9.0.1",))  # fmt: skip
+    assert not nic.dhcp and NicIdentity.from_config(NicConfig("52:54:00:00:00:02")).dhcp
 
 
 def test_each_identity_is_new() -> None:

@@ -29,6 +29,7 @@ from corral.errors import GuestError, InvalidInput
 from corral.guest.reseed import reseed_program
 from corral.guest.ssh_keys import KEY_PREFIXES
 from corral.guest.userdata import WarmUserData, WriteFile, parse_user_data
+from corral.seed.netconfig import NicConfig
 
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -91,6 +92,12 @@ class NicIdentity:
     @property
     def dhcp(self) -> bool:
         return not self.addresses
+
+    @classmethod
+    def from_config(cls, nic: NicConfig) -> NicIdentity:
+        """The same NIC as the launch's network-config describes it (search and MTU aside:
+        the clone keeps the template's)."""
+        return cls(nic.mac, nic.addresses, nic.gateway4, nic.gateway6, nic.nameservers)
 
 
 @dataclass(frozen=True)
