@@ -268,5 +268,21 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
     assert not list((root / "tmp").iterdir())  # its work directory is gone
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_script_refuses_an_ssh_directory_that_is_a_link(busybox: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    scratch_root(root, busybox)
+    (root / "elsewhere").mkdir(mode=0o755)
+    (root / "root" / ".ssh").symlink_to("/elsewhere")
+    argv = ["unshare", "--uts", "--net", "--ipc", "--mount", "--pid", "--fork",
+            "chroot", root, "/bin/sh", "-s"]  # fmt: skip
+    script = STUB_FUNCTIONS + render_script(identity())
+    run = subprocess.run(argv, input=script, capture_output=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.decode().endswith("/root/.ssh is a symbolic link\n")
+    assert list((root / "elsewhere").iterdir()) == []
+    assert (root / "elsewhere").stat().st_mode & 0o777 == 0o755
+
+
 def _yaml(text: str) -> str:
     return json.dumps(text)  # JSON strings are YAML flow scalars

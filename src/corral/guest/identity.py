@@ -229,7 +229,9 @@ die() { say "$*"; exit 1; }
 has() { command -v "$1" >/dev/null 2>&1; }
 put() { # FILE MODE, base64 on stdin: FILE replaced at once (a temporary file beside it, mv)
     tmp="$1.corral-tmp.$$"
-    if base64 -d >"$tmp" && chmod "$2" "$tmp" && mv -f "$tmp" "$1"; then return 0; fi
+    rm -f "$tmp" # made new below (noclobber): never written through a link, never readable
+    if (umask 077 && set -C && base64 -d >"$tmp") && chmod "$2" "$tmp" && mv -f "$tmp" "$1"
+    then return 0; fi
     rm -f "$tmp"
     die "cannot write $1"
 }
@@ -269,12 +271,14 @@ renew_nic() { # DEV MAC: the template's DHCP client stopped, the new MAC, no add
     if has dhclient && [ -f "/run/dhclient.$1.pid" ]; then
         dhclient -x -pf "/run/dhclient.$1.pid" "$1" </dev/null >>"$LOG" 2>&1 # no release: not ours
     fi
-    for pidfile in "/run/net/udhcpc.$1.pid" "/run/dhclient.$1.pid"; do
+    for pidfile in "/run/net/udhcpc.$1.pid" "/run/dhclient.$1.pid" "/run/dhclient6.$1.pid"; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
         rm -f "$pidfile"
     done
-    rm -f "/var/lib/dhcp/dhclient.$1.leases" "/run/net/lease.$1" "/run/net/resolv.$1" \
-        "/run/net/resolv.static.$1"
+    # The template's leases, and the DUID ifupdown's `dhclient -I` keeps beside them: a DHCP
+    # server that knows clients by that identifier would give every clone the same address.
+    rm -f "/var/lib/dhcp/dhclient.$1.leases" "/var/lib/dhcp/dhclient6.$1.leases" \
+        "/run/net/lease.$1" "/run/net/resolv.$1" "/run/net/resolv.static.$1"
     ip link set dev "$1" down
     ip link set dev "$1" address "$2" || die "cannot set the MAC address of $1"
     ip -4 addr flush dev "$1"
@@ -401,12 +405,13 @@ def _authorized_keys_lines(identity: CloneIdentity) -> list[str]:
         'uid=$(echo "$entry" | cut -d: -f3) gid=$(echo "$entry" | cut -d: -f4)',
         'home=$(echo "$entry" | cut -d: -f6)',
         f"[ -d \"$home\" ] || die 'the home directory of {user} is missing'",
-        'mkdir -p "$home/.ssh" && chown "$uid:$gid" "$home/.ssh" && chmod 700 "$home/.ssh" ||',
+        '[ ! -L "$home/.ssh" ] || die "$home/.ssh is a symbolic link"',
+        'mkdir -p "$home/.ssh" && chown -h "$uid:$gid" "$home/.ssh" && chmod 700 "$home/.ssh" ||',
         '    die "cannot make $home/.ssh"',
         "put \"$home/.ssh/authorized_keys\" 600 <<'CORRAL_END'",
         _b64(keys),
         "CORRAL_END",
-        'chown "$uid:$gid" "$home/.ssh/authorized_keys" || die "cannot own the authorized keys"',
+        'chown -h "$uid:$gid" "$home/.ssh/authorized_keys" || die "cannot own the authorized keys"',
     ]
 
 
@@ -474,7 +479,7 @@ def _write_file_lines(entry: WriteFile) -> list[str]:
         lines.append(f"chmod {entry.permissions:o} {path} || die {fail}")
     else:
         lines += _put(entry.path, entry.content, entry.permissions)
-    lines.append(f"chown {q(entry.owner)} {path} || die {fail}")
+    lines.append(f"chown -h {q(entry.owner)} {path} || die {fail}")
     return lines
 
 
