@@ -217,6 +217,12 @@ def scratch_root(root: Path, busybox: Path) -> None:
     os.mknod(root / "dev" / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
 
 
+# The script runs as root in a chroot, in namespaces of its own: in a user namespace too, so
+# even a stub that failed could not set the host's clock or hostname (no CAP_SYS_TIME there).
+SANDBOX = ["unshare", "--user", "--map-root-user", "--uts", "--net", "--ipc", "--mount", "--pid",
+           "--fork"]  # fmt: skip
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
 def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
@@ -239,8 +245,7 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
                      user_data=user_data)  # fmt: skip
     (root / "sys/class/net/eth0").mkdir()
     (root / "etc" / "motd").write_text("hello\n")
-    argv = ["unshare", "--uts", "--net", "--ipc", "--mount", "--pid", "--fork",
-            "chroot", root, "/bin/sh", "-s"]  # fmt: skip
+    argv = [*SANDBOX, "chroot", root, "/bin/sh", "-s"]
     script = STUB_FUNCTIONS + render_script(ident)
     run = subprocess.run(argv, input=script, capture_output=True, timeout=60)
     assert run.returncode == 0, run.stderr.decode()
@@ -274,8 +279,7 @@ def test_script_refuses_an_ssh_directory_that_is_a_link(busybox: Path, tmp_path:
     scratch_root(root, busybox)
     (root / "elsewhere").mkdir(mode=0o755)
     (root / "root" / ".ssh").symlink_to("/elsewhere")
-    argv = ["unshare", "--uts", "--net", "--ipc", "--mount", "--pid", "--fork",
-            "chroot", root, "/bin/sh", "-s"]  # fmt: skip
+    argv = [*SANDBOX, "chroot", root, "/bin/sh", "-s"]
     script = STUB_FUNCTIONS + render_script(identity())
     run = subprocess.run(argv, input=script, capture_output=True, timeout=60)
     assert run.returncode == 1
