@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.api.app import create_app
 from corral.context import Context
+from corral.control.settings import Settings
 from corral.node.metrics import DiskFigures, NicFigures, VmFigures, _disks, _tap, vm_families
 from helpers import corral
 from node.conftest import TOKEN, serve_in_thread
@@ -34,7 +38,7 @@ def one(samples: dict, name: str, **labels: str) -> float:
 
 
 @pytest.mark.vm
-def test_a_vm_disk_write_bytes_grow_after_it_writes(vm_ctx: Context) -> None:
+def test_a_vm_disk_write_bytes_grow_after_it_writes(vm_ctx: Context, tmp_path: Path) -> None:
     launched = corral(vm_ctx, "launch", "tiny", "--name", "m1", "--type", "c1m256", "--wait",
                       "--timeout", "180")  # fmt: skip
     assert launched.returncode == 0, launched.stderr
@@ -66,6 +70,15 @@ def test_a_vm_disk_write_bytes_grow_after_it_writes(vm_ctx: Context) -> None:
         assert grown >= 32 * 65536  # at least what dd wrote
         assert one(after, "corral_vm_disk_operations_total", vm="m1", device="disk0",
                    op="write") > writes  # fmt: skip
+    # An embedded `corral serve` (its own node, in-process) adds the local VMs to its /metrics.
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/cp.db", local_node=True,
+                              config=vm_ctx.config, health_interval=0))  # fmt: skip
+    with TestClient(app) as client:
+        _, metrics_token = app.state.plane.tokens.create("prometheus", "metrics")
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"}).text
+    names = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    assert names["corral_vm_uptime_seconds"].labels == {"vm": "m1"}
+    assert "corral_host_cpus" in names  # and the fleet's figures: host `local`
     # `corral top` shows the same VM from the same figures.
     top = corral(vm_ctx, "top", "--json", "--interval", "0.5")
     assert top.returncode == 0, top.stderr
