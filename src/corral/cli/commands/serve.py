@@ -230,11 +230,11 @@ def token_ls(
     if json_out:
         print_json(items)
         return
-    print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<20} STATE")
+    print(f"{'NAME':<24} {'ROLE':<7} {'CREATED':<20} STATE")
     for item in items:
         revoked, created = item["revoked_at"], item["created_at"] or ""
         state = f"revoked {revoked[:19]}" if revoked else "active"
-        print(f"{item['name']:<24} {item['role']:<6} {created[:19]:<20} {state}")
+        print(f"{item['name']:<24} {item['role']:<7} {created[:19]:<20} {state}")
 
 
 def token_revoke(
