@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from corral import weberrors
 from corral.api import deps
 from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
+from corral.api.ui import create_ui
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
@@ -41,7 +42,9 @@ the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKE
 """
 
 # Served to anyone; a valid token still counts there (GET /health then tells more).
-PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui")
+PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui", "/ui")
+# The dashboard signs its users in itself (a session cookie, see corral.api.ui).
+PUBLIC_PREFIXES = ("/ui/",)
 
 
 def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -> FastAPI:
@@ -81,6 +84,7 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         authenticate=authenticate,
         max_body_bytes=settings.max_body_bytes,
         public=PUBLIC_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
     )
     for router in (
         health.router,
@@ -93,4 +97,5 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         control.router,
     ):
         app.include_router(router)
+    app.mount("/ui", create_ui(plane))
     return app

@@ -14,6 +14,7 @@ import hashlib
 import os
 import platform
 import shutil
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from corral.machine import console
 from corral.net import manage as networks
 from corral.net.caps import NeedsNetAdmin
 from corral.node.protocol import (
+    MAX_CONSOLE_INPUT,
     Capacity,
     NodeNetwork,
     NodeNetworkSpec,
@@ -44,6 +46,8 @@ from corral.node.taps import network_config, tap_nics
 from corral.node.tunnel import TcpTunnel
 from corral.storage_roots import open_under
 from corral.version import __version__
+
+CONSOLE_TIMEOUT = 5.0  # seconds to connect to and write to a serial console socket
 
 
 class LocalNode:
@@ -221,6 +225,27 @@ class LocalNode:
         running = functools.partial(self._running, name)
         async for chunk in console.follow_async(path, start=start, running=running):
             yield chunk
+
+    async def console_input(self, name: str, data: bytes) -> None:
+        """Write to the serial console's socket: one short connection per call, so `corral
+        console` (which holds the socket while it runs) keeps working; the output goes to
+        the log that console_stream follows."""
+        if len(data) > MAX_CONSOLE_INPUT:
+            raise InvalidInput(f"at most {MAX_CONSOLE_INPUT} bytes of console input at once")
+        await asyncio.to_thread(self._console_input, name, data)
+
+    def _console_input(self, name: str, data: bytes) -> None:
+        check_instance_name(name)
+        path = self.ctx.home.instance(name).serial_socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONSOLE_TIMEOUT)
+            try:
+                sock.connect(str(path))
+                sock.sendall(data)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise Conflict(f"VM {name!r} is not running: its console takes no input") from None
+            except OSError as exc:
+                raise Conflict(f"the console of VM {name!r} takes no input: {exc}") from None
 
     # --- tunnels --------------------------------------------------------------------------
 
