@@ -16,6 +16,7 @@ import platform
 import shutil
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -50,6 +51,13 @@ from corral.version import __version__
 CONSOLE_TIMEOUT = 5.0  # seconds to connect to and write to a serial console socket
 
 
+def _write_socket(path: Path, data: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CONSOLE_TIMEOUT)
+        sock.connect(str(path))
+        sock.sendall(data)
+
+
 class LocalNode:
     """This host as a node: VMs of `ctx`'s state directory, driven through the core library."""
 
@@ -57,6 +65,7 @@ class LocalNode:
         self.ctx = ctx
         self._locks_guard = threading.Lock()
         self._import_locks: dict[str, threading.Lock] = {}
+        self._console_lock = threading.Lock()  # one console write at a time (QEMU: one client)
 
     # --- host -----------------------------------------------------------------------------
 
@@ -237,15 +246,24 @@ class LocalNode:
     def _console_input(self, name: str, data: bytes) -> None:
         check_instance_name(name)
         path = self.ctx.home.instance(name).serial_socket
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(CONSOLE_TIMEOUT)
-            try:
-                sock.connect(str(path))
-                sock.sendall(data)
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise Conflict(f"VM {name!r} is not running: its console takes no input") from None
-            except OSError as exc:
-                raise Conflict(f"the console of VM {name!r} takes no input: {exc}") from None
+        with self._console_lock:
+            deadline = time.monotonic() + CONSOLE_TIMEOUT
+            while True:
+                try:
+                    _write_socket(path, data)
+                    return
+                except FileNotFoundError:
+                    raise Conflict(f"VM {name!r} is not running: no console input") from None
+                except (ConnectionRefusedError, BlockingIOError):
+                    # QEMU takes one client at a time: the last one may not be gone yet.
+                    if time.monotonic() > deadline:
+                        raise Conflict(
+                            f"the console of VM {name!r} takes no input (is `corral console` "
+                            "attached to it?)"
+                        ) from None
+                    time.sleep(0.01)
+                except OSError as exc:
+                    raise Conflict(f"the console of VM {name!r} takes no input: {exc}") from None
 
     # --- tunnels --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from corral.api.ui.web import SignInNeeded, plane_of, same_origin, valid_session
 from corral.errors import CorralError
 
 router = APIRouter()
+BACKLOG = 64 * 1024  # bytes of the console log sent first
 
 
 @router.get("/events/stream")
@@ -45,4 +46,10 @@ async def console(websocket: WebSocket, vm_id: uuid.UUID) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message[:120])
         return
     await websocket.accept()
+    try:  # what the console said so far (its end), so a page opened after boot shows it
+        past = await plane.vms.console(vm_id)
+        if past:
+            await websocket.send_bytes(past[-BACKLOG:])
+    except CorralError:
+        pass
     await pump(websocket, stream, websocket.send_bytes, console_typist(plane, vm_id))

@@ -37,15 +37,20 @@
         row.remove();
       });
     }
-    if (ev.kind === "vm" && ev.action === "created") {
-      var filters = document.getElementById("vm-filters");
-      if (filters && window.htmx) window.htmx.trigger(filters, "submit");
-    }
+    if (ev.kind === "vm" && ev.action === "created") refreshTable();
+  }
+
+  // The table again, as the filters ask (an htmx fragment, not a reload).
+  function refreshTable() {
+    var filters = document.getElementById("vm-filters");
+    if (filters && window.htmx) window.htmx.trigger(filters, "submit");
   }
 
   if (!window.EventSource) return;
   var source = new EventSource("/ui/events/stream");
   source.addEventListener("vm", onEvent);
   source.addEventListener("job", onEvent);
+  // What changed between the page's rendering and the stream's start (or a reconnection).
+  source.addEventListener("open", refreshTable);
   window.addEventListener("pagehide", function () { source.close(); });
 })();
