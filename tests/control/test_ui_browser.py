@@ -230,12 +230,17 @@ def test_the_console_shows_boot_output_and_takes_commands(driver: Any, dash: Das
     wait_for("boot output", lambda: any(_terminal_lines(driver)), 120)
     typing = driver.find_element(By.CSS_SELECTOR, "#console .xterm-helper-textarea")
 
+    # The shell's prompt first: what is typed before it starts is lost, or half-read.
+    wait_for("the prompt", lambda: any(line.endswith("#") for line in _terminal_lines(driver)), 120)
+
     def answered() -> bool:
+        typing.send_keys(Keys.CONTROL, "c")  # a fresh line, whatever came before
         typing.send_keys("echo $((6*7))", Keys.ENTER)
         return wait_for("42", lambda: "42" in _terminal_lines(driver), 10)
 
-    # The shell may still be starting: ask again until it answers.
-    wait_for("the shell's answer", answered, 120)
+    wait_for("the shell's answer", answered, 60)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "vm.png"))  # docs/ui.png is one of these
     assert console_errors(driver) == []
 
 
@@ -262,6 +267,24 @@ def test_read_views_have_no_console_errors(driver: Any, dash: Dash) -> None:
         visit(driver, dash, path)
         assert driver.find_element(By.TAG_NAME, "h1").text
         assert console_errors(driver) == [], path
+
+
+def test_pages_fit_a_phone_screen(driver: Any, dash: Dash) -> None:
+    """At 390 px wide, nothing but the tables' own scrolling boxes is wider than the screen."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    try:
+        for path in ("/ui/hosts", "/ui/vms", "/ui/vms/new", "/ui/jobs", "/ui/tokens"):
+            visit(driver, dash, path)
+            wide = driver.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            if wide > 0:
+                driver.save_screenshot(str(ARTIFACTS / "phone.png"))
+            assert wide <= 0, (path, wide)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_a_forged_form_post_is_refused(driver: Any, dash: Dash) -> None:
