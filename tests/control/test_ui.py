@@ -11,14 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from control.conftest import Api
 from control.fakes import Fleet
+from control.test_serve_lock import start_server, stop_server
 from control.uirows import insert_vms
 from corral.api.app import create_app
+from corral.context import Context
 from corral.control.settings import Settings
 
 ORIGIN = "http://testserver"
@@ -287,3 +290,16 @@ def test_static_assets_are_served_from_the_package(ui: Api) -> None:
         answer = client.get(f"/ui/static/{name}")
         assert answer.status_code == 200, name
         assert "content-security-policy" in answer.headers
+
+
+def test_corral_serve_prints_the_dashboard_url_and_serves_it(ctx: Context, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/corral.db"
+    proc, port = start_server(ctx, url)
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/login", timeout=10)
+        assert page.status_code == 200 and 'id="token"' in page.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/vms", timeout=10).status_code == 303
+    finally:
+        stop_server(proc)
+    _, stderr = proc.communicate()
+    assert f"dashboard: http://127.0.0.1:{port}/ui/" in stderr.decode()

@@ -107,6 +107,7 @@ def serve(
                 err.print("note: no API tokens yet: create one with `corral token create NAME`")
         mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
         err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
+        err.print(f"dashboard: http://{listen}/ui/  (sign in with a token)")
         uvicorn.run(
             create_app(settings),
             host=host,
