@@ -303,3 +303,22 @@ def test_corral_serve_prints_the_dashboard_url_and_serves_it(ctx: Context, tmp_p
         stop_server(proc)
     _, stderr = proc.communicate()
     assert f"dashboard: http://127.0.0.1:{port}/ui/" in stderr.decode()
+
+
+def test_a_finished_jobs_line_brings_the_vms_status(ui: Api) -> None:
+    """A page that missed the VM's event still shows its status once the job's line ends."""
+    vm = ui.vm("late", start=True)
+    client, csrf = browser(ui)
+    page = client.get(f"/ui/vms/{vm['id']}").text
+    assert page.count('id="vm-status"') == 1
+    line = client.post(
+        f"/ui/vms/{vm['id']}/pause", data={"csrf": csrf}, headers={"HX-Request": "true"}
+    )
+    job_id = re.search(r'data-job="([0-9a-f-]+)"', line.text)
+    assert job_id and "hx-swap-oob" not in line.text
+    ui.wait_job(job_id.group(1))
+    done = client.get(f"/ui/jobs/{job_id.group(1)}", headers={"HX-Request": "true"}).text
+    assert 'hx-swap-oob="true"' in done and ">paused</span>" in done
+    assert "every 1s" not in done  # it stops polling
+    status = client.get(f"/ui/vms/{vm['id']}/status").text
+    assert ">paused</span>" in status

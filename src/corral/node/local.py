@@ -7,14 +7,17 @@ goes to a worker thread; nothing here blocks the caller's event loop.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import platform
 import shutil
 import socket
+import termios
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,10 +55,19 @@ CONSOLE_TIMEOUT = 5.0  # seconds to connect to and write to a serial console soc
 
 
 def _write_socket(path: Path, data: bytes) -> None:
+    """Send `data` and stay connected until QEMU has read all of it: it drops what is unread
+    when its client goes, and reads only as fast as the guest's UART takes bytes."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(CONSOLE_TIMEOUT)
         sock.connect(str(path))
         sock.sendall(data)
+        deadline = time.monotonic() + CONSOLE_TIMEOUT
+        unread = array.array("i", [1])
+        while time.monotonic() < deadline:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unread)  # SIOCOUTQ: not yet read
+            if unread[0] == 0:
+                return
+            time.sleep(0.005)
 
 
 class LocalNode:
@@ -253,6 +265,7 @@ class LocalNode:
                     _write_socket(path, data)
                     return
                 except FileNotFoundError:
+                    lifecycle.status(self.ctx, name)  # NotFound for an unknown VM
                     raise Conflict(f"VM {name!r} is not running: no console input") from None
                 except (ConnectionRefusedError, BlockingIOError):
                     # QEMU takes one client at a time: the last one may not be gone yet.

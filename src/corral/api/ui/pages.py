@@ -308,8 +308,23 @@ async def confirm_delete(request: Request, vm_id: uuid.UUID, session: SignedIn) 
 
 @router.get("/jobs/{job_id}")
 async def job_fragment(request: Request, job_id: uuid.UUID, session: SignedIn) -> HTMLResponse:
-    job = await plane_of(request).jobs.get(job_id)
-    return render(request, "_job.html", session, job=job, final=FINAL_JOB)
+    """A job's line, polled by itself until it ends; its end also brings the VM's status
+    (an out-of-band swap), should the page have missed that event."""
+    plane = plane_of(request)
+    job = await plane.jobs.get(job_id)
+    vm = None
+    if job.status in FINAL_JOB and job.vm_id is not None and job.kind != "vm.delete":
+        try:
+            vm = await plane.vms.get(job.vm_id)
+        except NotFound:
+            vm = None
+    return render(request, "_job.html", session, job=job, final=FINAL_JOB, vm=vm)
+
+
+@router.get("/vms/{vm_id}/status")
+async def vm_status(request: Request, vm_id: uuid.UUID, session: SignedIn) -> HTMLResponse:
+    vm = await plane_of(request).vms.get(vm_id)
+    return render(request, "_vm_status.html", session, vm=vm)
 
 
 @router.get("/jobs")

@@ -37,13 +37,16 @@
         row.remove();
       });
     }
-    if (ev.kind === "vm" && ev.action === "created") refreshTable();
+    if (ev.kind === "vm" && ev.action === "created") resync();
   }
 
-  // The table again, as the filters ask (an htmx fragment, not a reload).
-  function refreshTable() {
+  // The table again, as the filters ask, and a VM page's status (htmx fragments, no reload).
+  function resync() {
+    if (!window.htmx) return;
     var filters = document.getElementById("vm-filters");
-    if (filters && window.htmx) window.htmx.trigger(filters, "submit");
+    if (filters) window.htmx.trigger(filters, "submit");
+    var status = document.getElementById("vm-status");
+    if (status) window.htmx.trigger(status, "resync");
   }
 
   if (!window.EventSource) return;
@@ -51,6 +54,6 @@
   source.addEventListener("vm", onEvent);
   source.addEventListener("job", onEvent);
   // What changed between the page's rendering and the stream's start (or a reconnection).
-  source.addEventListener("open", refreshTable);
+  source.addEventListener("open", resync);
   window.addEventListener("pagehide", function () { source.close(); });
 })();
