@@ -322,3 +322,21 @@ def test_a_finished_jobs_line_brings_the_vms_status(ui: Api) -> None:
     assert "every 1s" not in done  # it stops polling
     status = client.get(f"/ui/vms/{vm['id']}/status").text
     assert ">paused</span>" in status
+
+
+def test_an_admin_registers_and_sets_hosts(ui: Api) -> None:
+    ui.fleet.add("10.0.0.9", 7000, cpus=8, memory_mib=8192)
+    client, csrf = browser(ui)
+    bad = client.post(
+        "/ui/hosts", data={"csrf": csrf, "name": "h9", "address": "10.0.0.9", "port": "0"}
+    )
+    assert bad.status_code == 422 and 'id="register-error"' in bad.text and "port" in bad.text
+    good = {"csrf": csrf, "name": "h9", "address": "10.0.0.9", "port": "7000"}
+    assert client.post("/ui/hosts", data=good).status_code == 303
+    host = next(h for h in ui.ok("GET", "/hosts") if h["name"] == "h9")
+    assert (host["status"], host["cpus"]) == ("up", 8)
+    down = client.post(
+        f"/ui/hosts/{host['id']}/status", data={"csrf": csrf, "status": "maintenance"}
+    )
+    assert down.status_code == 303
+    assert ui.ok("GET", f"/hosts/{host['id']}")["status"] == "maintenance"

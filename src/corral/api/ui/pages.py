@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from corral.api.deps import token_role
-from corral.api.schemas import HostUpdate, VmAction
+from corral.api.schemas import HostCreate, HostUpdate, VmAction
 from corral.api.ui import forms
 from corral.api.ui.sessions import COOKIE, LOGIN_COOKIE, Session
 from corral.api.ui.web import (
@@ -113,6 +114,12 @@ async def logout(request: Request, session: SignedIn) -> Response:
 
 @router.get("/hosts")
 async def hosts_page(request: Request, session: SignedIn) -> HTMLResponse:
+    return await _hosts(request, session)
+
+
+async def _hosts(
+    request: Request, session: Session, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     plane = plane_of(request)
     hosts = await plane.hosts.list()
     counts = await plane.read(lambda s: VmRepository(s).count_by_host())
@@ -125,7 +132,25 @@ async def hosts_page(request: Request, session: SignedIn) -> HTMLResponse:
         }
         for h in hosts
     ]
-    return render(request, "hosts.html", session, rows=rows, title="Hosts")
+    return render(request, "hosts.html", session, status_code, rows=rows, title="Hosts", **context)
+
+
+@router.post("/hosts")
+async def register_host(request: Request, session: Admin) -> Response:
+    """Register a host's node agent (the API's HostCreate checks it), then init it."""
+    fields = await form(request, session)
+    values = {k: first(fields, k).strip() for k in ("name", "address", "port", "token")}
+    body = {k: v for k, v in values.items() if v}
+    plane = plane_of(request)
+    try:
+        host = await plane.hosts.create(HostCreate.model_validate(body))
+        await plane.hosts.init(host.id)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return await _hosts(request, session, 422, error=errors, values=values)
+    except CorralError as exc:
+        return await _hosts(request, session, 422, error=error_text(exc), values=values)
+    return _redirect("/ui/hosts")
 
 
 def _pct(used: int, total: int) -> int:
