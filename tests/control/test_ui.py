@@ -340,3 +340,37 @@ def test_an_admin_registers_and_sets_hosts(ui: Api) -> None:
     )
     assert down.status_code == 303
     assert ui.ok("GET", f"/hosts/{host['id']}")["status"] == "maintenance"
+
+
+def test_an_admin_creates_and_deletes_pools_and_objects(ui: Api, tmp_path: Path) -> None:
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "vmlinux").write_bytes(b"k" * 10)
+    client, csrf = browser(ui)
+    root = {"csrf": csrf, "name": "p0", "pool_type": "local", "path": "/"}
+    outside = client.post("/ui/storage/pools", data=root)
+    assert outside.status_code == 422 and 'id="storage-error"' in outside.text
+    made = client.post("/ui/storage/pools", data={"csrf": csrf, "name": "p1",
+                       "pool_type": "local", "path": str(tmp_path / "pool")})  # fmt: skip
+    assert made.status_code == 303
+    pool = ui.ok("GET", "/storage-pools")[0]
+    body = {"csrf": csrf, "name": "k1", "storage_pool_id": pool["id"], "object_type": "kernel",
+            "path": str(tmp_path / "pool" / "vmlinux")}  # fmt: skip
+    assert client.post("/ui/storage/objects", data=body).status_code == 303
+    obj = ui.ok("GET", "/storage-objects")[0]
+    assert obj["name"] == "k1"
+    page = client.get("/ui/storage").text
+    assert "Delete k1" in page and "Delete p1" in page
+    assert (
+        client.post(f"/ui/storage/objects/{obj['id']}/delete", data={"csrf": csrf}).status_code
+        == 303
+    )
+    assert (
+        client.post(f"/ui/storage/pools/{pool['id']}/delete", data={"csrf": csrf}).status_code
+        == 303
+    )
+    assert ui.ok("GET", "/storage-pools") == []
+    user, user_csrf = browser(ui, "user")
+    assert "Create pool" not in user.get("/ui/storage").text
+    refused = user.post("/ui/storage/pools", data={"csrf": user_csrf, "name": "p2",
+                        "pool_type": "local", "path": str(tmp_path)})  # fmt: skip
+    assert refused.status_code == 403

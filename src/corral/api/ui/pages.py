@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from corral.api.deps import token_role
-from corral.api.schemas import HostCreate, HostUpdate, VmAction
+from corral.api.schemas import (
+    HostCreate,
+    HostUpdate,
+    StorageObjectCreate,
+    StoragePoolCreate,
+    VmAction,
+)
 from corral.api.ui import forms
 from corral.api.ui.sessions import COOKIE, LOGIN_COOKIE, Session
 from corral.api.ui.web import (
@@ -360,12 +366,64 @@ async def jobs_page(request: Request, session: SignedIn) -> HTMLResponse:
 
 @router.get("/storage")
 async def storage_page(request: Request, session: SignedIn) -> HTMLResponse:
+    return await _storage(request, session)
+
+
+async def _storage(
+    request: Request, session: Session, status_code: int = 200, error: str = ""
+) -> HTMLResponse:
     plane = plane_of(request)
     return render(
-        request, "storage.html", session, title="Storage",
+        request, "storage.html", session, status_code, title="Storage",
         pools=await plane.pools.list(), objects=await plane.objects.list(),
-        boot_sources=await plane.boot_sources.list(),
+        boot_sources=await plane.boot_sources.list(), error=error,
+        pool_types=("local", "nfs"), object_types=("disk", "kernel", "initrd", "iso", "snapshot"),
     )  # fmt: skip
+
+
+@router.post("/storage/{what}")
+async def storage_create(request: Request, what: str, session: Admin) -> Response:
+    """Create a pool or an object through the API's own models and services."""
+    fields = await form(request, session)
+    plane = plane_of(request)
+    try:
+        if what == "pools":
+            config: dict[str, str] = {"path": first(fields, "path").strip()}
+            if server := first(fields, "server").strip():
+                config["server"] = server
+            body = {"name": first(fields, "name").strip(),
+                    "pool_type": first(fields, "pool_type"), "config": config}  # fmt: skip
+            await plane.pools.create(StoragePoolCreate.model_validate(body))
+        elif what == "objects":
+            body = {"name": first(fields, "name").strip(),
+                    "storage_pool_id": first(fields, "storage_pool_id"),
+                    "object_type": first(fields, "object_type"),
+                    "size_bytes": first(fields, "size_bytes", "0") or "0",
+                    "config": {"path": first(fields, "path").strip()}}  # fmt: skip
+            await plane.objects.create(StorageObjectCreate.model_validate(body))
+        else:
+            raise NotFound(f"no storage kind {what!r}")
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return await _storage(request, session, 422, errors)
+    except (InvalidInput, Forbidden) as exc:
+        return await _storage(request, session, 422, error_text(exc))
+    return _redirect("/ui/storage")
+
+
+@router.post("/storage/{what}/{item_id}/delete")
+async def storage_delete(
+    request: Request, what: str, item_id: uuid.UUID, session: Admin
+) -> Response:
+    await form(request, session)
+    plane = plane_of(request)
+    if what == "pools":
+        await plane.pools.delete(item_id)
+    elif what == "objects":
+        await plane.objects.delete(item_id)
+    else:
+        raise NotFound(f"no storage kind {what!r}")
+    return _redirect("/ui/storage")
 
 
 @router.get("/events")
