@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, cast
@@ -23,6 +24,7 @@ from corral.api.schemas import (
 from corral.api.ui import forms
 from corral.api.ui.sessions import COOKIE, LOGIN_COOKIE, Session
 from corral.api.ui.web import (
+    UI_ROLES,
     admin,
     error_text,
     first,
@@ -87,11 +89,11 @@ async def login(request: Request) -> Response:
     fields = await form(request, None)
     expected = request.cookies.get(LOGIN_COOKIE)
     sent = first(fields, "csrf")
-    if not expected or sent != expected:
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise Forbidden("the sign-in form's CSRF token is missing or wrong: reload the page")
     token = first(fields, "token").strip()
     role = await token_role(plane_of(request), token) if token else None
-    if role not in ROLES:
+    if role not in UI_ROLES:
         return render(
             request,
             "login.html",

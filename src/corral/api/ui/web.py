@@ -19,12 +19,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from corral.api.deps import token_role
 from corral.api.ui.sessions import COOKIE, Session, Sessions
 from corral.control.plane import ControlPlane
-from corral.control.tokens import ADMIN, ROLES
+from corral.control.tokens import ADMIN, USER
 from corral.errors import CorralError, Forbidden, InvalidInput
 from corral.units import human_size
 from corral.webguard import Receive, Scope, Send
 
 HERE = Path(__file__).parent
+# Who may sign in: exactly these roles (a role added later, e.g. one that may only read
+# metrics, does not open the dashboard unless it is named here).
+UI_ROLES = (ADMIN, USER)
 TEMPLATES = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -90,7 +93,7 @@ async def valid_session(plane: ControlPlane, sessions: Sessions, cookie: str | N
     if session is None:
         raise SignInNeeded
     role = await token_role(plane, session.token)
-    if role not in ROLES:
+    if role not in UI_ROLES:
         sessions.close(session.id)
         raise SignInNeeded
     session.role = role
