@@ -20,6 +20,7 @@ from corral.api import deps
 from corral.api.metrics import MetricsListener, RequestMetrics, request_histogram
 from corral.api.metrics import router as metrics_router
 from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
+from corral.api.ui import create_ui
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
@@ -43,7 +44,9 @@ the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKE
 """
 
 # Served to anyone; a valid token still counts there (GET /health then tells more).
-PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui")
+PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui", "/ui")
+# The dashboard signs its users in itself (a session cookie, see corral.api.ui).
+PUBLIC_PREFIXES = ("/ui/",)
 
 
 def create_app(
@@ -91,6 +94,7 @@ def create_app(
         authenticate=authenticate,
         max_body_bytes=settings.max_body_bytes,
         public=PUBLIC_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
     )
     # Outside the guard: its refusals are requests too.
     app.add_middleware(
@@ -114,4 +118,5 @@ def create_app(
         metrics_router,
     ):
         app.include_router(router)
+    app.mount("/ui", create_ui(plane))
     return app

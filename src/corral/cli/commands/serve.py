@@ -128,7 +128,8 @@ def serve(
         mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
         err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
         scrape = _url(*(metrics or (host, port)))
-        err.print(f"dashboard: {_url(host, port)}/ui/   metrics: {scrape}/metrics")
+        err.print(f"dashboard: {_url(host, port)}/ui/  (sign in with a token)")
+        err.print(f"metrics: {scrape}/metrics")
         app = create_app(
             settings,
             metrics_port=metrics[1] if metrics else None,
