@@ -31,6 +31,8 @@ from corral.machine.agent import ExecResult, GuestAgent
 from corral.machine.spec import DirectBoot, Drive, Forward, MachineSpec
 from corral.machine.vm import Vm
 
+pytestmark = pytest.mark.vm
+
 MAC = "52:54:00:ab:cd:ef"
 TRICKY = 'it\'s "$(touch /run/pwned)" `touch /run/pwned` $HOME\nline two\n'
 USER_DATA = f"""#cloud-config
