@@ -81,12 +81,18 @@ def export(
     fmt: str = typer.Option("qcow2", "--format", help="qcow2 or raw."),
     compress: bool = typer.Option(False, "--compress", help="Compress (qcow2 only)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    with_state: bool = typer.Option(
+        False, "--with-state", help="A warm image's saved state too, as PATH.state."
+    ),
 ) -> None:
     """Write an image as one standalone, flattened file."""
     from corral.image.manage import export
 
-    written = export(get_context(), name, path, fmt=fmt, compress=compress, force=force)
-    out.print(f"wrote {written}", markup=False)
+    written = export(
+        get_context(), name, path, fmt=fmt, compress=compress, force=force, with_state=with_state
+    )
+    for file in written:
+        out.print(f"wrote {file}", markup=False)
 
 
 def tag(name: str, new_name: str) -> None:

@@ -68,12 +68,23 @@ def ls(json_out: bool = JSON) -> None:
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one image."""
     store = get_context().store
-    data = store.manifest_json(store.get(name))
+    manifest = store.get(name)
+    data = store.manifest_json(manifest)
     if json_out:
         print_json(data)
         return
+    data.pop("warm", None)
     for key, value in data.items():
         out.print(f"{key + ':':14} {value}", markup=False)
+    if manifest.warm is not None:
+        state = manifest.warm
+        agent = "with a guest agent" if state.agent else "no guest agent"
+        saved = state.saved_at.isoformat(timespec="seconds")
+        out.print(f"{'warm:':14} yes: state {human_size(state.state_size)}, saved {saved}, "
+                  f"{agent}", markup=False)  # fmt: skip
+        out.print(f"{'requires:':14} {state.requirements.describe()}", markup=False)
+    else:
+        out.print(f"{'warm:':14} no", markup=False)
 
 
 @app.command()
