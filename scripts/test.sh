@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports            # the layers in pyproject.toml: nothing imports upward
 .venv/bin/mypy                    # src/, types checked
-exec .venv/bin/pytest "$@"
+exec .venv/bin/pytest --durations=30 "$@"  # the slowest tests, so the suite stays cheap
