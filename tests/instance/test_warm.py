@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from corral.client import Corral, Instance
 from corral.config import Config
 from corral.context import Context
 from corral.image_holders import image_holders
+from corral.instance import registry
 from corral.machine.vm import Vm
 from helpers import corral, corral_popen, qemu_pids
 from instance.test_snapshot import READ, WRITE, import_with_data
@@ -91,6 +93,83 @@ def test_a_warm_launch_restores_and_reaches_ready(wctx: Context, template: Insta
     assert took < 60, took
 
 
+USER_DATA = b"""#cloud-config
+write_files:
+  - path: /run/warm-user-data
+    content: written at warm launch
+runcmd:
+  - [sh, -c, "echo ran > /run/warm-runcmd"]
+"""
+
+FACTS = {
+    "hostname": "hostname",
+    "machine_id": "cat /etc/machine-id 2>/dev/null || echo none",  # the tiny guest has none
+    "host_key": "dropbearkey -y -f /etc/dropbear/dropbear_ed25519_host_key | grep ^ssh-",
+    "address": "ip -4 -o addr show dev eth0 | awk '{print $4}'",
+    "random": "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
+    "clock": "date +%s",
+}
+
+
+def facts(vm: Instance) -> dict[str, str]:
+    out = {}
+    for key, command in FACTS.items():
+        result = vm.execute(command)
+        assert result.exit_code == 0, (key, result.stderr)
+        out[key] = result.stdout.decode().strip()
+    return out
+
+
+def ssh_with(key: Path, port: int, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(port), "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "root@127.0.0.1", command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_two_clones_run_at_once_each_its_own_machine(
+    wctx: Context, template: Instance, tmp_path: Path
+) -> None:
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    c = api(wctx)
+    one = c.launch(WARM, name="one", ssh_keys=[f"{key}.pub"], user_data=USER_DATA, wait=True,
+                   timeout=120)  # fmt: skip
+    two = c.launch(WARM, name="two", wait=True, timeout=120)
+    try:
+        a, b, t = facts(one), facts(two), facts(template)
+        assert (a["hostname"], b["hostname"]) == ("one", "two")
+        for fact in ("machine_id", "host_key", "random"):
+            assert len({a[fact], b[fact], t[fact]}) == 3, fact
+        assert len(a["machine_id"]) == 32
+        # User-mode NICs: each clone is 10.0.2.15 behind its own QEMU, like cold VMs.
+        assert a["address"] == b["address"] == "10.0.2.15/24"
+        for seen in (a, b):
+            assert abs(int(seen["clock"]) - time.time()) < 30  # the clock was set, not saved
+        # The launch's key works, and is not the template's corral key alone.
+        proc = ssh_with(key, one.ssh_port, "hostname; cat /run/warm-runcmd /run/warm-user-data")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "one\nran\nwritten at warm launch"  # content as given
+        authorized = one.execute("cat /root/.ssh/authorized_keys").stdout.decode()
+        assert key.with_suffix(".pub").read_text().split()[1] in authorized
+        assert ssh_with(key, two.ssh_port, "true").returncode != 0  # not two's key
+        assert two.execute("test -e /run/warm-user-data").exit_code != 0
+    finally:
+        one.delete()
+        two.delete()
+
+
+def test_a_stopped_clone_starts_cold_as_itself(wctx: Context, template: Instance) -> None:
+    vm = api(wctx).launch(WARM, name="later", wait=True, timeout=120)
+    vm.stop(timeout=30)
+    vm.start(wait=True, timeout=180)
+    assert b"corral-tiny: ready" in vm.serial_log.read_bytes()  # a real boot, from its seed
+    assert vm.execute("hostname").stdout == b"later\n"
+    vm.delete()
+
+
 def test_a_restore_with_other_memory_is_refused_and_leaves_nothing(
     wctx: Context, template: Instance
 ) -> None:
@@ -112,6 +191,38 @@ def test_a_restore_with_other_memory_is_refused_and_leaves_nothing(
     assert b"corral-tiny: ready" in vm.serial_log.read_bytes()  # it booted
     assert vm.execute("cat /run/marker").exit_code != 0  # tmpfs: the template's memory is not
     vm.delete()
+
+
+def test_user_data_a_warm_launch_cannot_apply(wctx: Context, tmp_path: Path) -> None:
+    """MIME user-data is refused before anything exists (or boots cold, if allowed); modules
+    that apply only at first boot are named in a note."""
+    mime = tmp_path / "mime"
+    mime.write_text('Content-Type: multipart/mixed; boundary="x"\n\n--x--\n')
+    proc = corral(wctx, "launch", WARM, "--name", "mime", "--user-data", str(mime))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        f"error: cannot restore warm image {WARM!r}: user-data at warm launch must be"
+    )
+    assert not wctx.home.instance("mime").dir.exists()
+    config = tmp_path / "config"
+    config.write_text("#cloud-config\npackages: [jq]\nruncmd:\n  - touch /run/ran\n")
+    proc = corral(wctx, "launch", WARM, "--name", "noted", "--user-data", str(config), "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "noted: restored from warm image" in proc.stderr
+    assert "noted: cloud-config packages: applied at a first boot only" in proc.stderr
+    assert api(wctx).get("noted").execute("test -e /run/ran").exit_code == 0
+    api(wctx).get("noted").delete()
+
+
+def test_image_warm_boots_saves_and_leaves_no_instance(wctx: Context) -> None:
+    proc = corral(wctx, "image", "warm", TINY, "--as", "tiny-warm2", "--type", SIZE)
+    assert proc.returncode == 0, proc.stderr
+    manifest = wctx.store.get("tiny-warm2")
+    assert manifest.warm is not None and manifest.warm.requirements.memory_mib == 256
+    assert not [n for n in registry.names(wctx.home) if n.startswith("warm-")]
+    refused = corral(wctx, "image", "warm", TINY, "--as", "tiny-warm2")
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    assert corral(wctx, "image", "rm", "tiny-warm2").returncode == 0
 
 
 def _blobs(ctx: Context) -> set[str]:

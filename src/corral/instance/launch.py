@@ -17,7 +17,7 @@ from corral.fsutil import locked, process_start_time
 from corral.guest.ssh_keys import collect_keys, ensure_corral_key
 from corral.image.layers import touch
 from corral.image.manifest import Manifest, now
-from corral.instance import networking, registry, warm
+from corral.instance import clone, networking, registry, warm
 from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
 from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, NicRecord
@@ -200,10 +200,12 @@ def launch(
             if restoring and image is not None:
                 _check_restorable(ctx, image, spec)
             if start:
+                record = record.replace(warm=restoring)
                 vm = start_qemu(ctx, record, spec, files)
                 if restoring and image is not None:
                     warm.restore(ctx, vm, image)
-                    # INTERIM: clone.make_own(...) once corral.guest.identity is on main
+                    configs = networking.nic_configs(options.networks, attached)
+                    clone.make_own(files, record, keys, options.user_data, configs)
                 record = record.replace(
                     state="running", launcher_pid=None, launcher_start=None, started_at=now()
                 )

@@ -26,6 +26,7 @@ from pathlib import Path
 from corral.context import Context
 from corral.errors import Conflict, CorralError, InvalidInput
 from corral.fsutil import hash_file
+from corral.guest.userdata import parse_user_data
 from corral.image.layers import Blob, save_image
 from corral.image.manifest import Manifest, WarmRequirements, WarmState, check_image_name
 from corral.instance import lifecycle, registry
@@ -209,6 +210,10 @@ def why_not_warm(
         )
     if options.network_config or options.vendor_data or options.meta_data:
         return "--network-config, --vendor-data and --meta-data apply at a first boot only"
+    try:
+        parse_user_data(options.user_data)
+    except InvalidInput as exc:
+        return exc.message
     if record.disk_size != image.virtual_size:
         return f"disk: saved {image.virtual_size} bytes, this launch {record.disk_size}"
     if not record.networks and options.networks:

@@ -148,7 +148,16 @@ def launch(
     ctx = get_context()
     if networks and network_config is not None:
         note(f"{name}: using your --network-config as given; corral writes none for --network")
-    launch_instance(ctx, resolve_image(ctx, image), request.options(), start=not no_start)
+    options = request.options()
+    record = launch_instance(ctx, resolve_image(ctx, image), options, start=not no_start)
+    if record.warm:
+        from corral.guest.userdata import ignored_modules
+
+        ignored = ignored_modules(options.user_data)
+        note(f"{name}: restored from warm image {record.image}")
+        if ignored:
+            note(f"{name}: cloud-config {', '.join(ignored)}: applied at a first boot only, "
+                 "not at a warm launch")  # fmt: skip
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)
