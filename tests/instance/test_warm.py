@@ -190,6 +190,14 @@ def test_a_restore_with_other_memory_is_refused_and_leaves_nothing(
     vm = api(wctx).get("big")
     assert b"corral-tiny: ready" in vm.serial_log.read_bytes()  # it booted
     assert vm.execute("cat /run/marker").exit_code != 0  # tmpfs: the template's memory is not
+    # A VM whose guest agent does not answer is not saved warm: its clones could not be
+    # made their own machines.
+    vm.execute("kill -9 $(ps | grep '[c]orral-agent' | cut -c1-6)")  # no pkill in the guest
+    assert b"corral-agent" not in vm.execute("ps").stdout
+    proc = corral(wctx, "snapshot", "big", "--memory", "--as", "mute")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: the guest agent of 'big' does not answer")
+    assert not wctx.store.exists("mute") and vm.state == "running"
     vm.delete()
 
 

@@ -42,9 +42,9 @@ def nic_identities(
 
 
 async def _reidentify(files: InstanceFiles, identity: CloneIdentity, timeout: float) -> None:
-    agent = GuestAgent(files.agent)
-    await agent.sync(timeout=min(timeout, 30.0))
-    await reidentify(agent, identity, timeout=timeout)
+    async with GuestAgent(files.agent) as agent:
+        await agent.sync(timeout=min(timeout, 30.0))
+        await reidentify(agent, identity, timeout=timeout)
 
 
 def make_own(

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from corral.context import Context
-from corral.errors import Conflict, CorralError, InvalidInput
+from corral.errors import Conflict, CorralError, DeadlineExceeded, GuestError, InvalidInput
 from corral.fsutil import hash_file
 from corral.guest.userdata import parse_user_data
 from corral.image.layers import Blob, save_image
@@ -37,10 +37,12 @@ from corral.instance.snapshot import boot_blobs
 from corral.instance.state import observe
 from corral.layout import InstanceFiles
 from corral.machine import migrate, warm
+from corral.machine.agent import GuestAgent
 from corral.machine.spec import MachineSpec
 from corral.machine.vm import Vm
 
 JOB_ID = "corral-warm-disk"
+AGENT_TIMEOUT = 15.0  # for a template's agent to answer before its save
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -58,6 +60,15 @@ async def _accelerator(vm: Vm) -> str:
     """The accelerator QEMU really runs with (the host's choice may have changed since)."""
     kvm = await vm.execute("query-kvm")
     return "kvm" if kvm.get("enabled") else "tcg"
+
+
+async def _agent_answers(files: InstanceFiles) -> bool:
+    async with GuestAgent(files.agent) as agent:
+        try:
+            await agent.sync(timeout=AGENT_TIMEOUT)
+        except (DeadlineExceeded, GuestError):
+            return False
+        return True
 
 
 async def _save(vm: Vm, disk: Path, state: int, *, resume: bool) -> int:
@@ -139,6 +150,13 @@ def save_warm(
         if seen.state != "running" or seen.pid is None:
             raise Conflict(f"instance {name!r} is {seen.state}: only a running VM is saved warm")
         vm = Vm(files, seen.pid)
+        if not asyncio.run(_agent_answers(files)):
+            raise InvalidInput(
+                f"the guest agent of {name!r} does not answer: its clones could not be made "
+                "into machines of their own",
+                hint="the image needs a QEMU guest agent running (Debian: qemu-guest-agent; "
+                "corral's images have it)",
+            )
         disk = ctx.store.new_tmp_path()
         state = ctx.store.new_tmp_path()
         try:
