@@ -115,6 +115,9 @@ def test_inspect_says_warm_and_what_it_requires(ctx: Context, tmp_path: Path) ->
     assert "requires:      QEMU 8.2.2, machine pc-q35-8.2, cpu max, tcg, 1 cpus, 256 MiB" in (
         proc.stdout
     )
+    listed = {line.split()[0]: line.split()[-2] for line in corral(ctx, "image", "ls").stdout
+              .splitlines()[1:]}  # fmt: skip
+    assert listed == {"base": "-", "hot": "c1m256"}
     cold = corral(ctx, "image", "inspect", "base")
     assert "warm:          no" in cold.stdout
     data = corral(ctx, "image", "inspect", "hot", "--json").stdout

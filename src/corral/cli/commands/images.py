@@ -48,7 +48,7 @@ def ls(json_out: bool = JSON) -> None:
         print_json([store.manifest_json(m) for m in manifests])
         return
     print_table(
-        ("NAME", "FORMAT", "SIZE", "ON DISK", "KERNEL", "USER", "DIGEST"),
+        ("NAME", "FORMAT", "SIZE", "ON DISK", "KERNEL", "USER", "WARM", "DIGEST"),
         [
             (
                 m.name,
@@ -57,6 +57,8 @@ def ls(json_out: bool = JSON) -> None:
                 human_size(m.file_size),
                 "yes" if m.kernel else "no",
                 m.default_user,
+                # The size a warm image restores to, as `launch --type` says it.
+                f"c{m.warm.requirements.cpus}m{m.warm.requirements.memory_mib}" if m.warm else "-",
                 m.digest[:12],
             )
             for m in manifests
