@@ -175,6 +175,28 @@ class Corral:
     def import_image(self, path: str | os.PathLike[str], name: str, **kw: Any) -> Manifest:
         return self.ctx.store.import_image(Path(path), name, **kw)
 
+    def warm_image(
+        self,
+        image: str,
+        as_name: str,
+        *,
+        instance_type: str | None = None,
+        cpus: int | None = None,
+        memory: str | int | None = None,
+        user_data: Data = None,
+        timeout: float = 600,
+    ) -> Manifest:
+        """Boot `image` once, wait until ready and save it warm as `as_name` (`corral image
+        warm`); its clones need the same cpus and memory."""
+        from corral.instance.warm_image import make_warm_image
+
+        options = LaunchRequest(
+            name="warm", instance_type=instance_type, cpus=cpus, memory=memory,
+            user_data=user_data,
+        ).options()  # fmt: skip
+        name = resolve_image(self.ctx, image)
+        return make_warm_image(self.ctx, name, as_name, options, timeout=timeout)
+
 
 def launch_instance(
     image: str,

@@ -19,6 +19,7 @@ from conftest import CACHE, TINY, kill_all
 from corral.client import Corral, Instance
 from corral.config import Config
 from corral.context import Context
+from corral.errors import Conflict
 from corral.image_holders import image_holders
 from corral.instance import registry
 from corral.machine.vm import Vm
@@ -222,7 +223,7 @@ def test_user_data_a_warm_launch_cannot_apply(wctx: Context, tmp_path: Path) -> 
     api(wctx).get("noted").delete()
 
 
-def test_image_warm_boots_saves_and_leaves_no_instance(wctx: Context) -> None:
+def test_image_warm_boots_saves_and_leaves_no_instance(wctx: Context, template: Instance) -> None:
     proc = corral(wctx, "image", "warm", TINY, "--as", "tiny-warm2", "--type", SIZE)
     assert proc.returncode == 0, proc.stderr
     manifest = wctx.store.get("tiny-warm2")
@@ -231,6 +232,9 @@ def test_image_warm_boots_saves_and_leaves_no_instance(wctx: Context) -> None:
     refused = corral(wctx, "image", "warm", TINY, "--as", "tiny-warm2")
     assert refused.returncode == 2 and "already exists" in refused.stderr
     assert corral(wctx, "image", "rm", "tiny-warm2").returncode == 0
+    with pytest.raises(Conflict, match="already exists"):  # the Python API checks first too
+        api(wctx).warm_image(TINY, WARM, instance_type=SIZE)
+    assert not [n for n in registry.names(wctx.home) if n.startswith("warm-")]
 
 
 def _blobs(ctx: Context) -> set[str]:

@@ -106,16 +106,18 @@ def warm(
 ) -> None:
     """Boot an image once, wait until it is ready and save it with its memory: launches of
     the warm image restore it in seconds instead of booting."""
+    from corral.image_refs import resolve_image
     from corral.instance.options import LaunchRequest
     from corral.instance.warm_image import make_warm_image
 
+    ctx = get_context()
     target = as_name or f"{image}-warm"
     request = LaunchRequest(
         name="warm", instance_type=instance_type, cpus=cpus, memory=memory,
         user_data=read_file(user_data),
     )  # fmt: skip
     manifest = make_warm_image(
-        get_context(), image, target, request.options(), timeout=timeout,
+        ctx, resolve_image(ctx, image), target, request.options(), timeout=timeout,
         on_stage=lambda stage: note(f"warm {image}: {stage}"),
     )  # fmt: skip
     assert manifest.warm is not None
