@@ -14,6 +14,7 @@ packages=(
   sqlite3                         # bench/api.py: the SQLite floor
   dnsmasq-base nftables iproute2  # managed networks: DHCP/DNS per network, NAT, bridges
   iperf3                          # bench/network.py: throughput on bridges and forwards
+  chromium chromium-driver        # the /ui browser tests (headless, driven by Selenium)
   python3 python3-venv python3-pip
 )
 

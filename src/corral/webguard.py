@@ -56,7 +56,8 @@ class BodyTooLarge(HTTPException):
 class Guard:
     """Authenticate, then refuse a body over `max_body_bytes`: a `Content-Length` over it at
     once, a chunked body as soon as it passes it. Paths in `public` are served without
-    credentials (their caller's principal is then None, or who valid credentials name)."""
+    credentials (their caller's principal is then None, or who valid credentials name), and
+    so are paths under `public_prefixes`."""
 
     def __init__(
         self,
@@ -65,11 +66,14 @@ class Guard:
         authenticate: Authenticate,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         public: Collection[str] = (),
+        public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
         self.public = frozenset(public)
+        # Paths under these authenticate themselves (e.g. the dashboard, by its cookie).
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # websockets authenticate in their routes, before accepting
@@ -80,7 +84,8 @@ class Guard:
         try:
             scope[PRINCIPAL] = await self.authenticate(scope)
         except Exception as exc:
-            if scope["path"] not in self.public:
+            path = scope["path"]
+            if path not in self.public and not path.startswith(self.public_prefixes):
                 if not isinstance(exc, Unauthorized):
                     raise  # e.g. the database is down: a 500, as from a route
                 # Unread, the body is not drained: the connection is closed after the answer.

@@ -160,3 +160,12 @@ def openapi_document() -> dict[str, Any]:
             return app.openapi()
         finally:
             app.state.plane.db.dispose()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each phase's report on its item (`item.rep_call`), for fixtures that act on failure
+    (the browser tests' screenshots)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]  # pluggy's result
+    setattr(item, f"rep_{report.when}", report)

@@ -35,6 +35,7 @@ class FakeNode:
         # operation -> the error it raises (a message: a QemuError)
         self.fail: dict[str, str | CorralError] = {}
         self.console: dict[str, bytes] = {}
+        self.typed: dict[str, bytes] = {}
         self.networks: dict[str, NodeNetwork] = {}
         self._streams: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]]
@@ -190,6 +191,13 @@ class FakeNode:
                 yield chunk
         finally:
             self._streams[name].remove(entry)
+
+    async def console_input(self, name: str, data: bytes) -> None:
+        """Typed bytes are kept in `typed` and echoed, as a terminal does."""
+        await self._enter("console_input")
+        self._vm(name)
+        self.typed[name] = self.typed.get(name, b"") + data
+        self.write_console(name, data)
 
     def write_console(self, name: str, data: bytes, *, end: bool = False) -> None:
         """Append to a VM's console, from any thread; `end` ends the streams (VM stopped)."""

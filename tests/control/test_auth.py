@@ -116,7 +116,7 @@ def test_token_and_db_commands(tmp_path: Path, database_url: str) -> None:
     assert text[2].split()[:2] == ["bob", "admin"] and text[2].endswith("active")
     wrong = runner.invoke(app, ["token", "create", "carol", "--role", "root", *db])
     assert isinstance(wrong.exception, CorralError) and wrong.exception.exit_code == 2
-    assert wrong.exception.message == "invalid role 'root': admin or user"
+    assert wrong.exception.message == "invalid role 'root': admin, user, metrics"
     assert "carol" not in run("token", "ls", *db)
 
     from corral.control.tokens import TokenService

@@ -1,7 +1,8 @@
 """Token roles: a `user` token manages VMs and reads everything else; only an `admin` token
 registers, changes, initialises and deletes hosts and creates and deletes storage pools,
-objects and boot sources. Every operation of the app is tried with a user token, so a new
-admin-only route without its line in ADMIN_ROUTES fails here."""
+objects and boot sources; a `metrics` token reads GET /metrics and nothing else. Every
+operation of the app is tried with a user and with a metrics token, so a new admin-only route
+without its line in ADMIN_ROUTES fails here."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ ADMIN_ROUTES = {
     ("POST", "/networks"),
     ("DELETE", "/networks/{network_id}"),
 }
+METRICS_ROUTES = {("GET", "/metrics")}  # admin or metrics
 SUPERVISOR_ROUTES = {("POST", "/control/allocations")}  # X-Auth-Signature, no token at all
 DOCUMENT = openapi_document()
 OPERATIONS = sorted(
@@ -56,6 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     )
     live.start()
     try:
+        live.metrics_token = live.token("prometheus", "metrics")  # type: ignore[attr-defined]
         yield live, live.token("root", "admin"), live.token("someone", "user")
     finally:
         live.stop()
@@ -69,7 +72,8 @@ def _call(live: LiveServer, token: str, method: str, template: str) -> httpx.Res
     body = {} if method in ("POST", "PATCH", "PUT") else None
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.stream(method, live.url + path, json=body, headers=headers, timeout=30) as response:
-        response.read() if path != "/events" else None  # an endless stream: its status is enough
+        if path != "/events" or response.status_code != 200:  # an endless stream: its status
+            response.read()
         return response
 
 
@@ -80,8 +84,8 @@ def test_the_admin_routes_are_documented_with_their_403() -> None:
         for method, op in ops.items()
         if "403" in op["responses"]
     }
-    assert documented == ADMIN_ROUTES
-    for method, path in ADMIN_ROUTES:
+    assert documented == ADMIN_ROUTES | METRICS_ROUTES
+    for method, path in ADMIN_ROUTES | METRICS_ROUTES:
         assert DOCUMENT["paths"][path][method.lower()]["security"] == [{"HTTPBearer": []}]
 
 
@@ -99,11 +103,56 @@ def test_a_user_token_is_refused_exactly_the_admin_routes(
             "hint": "corral token create NAME --role admin",
         }
         assert _call(live, admin, method, path).status_code not in (401, 403)
+    elif (method, path) in METRICS_ROUTES:
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"] == (
+            "this route needs an admin or metrics token, and this one is a user token"
+        )
+        assert _call(live, admin, method, path).status_code == 200
     elif (method, path) in SUPERVISOR_ROUTES:
         assert response.status_code == 401
         assert "X-Auth-Signature" in response.json()["detail"]
     else:
         assert response.status_code not in (401, 403), response.text
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_a_metrics_token_reads_the_metrics_and_nothing_else(
+    server: tuple[LiveServer, str, str], method: str, path: str
+) -> None:
+    live, _, _ = server
+    response = _call(live, live.metrics_token, method, path)  # type: ignore[attr-defined]
+    if (method, path) in METRICS_ROUTES:
+        assert response.status_code == 200, response.text
+    elif (method, path) in SUPERVISOR_ROUTES:
+        assert response.status_code == 401
+    elif path == "/health":  # open to all: only what an anonymous caller learns
+        assert response.json() == {"status": "ok"}
+    else:
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"].endswith("and this one is a metrics token")
+
+
+def test_a_metrics_token_opens_no_websocket(api: Api) -> None:
+    """The console, a tunnel and aleph-vm's logs refuse a metrics token before the upgrade."""
+    from starlette.websockets import WebSocketDisconnect
+
+    api.host()
+    vm = api.vm("web1")
+    api.act(vm["id"], "start")
+    _, token = api.plane.tokens.create("prometheus", "metrics")
+    as_metrics = {"headers": {"Authorization": f"Bearer {token}"}}
+    offered = {"subprotocols": ["bearer", token], "headers": {"Authorization": ""}}
+    urls = (
+        f"/vms/{vm['id']}/console/stream",
+        f"/vms/{vm['id']}/tunnel?port=22",
+        f"/control/machine/{vm['id']}/logs",
+    )
+    for url in urls:
+        for kw in (as_metrics, offered):
+            with pytest.raises(WebSocketDisconnect), api.client.websocket_connect(url, **kw):  # type: ignore[arg-type]
+                pass
+    assert api.ok("GET", f"/vms/{vm['id']}")["status"] == "running"
 
 
 def test_a_user_token_runs_the_vm_lifecycle_and_reads_everything(api: Api, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ GUARDED = [
     ("GET", "/networks"),
     ("POST", "/networks"),
     ("DELETE", "/networks/lab"),
+    ("GET", "/metrics"),
 ]
 
 

@@ -31,7 +31,7 @@ def protocol_methods() -> list[str]:
 
 @pytest.mark.parametrize("impl", [LocalNode, HttpNode])
 def test_both_nodes_implement_the_protocol(impl: type) -> None:
-    assert len(protocol_methods()) == 16
+    assert len(protocol_methods()) == 17
     for name in protocol_methods():
         want = inspect.signature(getattr(NodeClient, name))
         got = inspect.signature(getattr(impl, name))
@@ -63,6 +63,10 @@ async def test_errors_come_back_as_the_same_classes(agent: str, token: str) -> N
         with pytest.raises(NotFound, match="no instance named 'ghost'"):
             async for _ in node.console_stream("ghost"):
                 pass
+        with pytest.raises(NotFound, match="no instance named 'ghost'"):
+            await node.console_input("ghost", b"ls\r")
+        with pytest.raises(InvalidInput, match="at most 4096 bytes"):
+            await node.console_input("ghost", b"x" * 4097)
         with pytest.raises(NotFound, match="no image named 'nope'"):
             await node.create_vm(spec("v1", image="nope"))
         with pytest.raises(InvalidInput, match="not a valid hostname"):
@@ -236,6 +240,12 @@ async def test_a_vm_over_http(vm_ctx: Context, agent: str, token: str) -> None:
                 await asyncio.sleep(0.1)
             assert b"corral-ws-marker" in received
             assert b"corral-tiny: ready" not in received
+            # Typed on the serial console (a root shell there): the answer is in the log.
+            await node.console_input("h1", b"\recho corral-typed-$((6*7))\r")
+            deadline = time.monotonic() + 30
+            while b"corral-typed-42" not in received and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert b"corral-typed-42" in received
 
             assert (await node.pause_vm("h1")).state == "paused"
             with pytest.raises(Conflict, match="paused, not running"):

@@ -17,7 +17,10 @@ from fastapi import FastAPI
 
 from corral import weberrors
 from corral.api import deps
+from corral.api.metrics import MetricsListener, RequestMetrics, request_histogram
+from corral.api.metrics import router as metrics_router
 from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
+from corral.api.ui import create_ui
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
 from corral.control.settings import Settings
@@ -41,10 +44,20 @@ the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKE
 """
 
 # Served to anyone; a valid token still counts there (GET /health then tells more).
-PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui")
+PUBLIC_PATHS = ("/health", "/openapi.json", "/swagger-ui", "/ui")
+# The dashboard signs its users in itself (a session cookie, see corral.api.ui).
+PUBLIC_PREFIXES = ("/ui/",)
 
 
-def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    node_factory: NodeFactory | None = None,
+    metrics_port: int | None = None,
+    open_metrics: bool = False,
+) -> FastAPI:
+    """The app; with `metrics_port`, connections to that local port (a second listener) get
+    GET /metrics only, without a token when `open_metrics`."""
     plane = ControlPlane(settings, node_factory=node_factory)
 
     @asynccontextmanager
@@ -81,7 +94,18 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         authenticate=authenticate,
         max_body_bytes=settings.max_body_bytes,
         public=PUBLIC_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
     )
+    # Outside the guard: its refusals are requests too.
+    app.add_middleware(
+        RequestMetrics,
+        histogram=request_histogram(plane.metrics.registry),
+        api=app,
+    )
+    if metrics_port is not None:
+        app.add_middleware(
+            MetricsListener, port=metrics_port, open_metrics=open_metrics, plane=plane
+        )
     for router in (
         health.router,
         hosts.router,
@@ -91,6 +115,8 @@ def create_app(settings: Settings, *, node_factory: NodeFactory | None = None) -
         tunnel.router,
         jobs.router,
         control.router,
+        metrics_router,
     ):
         app.include_router(router)
+    app.mount("/ui", create_ui(plane))
     return app

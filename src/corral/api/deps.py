@@ -1,9 +1,9 @@
 """What routes depend on: the control plane of this app, and who the caller is.
 
 The caller is worked out once per request, before its body is read, by `authenticate` (run by
-corral.webguard.Guard, see app.py): a bearer token's role (`admin` or `user`), or SUPERVISOR
-for aleph-vm's supervisor signing with X-Auth-Signature. The route dependencies below only
-compare that answer with what the route needs.
+corral.webguard.Guard, see app.py): a bearer token's role (`admin`, `user` or `metrics`), or
+SUPERVISOR for aleph-vm's supervisor signing with X-Auth-Signature. The route dependencies
+below only compare that answer with what the route needs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.security import HTTPBearer
 
 from corral.api.errors import ADMIN_ERRORS
 from corral.control.plane import ControlPlane
-from corral.control.tokens import ADMIN, ROLES
+from corral.control.tokens import ADMIN, API_ROLES, METRICS, ROLES
 from corral.errors import Forbidden, Unauthorized
 from corral.webguard import PRINCIPAL, Scope, header
 
@@ -38,6 +38,12 @@ async def token_role(plane: ControlPlane, token: str | None) -> str | None:
     if not token:
         return None
     return plane.tokens.cached(token) or await plane.call(plane.tokens.lookup, token)
+
+
+async def api_role(plane: ControlPlane, token: str | None) -> str | None:
+    """The role of a valid token that may use the API (not a `metrics` token), else None."""
+    role = await token_role(plane, token)
+    return role if role in API_ROLES else None
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -83,16 +89,17 @@ class RequireRole(HTTPBearer):
         if role in self.roles:
             return
         if role in ROLES:
+            needed = " or ".join(r for r in self.roles if r in ROLES)
             raise Forbidden(
-                f"this route needs an {' or '.join(self.roles)} token, and this one is a "
-                f"{role} token",
-                hint="corral token create NAME --role admin",
+                f"this route needs an {needed} token, and this one is a {role} token",
+                hint=f"corral token create NAME --role {self.roles[0]}",
             )
         raise Unauthorized("this route needs a bearer token", hint="corral token create NAME")
 
 
-Authenticated = Depends(RequireRole(*ROLES))
+Authenticated = Depends(RequireRole(*API_ROLES))
 AdminOnly = Depends(RequireRole(ADMIN))
+MetricsReaders = Depends(RequireRole(ADMIN, METRICS))
 ADMIN_ONLY: dict[str, Any] = {"dependencies": [AdminOnly], "responses": ADMIN_ERRORS}  # **kwargs
 
 

@@ -66,4 +66,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     403: _error("this route needs an admin token (`corral token create NAME --role admin`)"),
 }
+METRICS_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: _error("this route needs an admin or a metrics token (`--role metrics`)"),
+}
 OPEN_ERRORS: dict[int | str, dict[str, Any]] = {413: ERRORS[413]}

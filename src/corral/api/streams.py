@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from corral.api.deps import token_role, websocket_credentials
+from corral.api.deps import api_role, websocket_credentials
 from corral.control.plane import ControlPlane
 from corral.errors import CorralError
+from corral.node.protocol import MAX_CONSOLE_INPUT
 
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
@@ -21,10 +23,10 @@ INTERNAL_ERROR = 1011
 async def accept_authorised(
     websocket: WebSocket, plane: ControlPlane, *, extra_ok: bool = False
 ) -> bool:
-    """Accept the websocket if it carries a valid token (of any role) or `extra_ok`; else
-    refuse it (HTTP 403)."""
+    """Accept the websocket if it carries a valid token of an API role (not `metrics`) or
+    `extra_ok`; else refuse it (HTTP 403)."""
     token, subprotocol = websocket_credentials(websocket)
-    if not (extra_ok or await token_role(plane, token)):
+    if not (extra_ok or await api_role(plane, token)):
         await websocket.close(code=POLICY_VIOLATION, reason="unknown, revoked or missing token")
         return False
     await websocket.accept(subprotocol=subprotocol)
@@ -32,9 +34,13 @@ async def accept_authorised(
 
 
 async def pump(
-    websocket: WebSocket, source: AsyncIterator[Any], send: Callable[[Any], Awaitable[None]]
+    websocket: WebSocket,
+    source: AsyncIterator[Any],
+    send: Callable[[Any], Awaitable[None]],
+    received: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> None:
-    """Send what `source` yields until it ends or the client goes away, then close."""
+    """Send what `source` yields until it ends or the client goes away, then close; what the
+    client sends goes to `received` (in order), or is ignored without it."""
 
     async def forward() -> None:
         async for item in source:
@@ -46,6 +52,12 @@ async def pump(
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if received is not None:
+                data = message.get("bytes")
+                if data is None and message.get("text") is not None:
+                    data = message["text"].encode()
+                if data:
+                    await received(data)
 
     sender = asyncio.ensure_future(forward())
     watcher = asyncio.ensure_future(watch())
@@ -70,3 +82,14 @@ async def pump(
                 await aclose()
     with contextlib.suppress(Exception):
         await websocket.close(code=code, reason=reason)
+
+
+def console_typist(plane: ControlPlane, vm_id: uuid.UUID) -> Callable[[bytes], Awaitable[None]]:
+    """What a console websocket does with what the client sends: type it on the VM's serial
+    console, in pieces a node takes; a refusal (the VM stopped) ends the stream."""
+
+    async def typed(data: bytes) -> None:
+        for start in range(0, len(data), MAX_CONSOLE_INPUT):
+            await plane.vms.console_input(vm_id, data[start : start + MAX_CONSOLE_INPUT])
+
+    return typed

@@ -13,7 +13,16 @@ import sys
 
 import typer
 
-from corral.cli.commands import builds, image_ops, images, instances, networks, node, serve
+from corral.cli.commands import (
+    builds,
+    image_ops,
+    images,
+    instances,
+    networks,
+    node,
+    serve,
+    top,
+)
 from corral.cli.commands import remote as remote_commands
 from corral.cli.context import get_context
 from corral.cli.output import err, print_json
@@ -35,6 +44,7 @@ node.register(app)
 serve.register(app)
 networks.register(app)
 remote_commands.register(app)
+top.register(app)
 
 
 @app.callback()
@@ -74,6 +84,17 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 
 
 @app.command()
+def completion(
+    shell: str = typer.Argument(..., metavar="bash|zsh|fish", help="The shell to complete in."),
+) -> None:
+    """Print a completion script for commands, options, instance and image names, e.g.
+    `corral completion bash > ~/.local/share/bash-completion/completions/corral`."""
+    from corral.cli.completion import script
+
+    print(script(shell))
+
+
+@app.command()
 def version() -> None:
     """Print corral's version."""
     from corral.version import __version__
@@ -98,6 +119,10 @@ def main() -> None:
     )
     code = 0
     try:
+        if os.environ.get("_CORRAL_COMPLETE"):  # the shell asks (corral.cli.completion)
+            from corral.cli.completion import complete
+
+            complete(typer.main.get_command(app))
         app()  # click's standalone mode ends with sys.exit, usage errors included
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

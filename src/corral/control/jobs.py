@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -101,25 +102,30 @@ class JobRunner:
         on_error: OnError | None,
     ) -> None:
         plane = self.plane
+        began = time.monotonic()
+
+        async def end(status: str, failure: Failure | None, finish: Finish | None) -> None:
+            kind = await plane.write(_end, job_id, status, failure, finish)
+            if kind is not None:  # else someone else finished it (abandoned meanwhile)
+                plane.metrics.job_finished(kind, status, time.monotonic() - began)
+
         try:
             try:
                 prepared = await begin()
                 finish = await work(prepared)
             except CorralError as exc:
                 finish = await _after_error(on_error, exc)
-                failure = Failure(exc.message, exc.http_status)
-                await plane.write(_end, job_id, "failed", failure, finish)
+                await end("failed", Failure(exc.message, exc.http_status), finish)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug: record it rather than lose it
                 log.exception("job %s failed unexpectedly", job_id)
-                failure = Failure(f"internal error: {exc!r}", 500)
-                await plane.write(_end, job_id, "failed", failure, None)
+                await end("failed", Failure(f"internal error: {exc!r}", 500), None)
             else:
-                await plane.write(_end, job_id, "completed", None, finish)
+                await end("completed", None, finish)
         except asyncio.CancelledError:
             failure = Failure("the control plane stopped before the job finished", 503)
-            await asyncio.shield(plane.write(_end, job_id, "failed", failure, None))
+            await asyncio.shield(end("failed", failure, None))
         except Exception:
             log.exception("could not record the end of job %s", job_id)
 
@@ -156,15 +162,18 @@ def _end(
     status: str,
     failure: Failure | None,
     finish: Finish | None,
-) -> None:
+) -> str | None:
+    """Finish the job; its kind (None if it was finished already)."""
     if finish is not None:
         finish(session)
     error, code = failure if failure is not None else (None, None)
     moved = JobRepository(session).finished(job_id, status, error, code, utcnow())
-    if moved is not None:
-        kind, vm_id = moved
-        data = {"kind": kind, "vm_id": _str(vm_id), "error": error}
-        emit(session, "job", "updated", job_id, status, data)
+    if moved is None:
+        return None
+    kind, vm_id = moved
+    data = {"kind": kind, "vm_id": _str(vm_id), "error": error}
+    emit(session, "job", "updated", job_id, status, data)
+    return kind
 
 
 def _str(value: Any) -> str | None:

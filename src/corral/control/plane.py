@@ -21,12 +21,14 @@ import anyio
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from corral.context import Context
 from corral.control.allocations import AllocationService
 from corral.control.events import EventBus
 from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
 from corral.control.jobs import JobRunner, JobService
 from corral.control.liveness import Liveness
+from corral.control.metrics import PlaneMetrics
 from corral.control.networks import NetworkService
 from corral.control.nodes import NodeFactory, NodeRegistry, default_factory
 from corral.control.relay import EventRelay
@@ -40,6 +42,7 @@ from corral.db.repositories import HostRepository
 from corral.db.serve_lock import ServeLock
 from corral.db.writer import BatchWriter
 from corral.errors import Conflict, CorralError, InvalidInput
+from corral.layout import Home
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -72,6 +75,10 @@ class ControlPlane:
         )
         if self.relay is not None:
             self.db.before_commit = self.relay.send
+        local = _local_home(settings) if settings.local_node else None
+        self.metrics = PlaneMetrics(
+            self.db, lambda: self.bus.subscribers, lambda: self.runner.running, local
+        )
         self.nodes = NodeRegistry(node_factory or default_factory(settings))
         self.runner = JobRunner(self)
         self.jobs = JobService(self)
@@ -186,6 +193,16 @@ class ControlPlane:
                 await self.hosts.init(host.id)
             except CorralError as exc:
                 log.warning("the local host could not be initialised: %s", exc.message)
+
+
+def _local_home(settings: Settings) -> Callable[[], Home]:
+    """The in-process node's state directory, worked out when first asked for."""
+
+    @functools.cache
+    def home() -> Home:
+        return (Context(settings.config) if settings.config else Context()).home
+
+    return home
 
 
 RETRIES = 5

@@ -1,6 +1,6 @@
 """API tokens: `corral_<key>_<secret>`, shown once at creation, stored as a sha256, each with
-a role: `user` (VMs, and reading what VMs are made from) or `admin` (also hosts, storage and
-boot sources).
+a role: `user` (VMs, and reading what VMs are made from), `admin` (also hosts, storage and
+boot sources) or `metrics` (GET /metrics and nothing else: what a Prometheus server is given).
 
 A token is found by its public key, and the sha256 of what the client sent is compared with the
 stored one in constant time (hmac.compare_digest). Revoked tokens stay listed, marked revoked.
@@ -26,8 +26,9 @@ from corral.errors import Conflict, InvalidInput, NotFound
 
 PREFIX = "corral"
 CACHE_SECONDS = 1.0
-ADMIN, USER = "admin", "user"
-ROLES = (ADMIN, USER)
+ADMIN, USER, METRICS = "admin", "user", "metrics"
+ROLES = (ADMIN, USER, METRICS)
+API_ROLES = (ADMIN, USER)  # the roles that may use the API (a metrics token may only scrape)
 
 
 def sha256_hex(text: str) -> str:
@@ -51,7 +52,7 @@ class TokenService:
     def create(self, name: str, role: str = USER) -> tuple[ApiToken, str]:
         """A new token; the plaintext is returned here and never again."""
         if role not in ROLES:
-            raise InvalidInput(f"invalid role {role!r}: {' or '.join(ROLES)}")
+            raise InvalidInput(f"invalid role {role!r}: {', '.join(ROLES)}")
         if (
             not name
             or len(name) > 63

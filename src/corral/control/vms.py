@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -165,6 +166,8 @@ class VmService:
         limit: int,
         offset: int,
         name: str | None = None,
+        name_prefix: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[Vm]:
         def find(session: Session) -> list[Vm]:
             return list(
@@ -175,6 +178,8 @@ class VmService:
                     name=name,
                     limit=limit,
                     offset=offset,
+                    name_prefix=name_prefix,
+                    after=after,
                 )
             )
 
@@ -301,6 +306,10 @@ class VmService:
     async def console_stream(self, vm_id: uuid.UUID) -> AsyncIterator[bytes]:
         node, name = await self._node_of(vm_id)
         return node.console_stream(name)
+
+    async def console_input(self, vm_id: uuid.UUID, data: bytes) -> None:
+        node, name = await self._node_of(vm_id)
+        await node.console_input(name, data)
 
     async def _node_of(self, vm_id: uuid.UUID) -> tuple[NodeClient, str]:
         def find(session: Session) -> tuple[NodeAddress, str]:

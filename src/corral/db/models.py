@@ -260,7 +260,8 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     key: Mapped[str] = mapped_column(String(16), unique=True)  # public part, for the lookup
     token_hash: Mapped[str] = mapped_column(String(64))
-    # `admin` or `user` (see corral.control.tokens.ROLES); tokens made before roles are admin.
+    # `admin`, `user` or `metrics` (see corral.control.tokens.ROLES); tokens made before roles
+    # are admin.
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]

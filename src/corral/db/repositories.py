@@ -238,10 +238,21 @@ class VmRepository(Repository[Vm]):
         name: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        name_prefix: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
     ) -> Sequence[Vm]:
+        """VMs in creation order; `after` (created_at, id) of the last one seen pages by key
+        on the (created_at, id) index, as fast on the hundredth page as on the first."""
         stmt = select(Vm)
         if name is not None:
             stmt = stmt.where(Vm.name == name)
+        if name_prefix:
+            stmt = stmt.where(Vm.name.startswith(name_prefix, autoescape=True))
+        if after is not None:
+            created, last_id = after
+            stmt = stmt.where(
+                or_(Vm.created_at > created, and_(Vm.created_at == created, Vm.id > last_id))
+            )
         if status is not None:
             stmt = stmt.where(Vm.status == status)
         if host_id is not None:
@@ -250,6 +261,10 @@ class VmRepository(Repository[Vm]):
             stmt = stmt.where(exists().where(and_(VmTag.vm_id == Vm.id, VmTag.tag == tag)))
         stmt = stmt.order_by(Vm.created_at, Vm.id).limit(limit).offset(offset)
         return self.session.scalars(stmt).all()
+
+    def count_by_host(self) -> dict[uuid.UUID, int]:
+        stmt = select(Vm.host_id, func.count()).group_by(Vm.host_id)
+        return dict(self.conn.execute(stmt).tuples().all())
 
     def on_host(self, host_id: uuid.UUID) -> Sequence[Vm]:
         return self.session.scalars(select(Vm).where(Vm.host_id == host_id)).all()

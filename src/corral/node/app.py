@@ -16,8 +16,10 @@ corral.wire's shape), which HttpNode turns back into the same error classes.
     DELETE /vms/{name}                   204 (a running VM is ended first)
     GET    /vms/{name}/console           the serial log so far, text/plain
     WS     /vms/{name}/console/stream    new console output as binary messages, until the VM stops
+    POST   /vms/{name}/console/input     type the body (raw bytes) on the serial console
     WS     /vms/{name}/tunnel?port=N     a TCP stream to port N of the VM, as binary messages
                                          (only ports the VM exposes: 22, its --forward ports)
+    GET    /metrics                      this host's VMs' figures, Prometheus text format
     GET    /networks                     [NodeNetwork]
     POST   /networks                     NodeNetworkSpec -> 201 NodeNetwork
     DELETE /networks/{name}              204 (409 while a VM is attached)
@@ -38,8 +40,16 @@ from starlette.websockets import WebSocketDisconnect
 from corral import weberrors
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, Unauthorized
+from corral.node import metrics as node_metrics
 from corral.node.local import LocalNode
-from corral.node.protocol import Capacity, NodeNetwork, NodeNetworkSpec, NodeVm, NodeVmSpec
+from corral.node.protocol import (
+    MAX_CONSOLE_INPUT,
+    Capacity,
+    NodeNetwork,
+    NodeNetworkSpec,
+    NodeVm,
+    NodeVmSpec,
+)
 from corral.node.tunnel import splice, tunnel_port
 from corral.version import __version__
 from corral.webguard import PRINCIPAL, Guard, Scope, header
@@ -174,6 +184,13 @@ async def delete_vm(name: str, node: Node) -> Response:
     return Response(status_code=204)
 
 
+@_guarded.get("/metrics", response_class=Response)
+async def metrics(node: Node) -> Response:
+    """Per-VM figures for Prometheus: vCPU time, memory, disk and network traffic, uptime."""
+    figures = await node_metrics.gather(node.ctx.home)
+    return Response(node_metrics.render(figures), media_type=node_metrics.CONTENT_TYPE)
+
+
 @_guarded.get("/networks")
 async def list_networks(node: Node) -> list[NodeNetwork]:
     return await node.list_networks()
@@ -194,6 +211,16 @@ async def delete_network(name: str, node: Node) -> Response:
 async def console_log(name: str, node: Node) -> Response:
     """The serial console's output so far (bytes as the guest wrote them)."""
     return Response(await node.console_log(name), media_type="text/plain")
+
+
+@_guarded.post("/vms/{name}/console/input", status_code=204)
+async def console_input(name: str, request: Request, node: Node) -> Response:
+    """Type the request's body (raw bytes, at most 4096) on the VM's serial console."""
+    data = await request.body()
+    if len(data) > MAX_CONSOLE_INPUT:
+        raise InvalidInput(f"at most {MAX_CONSOLE_INPUT} bytes of console input at once")
+    await node.console_input(name, data)
+    return Response(status_code=204)
 
 
 async def _console_stream(websocket: WebSocket, name: str) -> None:

@@ -137,6 +137,9 @@ class HttpNode:
                     f"console stream from node {self.base_url} broke: {_reason(exc)}"
                 ) from exc
 
+    async def console_input(self, name: str, data: bytes) -> None:
+        await self._request("POST", _vm(name, "console", "input"), content=data)
+
     async def open_tunnel(self, name: str, port: int) -> Tunnel:
         """A websocket to the node's tunnel: its refusals (403 for a port the VM does not
         expose, 404, 409) come back as the node's errors."""
@@ -195,7 +198,13 @@ class HttpNode:
         return self._client
 
     async def _request(
-        self, method: str, path: str, *, body: Any = None, slow: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        slow: bool = False,
+        content: bytes | None = None,
     ) -> httpx.Response:
         timeout = self.slow_timeout if slow else self.timeout
         try:
@@ -203,6 +212,7 @@ class HttpNode:
                 method,
                 path,
                 json=body,
+                content=content,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             )
         except httpx.TimeoutException as exc:

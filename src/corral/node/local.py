@@ -7,14 +7,19 @@ goes to a worker thread; nothing here blocks the caller's event loop.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import platform
 import shutil
+import socket
+import termios
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from corral.machine import console
 from corral.net import manage as networks
 from corral.net.caps import NeedsNetAdmin
 from corral.node.protocol import (
+    MAX_CONSOLE_INPUT,
     Capacity,
     NodeNetwork,
     NodeNetworkSpec,
@@ -45,6 +51,24 @@ from corral.node.tunnel import TcpTunnel
 from corral.storage_roots import open_under
 from corral.version import __version__
 
+CONSOLE_TIMEOUT = 5.0  # seconds to connect to and write to a serial console socket
+
+
+def _write_socket(path: Path, data: bytes) -> None:
+    """Send `data` and stay connected until QEMU has read all of it: it drops what is unread
+    when its client goes, and reads only as fast as the guest's UART takes bytes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CONSOLE_TIMEOUT)
+        sock.connect(str(path))
+        sock.sendall(data)
+        deadline = time.monotonic() + CONSOLE_TIMEOUT
+        unread = array.array("i", [1])
+        while time.monotonic() < deadline:
+            fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unread)  # SIOCOUTQ: not yet read
+            if unread[0] == 0:
+                return
+            time.sleep(0.005)
+
 
 class LocalNode:
     """This host as a node: VMs of `ctx`'s state directory, driven through the core library."""
@@ -53,6 +77,7 @@ class LocalNode:
         self.ctx = ctx
         self._locks_guard = threading.Lock()
         self._import_locks: dict[str, threading.Lock] = {}
+        self._console_lock = threading.Lock()  # one console write at a time (QEMU: one client)
 
     # --- host -----------------------------------------------------------------------------
 
@@ -221,6 +246,37 @@ class LocalNode:
         running = functools.partial(self._running, name)
         async for chunk in console.follow_async(path, start=start, running=running):
             yield chunk
+
+    async def console_input(self, name: str, data: bytes) -> None:
+        """Write to the serial console's socket: one short connection per call, so `corral
+        console` (which holds the socket while it runs) keeps working; the output goes to
+        the log that console_stream follows."""
+        if len(data) > MAX_CONSOLE_INPUT:
+            raise InvalidInput(f"at most {MAX_CONSOLE_INPUT} bytes of console input at once")
+        await asyncio.to_thread(self._console_input, name, data)
+
+    def _console_input(self, name: str, data: bytes) -> None:
+        check_instance_name(name)
+        path = self.ctx.home.instance(name).serial_socket
+        with self._console_lock:
+            deadline = time.monotonic() + CONSOLE_TIMEOUT
+            while True:
+                try:
+                    _write_socket(path, data)
+                    return
+                except FileNotFoundError:
+                    lifecycle.status(self.ctx, name)  # NotFound for an unknown VM
+                    raise Conflict(f"VM {name!r} is not running: no console input") from None
+                except (ConnectionRefusedError, BlockingIOError):
+                    # QEMU takes one client at a time: the last one may not be gone yet.
+                    if time.monotonic() > deadline:
+                        raise Conflict(
+                            f"the console of VM {name!r} takes no input (is `corral console` "
+                            "attached to it?)"
+                        ) from None
+                    time.sleep(0.01)
+                except OSError as exc:
+                    raise Conflict(f"the console of VM {name!r} takes no input: {exc}") from None
 
     # --- tunnels --------------------------------------------------------------------------
 

@@ -164,6 +164,9 @@ class Tunnel(Protocol):
         ...
 
 
+MAX_CONSOLE_INPUT = 4096  # bytes typed on a serial console in one call
+
+
 class NodeClient(Protocol):
     """Every call raises a corral.errors type on failure (NotFound, Conflict, QemuError...);
     a node that cannot be reached raises NodeUnreachable."""
@@ -180,6 +183,10 @@ class NodeClient(Protocol):
     async def delete_vm(self, name: str) -> None: ...
     async def console_log(self, name: str) -> bytes: ...
     def console_stream(self, name: str) -> AsyncIterator[bytes]: ...
+    async def console_input(self, name: str, data: bytes) -> None:
+        """Type `data` on the VM's serial console (at most MAX_CONSOLE_INPUT bytes)."""
+        ...
+
     async def open_tunnel(self, name: str, port: int) -> Tunnel:
         """A byte stream to `port` of the VM (one it exposes: else Forbidden)."""
         ...

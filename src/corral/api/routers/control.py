@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Header, Request, Response, WebSocket
 
-from corral.api.deps import SUPERVISOR, Plane, principal, token_role, websocket_credentials
+from corral.api.deps import (
+    SUPERVISOR,
+    Plane,
+    RequireRole,
+    api_role,
+    principal,
+    websocket_credentials,
+)
 from corral.api.errors import ERRORS
 from corral.api.schemas import AllocationRequest, AllocationResult, JobPublic, VmRef
 from corral.api.streams import accept_authorised, pump
+from corral.control.tokens import API_ROLES
 from corral.errors import Unauthorized
 
 router = APIRouter(prefix="/control", tags=["aleph-vm supervisor"], responses=ERRORS)
@@ -31,12 +39,16 @@ async def allocations(
     return await plane.allocations.allocate(body)
 
 
-@router.post("/machine/{ref}/stop", responses={202: {"description": "the stop is still under way"}})
+@router.post(
+    "/machine/{ref}/stop",
+    responses={202: {"description": "the stop is still under way"}},
+    dependencies=[Depends(RequireRole(*API_ROLES, SUPERVISOR))],
+)
 async def stop_machine(
     ref: VmRef, response: Response, plane: Plane, signature: Signature = None
 ) -> JobPublic:
     """Stop a VM (by id or name); answers when it has stopped (202 if that takes too long).
-    Authorised by X-Auth-Signature or by a bearer token of any role."""
+    Authorised by X-Auth-Signature or by an `admin` or `user` token."""
     job = await plane.allocations.stop(ref)
     if job.status in ("pending", "running"):
         response.status_code = 202
@@ -48,7 +60,7 @@ async def machine_logs(websocket: WebSocket, ref: str) -> None:
     """New console lines of the VM as JSON text frames: {"type": "stdout", "message": LINE}."""
     plane = websocket.app.state.plane
     signed = plane.allocations.authorised(websocket.headers.get("x-auth-signature"))
-    if not signed and not await token_role(plane, websocket_credentials(websocket)[0]):
+    if not signed and not await api_role(plane, websocket_credentials(websocket)[0]):
         await websocket.close(code=1008, reason="unknown, revoked or missing token")
         return
     try:

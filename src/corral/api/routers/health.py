@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from corral.api.deps import Plane, principal
 from corral.api.errors import OPEN_ERRORS
+from corral.control.tokens import METRICS
 from corral.version import __version__
 
 router = APIRouter(tags=["health"], responses=OPEN_ERRORS)
@@ -42,7 +43,7 @@ async def health(request: Request, plane: Plane) -> JSONResponse:
     except Exception as exc:
         database = f"error: {str(exc)[:200]}"
     body = {"status": "ok" if database == "ok" else "degraded"}
-    if principal(request) is not None:
+    if principal(request) not in (None, METRICS):  # a metrics token reads /metrics only
         body |= {
             "version": __version__,
             "database": plane.db.dialect,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel
 
 from corral import weberrors
-from corral.api.deps import Authenticated, Plane, token_role, websocket_credentials
+from corral.api.deps import Authenticated, Plane, api_role, websocket_credentials
 from corral.api.errors import ERRORS
 from corral.control import tunnel
 from corral.errors import CorralError, Unauthorized
@@ -44,7 +44,7 @@ async def open_tunnel(websocket: WebSocket, vm_id: uuid.UUID) -> None:
     plane = websocket.app.state.plane
     token, subprotocol = websocket_credentials(websocket)
     try:
-        if not await token_role(plane, token):
+        if not await api_role(plane, token):
             raise Unauthorized("unknown, revoked or missing token", hint="corral token create NAME")
         stream = await tunnel.open_tunnel(
             plane, vm_id, tunnel_port(websocket.query_params.get("port"))

@@ -18,7 +18,7 @@ from corral.api.schemas import (
     VmPublic,
     VmStatus,
 )
-from corral.api.streams import accept_authorised, pump
+from corral.api.streams import accept_authorised, console_typist, pump
 from corral.errors import CorralError
 
 router = APIRouter(prefix="/vms", tags=["vms"], responses=ERRORS)
@@ -102,7 +102,8 @@ async def console(vm_id: uuid.UUID, plane: Plane) -> Response:
 
 @router.websocket("/{vm_id}/console/stream")
 async def console_stream(websocket: WebSocket, vm_id: uuid.UUID) -> None:
-    """The live serial console: binary frames of what the VM writes from now on."""
+    """The live serial console: binary frames of what the VM writes from now on; what the
+    client sends (binary or text frames, at most 4096 bytes each) is typed on it."""
     plane = websocket.app.state.plane
     if not await accept_authorised(websocket, plane):
         return
@@ -111,4 +112,4 @@ async def console_stream(websocket: WebSocket, vm_id: uuid.UUID) -> None:
     except CorralError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return
-    await pump(websocket, stream, websocket.send_bytes)
+    await pump(websocket, stream, websocket.send_bytes, console_typist(plane, vm_id))

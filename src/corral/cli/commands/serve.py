@@ -7,6 +7,7 @@ in the state directory and this machine is its one host, `local`, served in-proc
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -79,6 +80,19 @@ def serve(
         metavar="JSON",
         help="A JSON list of ssh public keys added to every VM.",
     ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Also serve GET /metrics (and nothing else) there; it still needs an admin or "
+        "metrics token.",
+    ),
+    metrics_no_auth: bool = typer.Option(
+        False,
+        "--metrics-no-auth",
+        help="Serve /metrics on --metrics-listen without a token (anyone who can connect "
+        "there reads the fleet's figures).",
+    ),
 ) -> None:
     """Run the control plane: the REST API (Swagger UI at /swagger-ui) and its schedulers."""
     import uvicorn
@@ -87,13 +101,16 @@ def serve(
     from corral.config import parse_key_list
     from corral.control.tokens import TokenService
     from corral.db.serve_lock import ServeLock
-    from corral.node.serve import plain_http_warning
+    from corral.node.serve import is_loopback, plain_http_warning
     from corral.webguard import uvicorn_log_config
 
     host, port = parse_listen(listen)
+    metrics = _metrics_address(metrics_listen, metrics_no_auth, port)
     warning = plain_http_warning(host, "the control plane")
     if warning:
         note(warning)
+    if metrics is not None and metrics_no_auth and not is_loopback(metrics[0]):
+        note(f"warning: /metrics on {metrics_listen} answers anyone who can connect there")
     overrides: dict[str, Any] = {}
     if developer_ssh_keys is not None:
         overrides["developer_ssh_keys"] = parse_key_list(developer_ssh_keys)
@@ -105,18 +122,56 @@ def serve(
         with _database(database) as db:
             if not TokenService(db).any():
                 err.print("note: no API tokens yet: create one with `corral token create NAME`")
+        sockets = [_bind(host, port)]
+        if metrics is not None:
+            sockets.append(_bind(*metrics))
         mode = "embedded, this machine is host 'local'" if settings.local_node else "fleet"
         err.print(f"corral control plane ({mode}) on http://{listen}  (Swagger UI: /swagger-ui)")
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
+        scrape = _url(*(metrics or (host, port)))
+        err.print(f"dashboard: {_url(host, port)}/ui/  (sign in with a token)")
+        err.print(f"metrics: {scrape}/metrics")
+        app = create_app(
+            settings,
+            metrics_port=metrics[1] if metrics else None,
+            open_metrics=metrics_no_auth,
+        )
+        config = uvicorn.Config(
+            app,
             log_level="info",
             log_config=uvicorn_log_config(),  # `?token=` of websockets redacted
             timeout_graceful_shutdown=5,  # event streams and console websockets never end alone
         )
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         lock.release()
+
+
+def _metrics_address(listen: str | None, no_auth: bool, api_port: int) -> tuple[str, int] | None:
+    if listen is None:
+        if no_auth:
+            raise InvalidInput("--metrics-no-auth applies to --metrics-listen: give both")
+        return None
+    host, port = parse_listen(listen)
+    if port == api_port:
+        raise InvalidInput(f"--metrics-listen {listen!r}: use a port other than the API's")
+    return host, port
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket's address, bound now: a taken port is one line, before anything."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CorralError(f"cannot listen on {_url(host, port)}: {exc.strerror}") from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def db_upgrade(database: str | None = DatabaseOption) -> None:
@@ -133,9 +188,10 @@ def token_create(
     role: str = typer.Option(
         "user",
         "--role",
-        metavar="admin|user",
+        metavar="admin|user|metrics",
         help="user: VMs, and reading hosts, storage, images, jobs and events. "
-        "admin: also registering hosts and managing storage pools, objects and boot sources.",
+        "admin: also registering hosts and managing storage pools, objects and boot sources. "
+        "metrics: GET /metrics and nothing else (for Prometheus).",
     ),
     database: str | None = DatabaseOption,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -175,11 +231,11 @@ def token_ls(
     if json_out:
         print_json(items)
         return
-    print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<20} STATE")
+    print(f"{'NAME':<24} {'ROLE':<7} {'CREATED':<20} STATE")
     for item in items:
         revoked, created = item["revoked_at"], item["created_at"] or ""
         state = f"revoked {revoked[:19]}" if revoked else "active"
-        print(f"{item['name']:<24} {item['role']:<6} {created[:19]:<20} {state}")
+        print(f"{item['name']:<24} {item['role']:<7} {created[:19]:<20} {state}")
 
 
 def token_revoke(
