@@ -4,6 +4,7 @@ template's, and the clones reach each other."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -56,6 +57,12 @@ def test_clones_on_a_network_get_their_own_addresses(world: World) -> None:
     w.ok("launch", "tw", "--name", "k1", "--network", "n1", "--wait", "--timeout", "120")
     w.ok("launch", "tw", "--name", "k2", "--network", f"n1,ip={STATIC}", "--wait",
          "--timeout", "120")  # fmt: skip
+    # Before anything talks to the template again: the bridge still sends its MAC to its own
+    # tap (a clone announcing the saved MAC would have taken it over).
+    tmpl = w.inspect("tmpl")["nics"][0]
+    fdb = json.loads(w.ns.run(["bridge", "-j", "fdb", "show"]).stdout)
+    ports = {e.get("ifname") for e in fdb if e.get("mac") == tmpl["mac"] and "master" in e}
+    assert ports <= {tmpl["tap"]}, (ports, tmpl)
     k1 = w.inspect("k1")
     assert k1["address"] != template_ip
     assert guest_address(w, "k1") == f"{k1['address']}/24"
