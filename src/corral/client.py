@@ -105,8 +105,16 @@ class Instance:
     def resume(self) -> None:
         lifecycle.resume(self._ctx, self.name)
 
-    def snapshot(self, image_name: str) -> Manifest:
-        """Save the disk as a new image (works on running and stopped VMs)."""
+    def snapshot(self, image_name: str, *, memory: bool = False, stop: bool = False) -> Manifest:
+        """Save the disk as a new image (works on running and stopped VMs). memory=True: a
+        running VM's memory too, as a warm image (launches restore it); stop=True then stops
+        the VM instead of letting it run on."""
+        if memory:
+            from corral.instance.warm import save_warm
+
+            return save_warm(self._ctx, self.name, image_name, stop=stop)
+        if stop:
+            raise InvalidInput("stop=True goes with memory=True")
         return snapshot.snapshot_as_image(self._ctx, self.name, image_name)
 
     def delete(self, *, force: bool = True) -> None:
@@ -144,7 +152,7 @@ class Corral:
         `request` is the launch parameters, as corral.instance.options.LaunchRequest names them:
         name (required), instance_type (or cpus and memory), disk_size, volumes, ssh_keys,
         user_data, network_config, vendor_data, meta_data, kernel, initrd, cmdline, forwards,
-        seed."""
+        seed, cold_if_needed. A warm image restores its saved state (see README, Warm starts)."""
         if wait and not start:
             raise InvalidInput("wait=True needs start=True: a VM created stopped is never ready")
         options = LaunchRequest(**request).options()
@@ -166,6 +174,28 @@ class Corral:
 
     def import_image(self, path: str | os.PathLike[str], name: str, **kw: Any) -> Manifest:
         return self.ctx.store.import_image(Path(path), name, **kw)
+
+    def warm_image(
+        self,
+        image: str,
+        as_name: str,
+        *,
+        instance_type: str | None = None,
+        cpus: int | None = None,
+        memory: str | int | None = None,
+        user_data: Data = None,
+        timeout: float = 600,
+    ) -> Manifest:
+        """Boot `image` once, wait until ready and save it warm as `as_name` (`corral image
+        warm`); its clones need the same cpus and memory."""
+        from corral.instance.warm_image import make_warm_image
+
+        options = LaunchRequest(
+            name="warm", instance_type=instance_type, cpus=cpus, memory=memory,
+            user_data=user_data,
+        ).options()  # fmt: skip
+        name = resolve_image(self.ctx, image)
+        return make_warm_image(self.ctx, name, as_name, options, timeout=timeout)
 
 
 def launch_instance(

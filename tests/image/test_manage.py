@@ -109,12 +109,12 @@ def test_resize_grows_never_shrinks(ctx: Context, tmp_path: Path) -> None:
 def test_export_writes_one_standalone_file(ctx: Context, tmp_path: Path) -> None:
     make_image(ctx, tmp_path, "base")
     layer_on(ctx, "base", "child")
-    out = manage.export(ctx, "child", tmp_path / "out.qcow2")
+    (out,) = manage.export(ctx, "child", tmp_path / "out.qcow2")
     info = ctx.qemu_img.info(out, "qcow2")
     assert info.backing_file is None and info.virtual_size == 256 << 20
     with pytest.raises(Conflict, match="already exists"):
         manage.export(ctx, "child", out)
-    raw = manage.export(ctx, "child", tmp_path, fmt="raw")
+    (raw,) = manage.export(ctx, "child", tmp_path, fmt="raw")
     assert raw == tmp_path / "child.raw" and raw.stat().st_size == 256 << 20
     assert not list(tmp_path.glob(".*corral-export"))
 
@@ -136,7 +136,7 @@ def test_export_follows_no_link_planted_at_a_temporary_name(
     names = iter(["guessed"])
     real = secrets.token_hex
     monkeypatch.setattr(secrets, "token_hex", lambda n: next(names, None) or real(n))
-    out = manage.export(ctx, "base", shared / "base.qcow2")
+    (out,) = manage.export(ctx, "base", shared / "base.qcow2")
     assert [v.read_bytes() for v in victims] == [b"precious", b"precious"]
     assert ctx.qemu_img.info(out, "qcow2").virtual_size == 256 << 20
     assert not out.is_symlink() and (out.stat().st_mode & 0o777) == 0o644

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from corral.errors import Conflict, InvalidInput
-from corral.fsutil import atomic_file, pid_alive
+from corral.fsutil import CHUNK, atomic_file, pid_alive
 from corral.image.layers import save_image
 from corral.image.manifest import Manifest, check_image_name, now
 from corral.image.needs import Holders, ImageContext
@@ -115,12 +115,16 @@ def export(
     fmt: str | None = None,
     compress: bool = False,
     force: bool = False,
-) -> Path:
-    """Write an image as one standalone, flattened file at `path` (written, then renamed).
+    with_state: bool = False,
+) -> list[Path]:
+    """Write an image as one standalone, flattened file at `path` (written, then renamed);
+    with_state, a warm image's saved state too, beside it as `<path>.state`. Which files.
 
-    `path` is the local user's own choice; only the temporary file next to it is guarded.
+    `path` is the local user's own choice; only the temporary files next to it are guarded.
     """
     manifest = ctx.store.get(name)
+    if with_state and manifest.warm is None:
+        raise InvalidInput(f"image {name!r} is not warm: it has no saved state to export")
     fmt = fmt or "qcow2"
     if fmt not in FORMATS:
         raise InvalidInput(f"unsupported format {fmt!r}: choose qcow2 or raw")
@@ -128,17 +132,21 @@ def export(
         raise InvalidInput("only qcow2 images can be compressed")
     if path.is_dir():
         path = path / f"{name}.{fmt}"
-    if path.exists() and not force:
-        raise Conflict(f"{path} already exists", hint="use --force to overwrite it")
+    state = path.with_name(path.name + ".state") if with_state else None
+    for target in (path, state):
+        if target is not None and target.exists() and not force:
+            raise Conflict(f"{target} already exists", hint="use --force to overwrite it")
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         raise InvalidInput(f"no such directory: {path.parent}") from None
     try:
         _export_into(ctx, manifest, dir_fd, path, fmt, compress)
+        if state is not None and manifest.warm is not None:
+            _copy_into(ctx.store.blob(manifest.warm.state), dir_fd, state)
     finally:
         os.close(dir_fd)
-    return path
+    return [path] if state is None else [path, state]
 
 
 def _export_into(
@@ -151,6 +159,17 @@ def _export_into(
             ctx.qemu_img.convert(
                 ctx.store.blob(manifest.digest), manifest.format, fd, fmt, compress=compress
             )
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _copy_into(blob: Path, dir_fd: int, path: Path) -> None:
+    """Copy a blob to a new file made exclusively beside `path`, then renamed to it."""
+    try:
+        with atomic_file(dir_fd, path.name, suffix=".corral-export") as fd, blob.open("rb") as src:
+            # In the kernel, and reflinked where the filesystem can.
+            while os.copy_file_range(src.fileno(), fd, CHUNK):
+                pass
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
 
@@ -184,8 +203,7 @@ class Pruned:
 
 def _needed_bytes(ctx: ImageContext, manifests: list[Manifest], holders: Holders) -> int:
     """What the store would hold with only these images (and what instances need)."""
-    roots = set(holders.keep) | {m.digest for m in manifests}
-    roots |= {d for m in manifests for d in (m.kernel, m.initrd) if d}
+    roots = set(holders.keep) | {d for m in manifests for d in m.blobs()}
     needed = {d for root in roots for d in ctx.store.chain(root)}
     return sum(ctx.store.blob(d).stat().st_size for d in needed if ctx.store.blob(d).exists())
 

@@ -26,6 +26,43 @@ def now() -> datetime:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WarmRequirements(Record):
+    """What the machine restoring a saved state must be: machine.warm.Requirements' fields.
+
+    Kept here as a record of its own because image/ sits below machine/ and cannot import it;
+    instance/ converts between the two by field (to_dict/from_dict), so a field added there
+    and not here is refused when the manifest is written, never silently dropped.
+    """
+
+    qemu_version: str
+    machine: str
+    cpu_model: str
+    accelerator: str
+    cpus: int
+    memory_mib: int
+    devices: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (
+            f"QEMU {self.qemu_version}, machine {self.machine}, cpu {self.cpu_model}, "
+            f"{self.accelerator}, {self.cpus} cpus, {self.memory_mib} MiB, "
+            f"devices {' '.join(self.devices)}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmState(Record):
+    """A running machine saved with the image's disk: its RAM and device state (a QEMU
+    migration stream) is the blob `state`; the disk at that instant is the manifest's blob."""
+
+    state: str  # sha256 hex of the migration stream blob
+    state_size: int
+    requirements: WarmRequirements
+    agent: bool  # the guest answers a QEMU guest agent (a clone is re-identified through it)
+    saved_at: datetime = field(default_factory=now)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest(Record):
     """One named image. Blobs are named by digest, so identical content is stored once."""
 
@@ -42,3 +79,9 @@ class Manifest(Record):
     parent: str | None = None  # digest of the blob this qcow2 overlay is backed by, if any
     created_at: datetime = field(default_factory=now)
     last_used_at: datetime | None = None  # last launch or derivation; prune goes by it
+    warm: WarmState | None = None  # a saved running state: launches restore it
+
+    def blobs(self) -> tuple[str, ...]:
+        """Every blob this image needs directly (the disk's backing chain aside)."""
+        named = (self.digest, self.kernel, self.initrd, self.warm.state if self.warm else None)
+        return tuple(d for d in named if d)

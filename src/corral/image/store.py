@@ -242,7 +242,7 @@ class ImageStore:
         """
         roots = set(keep)
         for manifest in self.list():
-            roots.update(d for d in (manifest.digest, manifest.kernel, manifest.initrd) if d)
+            roots.update(manifest.blobs())
         wanted: set[str] = set()
         for digest in roots:
             wanted.update(self.chain(digest))
@@ -275,6 +275,8 @@ class ImageStore:
         data["path"] = str(self.blob(manifest.digest))
         data["kernel_path"] = str(self.blob(manifest.kernel)) if manifest.kernel else None
         data["initrd_path"] = str(self.blob(manifest.initrd)) if manifest.initrd else None
+        if manifest.warm is not None:
+            data["state_path"] = str(self.blob(manifest.warm.state))
         return data
 
 

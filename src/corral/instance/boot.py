@@ -29,11 +29,16 @@ def _resolve(files: InstanceFiles, path: str) -> Path:
 
 
 def machine_spec(
-    ctx: Context, record: InstanceRecord, files: InstanceFiles, accelerator: str
+    ctx: Context,
+    record: InstanceRecord,
+    files: InstanceFiles,
+    accelerator: str,
+    *,
+    incoming: bool = False,
 ) -> MachineSpec:
     """The machine for this record: root disk, volumes, seed last; ssh forward first, or its
     NICs on managed networks' taps and on host taps (which leave no user-mode NIC to forward
-    through)."""
+    through); the guest agent's channel. `incoming`: it waits for a saved state to restore."""
     drives = [] if record.diskless else [Drive("disk0", files.disk, "qcow2")]
     drives += [
         # The serial names the volume in the guest: /dev/disk/by-id/virtio-vol1, ...
@@ -64,6 +69,8 @@ def machine_spec(
         serial_log=files.serial_log,
         pidfile=files.pidfile,
         boot=boot,
+        agent_socket=files.agent if record.agent else None,
+        incoming=incoming,
     )
 
 

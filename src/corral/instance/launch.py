@@ -12,17 +12,18 @@ import secrets
 import shutil
 
 from corral.context import Context
-from corral.errors import Conflict, CorralError, QemuError
+from corral.errors import Conflict, CorralError, InvalidInput, QemuError
 from corral.fsutil import locked, process_start_time
 from corral.guest.ssh_keys import collect_keys, ensure_corral_key
 from corral.image.layers import touch
 from corral.image.manifest import Manifest, now
-from corral.instance import networking, registry
+from corral.instance import clone, networking, registry, warm
 from corral.instance.boot import check_socket_paths, machine_spec, start_qemu
 from corral.instance.options import LaunchOptions, validate
 from corral.instance.record import BootRecord, ForwardRecord, InstanceRecord, NicRecord
 from corral.layout import InstanceFiles
 from corral.machine.ports import PortClaims, pick_ports, port_free
+from corral.machine.spec import MachineSpec
 from corral.net.model import Attachment
 from corral.seed.iso import write_seed_iso
 from corral.seed.render import SeedInput, render_seed_files
@@ -117,6 +118,32 @@ def _write_seed(
     write_seed_iso(files.seed, render_seed_files(seed))
 
 
+def _restorable(
+    ctx: Context, image: Manifest | None, options: LaunchOptions, record: InstanceRecord
+) -> bool:
+    """Whether this launch restores the image's saved state: a warm image's does, when the
+    machine asked for is the one saved; when not, it is refused (before anything exists)
+    unless the caller said a cold boot will do."""
+    if image is None or image.warm is None:
+        return False
+    why = warm.why_not_warm(ctx, image, options, record, ctx.home.instance(options.name))
+    if why is None:
+        return True
+    if options.cold_if_needed:
+        return False
+    raise InvalidInput(
+        f"cannot restore warm image {image.name!r}: {why}",
+        hint="--cold-if-needed boots it cold instead",
+    )
+
+
+def _check_restorable(ctx: Context, image: Manifest, spec: MachineSpec) -> None:
+    """Again on the machine as it will start (its NICs attached): it must still fit."""
+    why = warm.why_not_spec(ctx, image, spec)
+    if why is not None:
+        raise InvalidInput(f"cannot restore warm image {image.name!r}: {why}")
+
+
 def launch(
     ctx: Context, image_name: str | None, options: LaunchOptions, *, start: bool = True
 ) -> InstanceRecord:
@@ -124,6 +151,8 @@ def launch(
     ports ready for `start`); on any failure nothing of it is left behind. No image: a
     diskless VM, booted from the options' kernel and initramfs alone."""
     image = None if image_name is None else ctx.store.get(image_name)
+    if image is not None:
+        options = warm.sized_like(options, image)
     disk_size = validate(options, image)
     corral_key = ensure_corral_key(ctx.home.ssh_key)
     keys = collect_keys(corral_key, options.ssh_keys)
@@ -150,7 +179,9 @@ def launch(
         state="creating",
         launcher_pid=os.getpid(),
         launcher_start=process_start_time(os.getpid()),
+        agent=True,
     )
+    restoring = start and _restorable(ctx, image, options, record)
     files = _reserve(ctx, options, record)
     try:
         with registry.instance_lock(files):
@@ -165,9 +196,16 @@ def launch(
             _copy_boot_files(options, files)
             if options.seed:
                 _write_seed(options, files, record, keys, attached)
-            spec = machine_spec(ctx, record, files, host.accelerator)
+            spec = machine_spec(ctx, record, files, host.accelerator, incoming=restoring)
+            if restoring and image is not None:
+                _check_restorable(ctx, image, spec)
             if start:
-                start_qemu(ctx, record, spec, files)
+                record = record.replace(warm=restoring)
+                vm = start_qemu(ctx, record, spec, files)
+                if restoring and image is not None:
+                    warm.restore(ctx, vm, image)
+                    configs = networking.nic_configs(options.networks, attached)
+                    clone.make_own(files, record, keys, options.user_data, configs)
                 record = record.replace(
                     state="running", launcher_pid=None, launcher_start=None, started_at=now()
                 )

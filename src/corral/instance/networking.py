@@ -57,7 +57,12 @@ def nic_record(att: Attachment) -> NetworkNicRecord:
 
 
 def network_config(requested: Sequence[NetworkNic], attached: Sequence[Attachment]) -> bytes:
-    """cloud-init network-config for the VM's NICs: a static entry (address, gateway, DNS,
+    """cloud-init network-config for the VM's NICs (see nic_configs)."""
+    return render_network_config(nic_configs(requested, attached))
+
+
+def nic_configs(requested: Sequence[NetworkNic], attached: Sequence[Attachment]) -> list[NicConfig]:
+    """The VM's NICs as the guest is to set them up: a static entry (address, gateway, DNS,
     MTU from the network) for a NIC whose address was asked for, DHCP for the others (the
     reservation hands out the same address). One default route: the first NIC that has one."""
     gateway_nic = next((i for i, a in enumerate(attached) if a.gateway), None)
@@ -76,7 +81,7 @@ def network_config(requested: Sequence[NetworkNic], attached: Sequence[Attachmen
                 mtu=att.mtu,
             )
         )
-    return render_network_config(out)
+    return out
 
 
 def reattach(home: Home, record: InstanceRecord) -> None:

@@ -83,6 +83,11 @@ class LaunchOptions:
     published: tuple[Forward, ...] = ()  # ports published (DNAT) to the first network's NIC
     seed: bool = True
     ssh_user: str | None = None
+    # A warm image: were cpus and memory asked for (else the saved machine's are taken), and
+    # may a launch that cannot restore its state boot cold instead of being refused.
+    cpus_given: bool = field(default=True, compare=False)
+    memory_given: bool = field(default=True, compare=False)
+    cold_if_needed: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,7 @@ class LaunchRequest:
     networks: Iterable[str | NetworkNic] = ()  # NAME[,ip=ADDR][,mac=MAC]: managed networks
     publish: Iterable[str | Forward] = ()  # [ADDR:]HOSTPORT:GUESTPORT[/udp] on a network
     seed: bool = True  # attach a cloud-init seed
+    cold_if_needed: bool = False  # a warm image whose state cannot be restored here: boot cold
 
     def options(self) -> LaunchOptions:
         """Parse the values (reading the files they name) into LaunchOptions."""
@@ -266,6 +272,9 @@ class LaunchRequest:
                 p if isinstance(p, Forward) else parse_publish(p) for p in self.publish
             ),
             seed=self.seed,
+            cpus_given=self.instance_type is not None or self.cpus is not None,
+            memory_given=self.instance_type is not None or self.memory is not None,
+            cold_if_needed=self.cold_if_needed,
         )
 
 
@@ -292,6 +301,7 @@ class LaunchFields(TypedDict, total=False):
     publish: Iterable[str | Forward]
     seed: bool
     nics: Iterable[str | TapNic]
+    cold_if_needed: bool
 
 
 def parse_tap(text: str) -> TapNic:

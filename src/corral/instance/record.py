@@ -124,6 +124,10 @@ class InstanceRecord(Record):
     launcher_start: int | None = None
     created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
+    # A guest agent channel (org.qemu.guest_agent.0): every instance launched since warm
+    # images exist has one, so that its saved state restores with it.
+    agent: bool = False
+    warm: bool = False  # launched by restoring a warm image's saved state (not booted)
 
     @property
     def address(self) -> str | None:

@@ -27,7 +27,7 @@ from corral.machine.vm import Vm
 JOB_ID = "corral-snapshot"
 
 
-def _boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> dict[str, Any]:
+def boot_blobs(ctx: Context, files: InstanceFiles, record: InstanceRecord) -> dict[str, Any]:
     if record.boot is None:
         return {}
     out: dict[str, Any] = {"cmdline": record.boot.cmdline}
@@ -74,7 +74,7 @@ def snapshot_as_image(
                 raise Conflict(f"instance {name!r} is {state}; wait for it to settle")
             return save_image(
                 ctx, tmp, image_name, parent=base, source=f"snapshot:{name}", flatten=flatten,
-                default_user=record.ssh_user, **_boot_blobs(ctx, files, record),
+                default_user=record.ssh_user, **boot_blobs(ctx, files, record),
             )  # fmt: skip
         finally:
             tmp.unlink(missing_ok=True)

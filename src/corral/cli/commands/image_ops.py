@@ -81,12 +81,48 @@ def export(
     fmt: str = typer.Option("qcow2", "--format", help="qcow2 or raw."),
     compress: bool = typer.Option(False, "--compress", help="Compress (qcow2 only)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    with_state: bool = typer.Option(
+        False, "--with-state", help="A warm image's saved state too, as PATH.state."
+    ),
 ) -> None:
     """Write an image as one standalone, flattened file."""
     from corral.image.manage import export
 
-    written = export(get_context(), name, path, fmt=fmt, compress=compress, force=force)
-    out.print(f"wrote {written}", markup=False)
+    written = export(
+        get_context(), name, path, fmt=fmt, compress=compress, force=force, with_state=with_state
+    )
+    for file in written:
+        out.print(f"wrote {file}", markup=False)
+
+
+def warm(
+    image: str = typer.Argument(..., help="The image to boot and save warm."),
+    as_name: str | None = typer.Option(None, "--as", help="Name of the warm image (IMAGE-warm)."),
+    instance_type: str | None = typer.Option(None, "--type", help="c<cpus>m<memory MiB>."),
+    cpus: int | None = typer.Option(None, "--cpus", help="vCPUs (clones need the same)."),
+    memory: str | None = typer.Option(None, "--memory", help="Memory (clones need the same)."),
+    user_data: Path | None = typer.Option(None, "--user-data", help="cloud-init user-data."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds for the guest to be ready."),
+) -> None:
+    """Boot an image once, wait until it is ready and save it with its memory: launches of
+    the warm image restore it in seconds instead of booting."""
+    from corral.image_refs import resolve_image
+    from corral.instance.options import LaunchRequest
+    from corral.instance.warm_image import make_warm_image
+
+    ctx = get_context()
+    target = as_name or f"{image}-warm"
+    request = LaunchRequest(
+        name="warm", instance_type=instance_type, cpus=cpus, memory=memory,
+        user_data=read_file(user_data),
+    )  # fmt: skip
+    manifest = make_warm_image(
+        ctx, resolve_image(ctx, image), target, request.options(), timeout=timeout,
+        on_stage=lambda stage: note(f"warm {image}: {stage}"),
+    )  # fmt: skip
+    assert manifest.warm is not None
+    out.print(f"saved {manifest.name} (from {image}): state "
+              f"{human_size(manifest.warm.state_size)}", markup=False)  # fmt: skip
 
 
 def tag(name: str, new_name: str) -> None:
@@ -136,6 +172,6 @@ def import_build(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (configure, convert, resize, export, tag, prune):
+    for command in (configure, convert, resize, export, tag, prune, warm):
         app.command()(command)
     app.command("import-build")(import_build)

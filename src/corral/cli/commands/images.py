@@ -48,7 +48,7 @@ def ls(json_out: bool = JSON) -> None:
         print_json([store.manifest_json(m) for m in manifests])
         return
     print_table(
-        ("NAME", "FORMAT", "SIZE", "ON DISK", "KERNEL", "USER", "DIGEST"),
+        ("NAME", "FORMAT", "SIZE", "ON DISK", "KERNEL", "USER", "WARM", "DIGEST"),
         [
             (
                 m.name,
@@ -57,6 +57,8 @@ def ls(json_out: bool = JSON) -> None:
                 human_size(m.file_size),
                 "yes" if m.kernel else "no",
                 m.default_user,
+                # The size a warm image restores to, as `launch --type` says it.
+                f"c{m.warm.requirements.cpus}m{m.warm.requirements.memory_mib}" if m.warm else "-",
                 m.digest[:12],
             )
             for m in manifests
@@ -68,12 +70,23 @@ def ls(json_out: bool = JSON) -> None:
 def inspect(name: str, json_out: bool = JSON) -> None:
     """Show one image."""
     store = get_context().store
-    data = store.manifest_json(store.get(name))
+    manifest = store.get(name)
+    data = store.manifest_json(manifest)
     if json_out:
         print_json(data)
         return
+    data.pop("warm", None)
     for key, value in data.items():
         out.print(f"{key + ':':14} {value}", markup=False)
+    if manifest.warm is not None:
+        state = manifest.warm
+        agent = "with a guest agent" if state.agent else "no guest agent"
+        saved = state.saved_at.isoformat(timespec="seconds")
+        out.print(f"{'warm:':14} yes: state {human_size(state.state_size)}, saved {saved}, "
+                  f"{agent}", markup=False)  # fmt: skip
+        out.print(f"{'requires:':14} {state.requirements.describe()}", markup=False)
+    else:
+        out.print(f"{'warm:':14} no", markup=False)
 
 
 @app.command()

@@ -99,10 +99,16 @@ def launch(
     no_start: bool = typer.Option(
         False, "--no-start", help="Create the VM stopped; `corral start NAME` boots it."
     ),
+    cold_if_needed: bool = typer.Option(
+        False,
+        "--cold-if-needed",
+        help="A warm image whose saved state does not fit this launch: boot it cold instead.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Wait until the guest is ready."),
     timeout: float = TIMEOUT,
 ) -> None:
-    """Launch an image as a new VM (detached: it keeps running after this command)."""
+    """Launch an image as a new VM (detached: it keeps running after this command). A warm
+    image's launch restores its saved state instead of booting."""
     if no_start and wait:
         raise InvalidInput("--no-start and --wait exclude each other: a stopped VM is not ready")
     client = remote.active()
@@ -130,6 +136,7 @@ def launch(
         networks=networks,
         publish=publish,
         seed=not no_seed,
+        cold_if_needed=cold_if_needed,
     )
     if client is not None:
         with client:
@@ -141,7 +148,16 @@ def launch(
     ctx = get_context()
     if networks and network_config is not None:
         note(f"{name}: using your --network-config as given; corral writes none for --network")
-    launch_instance(ctx, resolve_image(ctx, image), request.options(), start=not no_start)
+    options = request.options()
+    record = launch_instance(ctx, resolve_image(ctx, image), options, start=not no_start)
+    if record.warm:
+        from corral.guest.userdata import ignored_modules
+
+        ignored = ignored_modules(options.user_data)
+        note(f"{name}: restored from warm image {record.image}")
+        if ignored:
+            note(f"{name}: cloud-config {', '.join(ignored)}: applied at a first boot only, "
+                 "not at a warm launch")  # fmt: skip
     if wait:
         _wait(name, timeout)
     _how_to_reach(name)
@@ -417,16 +433,33 @@ def snapshot_(
     list_: bool = typer.Option(False, "--list", help="List internal snapshots."),
     restore: str | None = typer.Option(None, "--restore", help="Restore an internal snapshot."),
     delete: str | None = typer.Option(None, "--delete", help="Delete an internal snapshot."),
+    memory: bool = typer.Option(
+        False, "--memory", help="With --as: save the running VM's memory too (a warm image)."
+    ),
+    stop: bool = typer.Option(False, "--stop", help="With --memory: stop the VM after saving."),
     json_out: bool = JSON,
 ) -> None:
-    """Snapshot a VM's disk: as a new image (--as), or internal snapshots of a stopped VM."""
+    """Snapshot a VM's disk: as a new image (--as; with --memory, a warm image that launches
+    restore), or internal snapshots of a stopped VM."""
     from corral.instance import snapshot
 
     ctx = get_context()
     chosen = [x for x in (as_image, tag, restore, delete) if x is not None] + ([1] if list_ else [])
     if len(chosen) != 1:
         raise InvalidInput("give exactly one of --as, --tag, --list, --restore, --delete")
-    if as_image is not None:
+    if (memory and as_image is None) or (stop and not memory):
+        raise InvalidInput("--memory goes with --as IMAGE, and --stop with --memory")
+    if memory and as_image is not None:
+        from corral.instance.warm import save_warm
+
+        manifest = save_warm(ctx, name, as_image, stop=stop,
+                             on_stage=lambda stage: note(f"{name}: {stage}"))  # fmt: skip
+        assert manifest.warm is not None
+        then = "stopped" if stop else "running on"
+        size = human_size(manifest.warm.state_size)
+        out.print(f"saved {name} warm as image {manifest.name} (state {size}); {name} {then}",
+                  markup=False)  # fmt: skip
+    elif as_image is not None:
         manifest = snapshot.snapshot_as_image(ctx, name, as_image)
         out.print(f"saved {name} as image {manifest.name}", markup=False)
     elif tag is not None:

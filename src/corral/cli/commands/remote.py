@@ -156,6 +156,7 @@ _LOCAL_ONLY_LAUNCH = {
     "forwards": "--forward",
     "nics": "--tap",
     "networks": "--network",
+    "cold_if_needed": "--cold-if-needed",
     "publish": "--publish",
 }
 

@@ -1,0 +1,69 @@
+"""A restored clone made into its own machine: the identity (guest.identity) corral picks for
+this instance, sent through the guest agent, before anyone is told the instance is ready.
+
+The clone wakes up as the template: its hostname, machine-id, host keys, addresses and random
+pool. The guest agent answers at once (it needs no network and no ssh), so this runs right
+after the restore; ssh then proves the guest ready, as for a cold boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from corral.guest.identity import CloneIdentity, NicIdentity, new_identity, reidentify
+from corral.instance.record import InstanceRecord
+from corral.layout import InstanceFiles
+from corral.machine.agent import GuestAgent
+from corral.seed.netconfig import NicConfig
+
+# QEMU's user-mode network as the tiny guest and cloud images set it up: every clone on it is
+# 10.0.2.15 behind its own QEMU (reached through its own forwarded ports), as cold VMs are.
+USER_MODE_MAC = "52:54:00:12:34:56"  # QEMU's default MAC for the first NIC
+USER_MODE = NicIdentity(
+    mac=USER_MODE_MAC,
+    addresses=("10.0.2.15/24",),
+    gateway4="10.0.2.2",
+    nameservers=("10.0.2.3",),
+)
+IDENTITY_TIMEOUT = 120.0  # the script under TCG: key installation, a DHCP renewal, user-data
+
+
+def nic_identities(
+    record: InstanceRecord, networks: Sequence[NicConfig]
+) -> tuple[NicIdentity, ...]:
+    """The clone's NICs in guest order: managed networks' (as corral configures them), then
+    the caller's taps (DHCP); none of those: the user-mode NIC."""
+    if not (record.networks or record.nics):
+        return (USER_MODE,)
+    out = [NicIdentity.from_config(c) for c in networks]
+    out += [NicIdentity(mac=n.mac) for n in record.nics]
+    return tuple(out)
+
+
+async def _reidentify(files: InstanceFiles, identity: CloneIdentity, timeout: float) -> None:
+    async with GuestAgent(files.agent) as agent:
+        await agent.sync(timeout=min(timeout, 30.0))
+        await reidentify(agent, identity, timeout=timeout)
+
+
+def make_own(
+    files: InstanceFiles,
+    record: InstanceRecord,
+    keys: Sequence[str],
+    user_data: bytes | None,
+    networks: Sequence[NicConfig],
+    *,
+    timeout: float = IDENTITY_TIMEOUT,
+) -> None:
+    """Make the restored guest this instance: name, machine-id, host keys, the launch's keys,
+    clock, addresses, random pool, and the launch's user-data."""
+    identity = new_identity(
+        hostname=record.name,
+        instance_id=record.instance_id,
+        user=record.ssh_user,
+        authorized_keys=tuple(keys),
+        nics=nic_identities(record, networks),
+        user_data=user_data,
+    )
+    asyncio.run(_reidentify(files, identity, timeout))
