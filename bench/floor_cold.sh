@@ -15,6 +15,9 @@
 # (0.1 s between attempts, like corral's own ssh retry) until it exits 0; QEMU's user networking
 # accepts TCP before the guest listens, hence the short ConnectTimeout. Prints QEMU's pid;
 # QEMU keeps running, the caller ends it. DIR must exist and be empty.
+#
+# FLOOR_QEMU_ARGS (unset for the floor itself) adds arguments to QEMU's command line: the
+# benchmark uses it only to price single choices against the floor (e.g. `-cpu max`).
 set -eu
 
 dir=$1 base=$2 kernel=$3 initrd=$4 cmdline=$5 size=$6 cpus=$7 memory=$8 port=$9 key=${10} user=${11}
@@ -33,7 +36,7 @@ setsid qemu-system-x86_64 \
     -drive "file=$dir/seed.img,if=virtio,format=raw" \
     -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:22" \
     -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
-    -nographic </dev/null >"$dir/console.log" 2>&1 &
+    -nographic ${FLOOR_QEMU_ARGS:-} </dev/null >"$dir/console.log" 2>&1 &
 pid=$!
 
 end=$((SECONDS + 900))
