@@ -39,7 +39,7 @@ setsid qemu-system-x86_64 \
     -nographic ${FLOOR_QEMU_ARGS:-} </dev/null >"$dir/console.log" 2>&1 &
 pid=$!
 
-end=$((SECONDS + 900))
+end=$((SECONDS + 1700))
 while :; do
     rc=0
     ssh -F /dev/null -i "$key" -p "$port" \
@@ -59,7 +59,7 @@ while :; do
     fi
     if [ "$SECONDS" -ge "$end" ]; then
         kill -9 "$pid"
-        echo "cloud-init was not done within 900 s" >&2
+        echo "cloud-init was not done within 1700 s" >&2
         exit 1
     fi
     sleep 0.1
