@@ -11,6 +11,7 @@ round, the order rotated from round to round; median of --runs rounds (default 3
   corral          `corral launch debian-12 --name N --type c1m1500 --wait` (this tree)
   corral-before   the same CLI on the sources of --before (a commit; default: the last before
                   this work), put first on PYTHONPATH
+  corral@REF      the same on the sources of REF (any commit, e.g. main), like corral-before
   pycloudlib      bench/pycloudlib_launch.py with --pycloudlib-python (skipped if missing)
 
 For each boot it also reads, from the guest's console, the guest uptime at which cloud-init
@@ -89,10 +90,10 @@ class Image:
 
 
 class Bench:
-    def __init__(self, home: Home, image: Image, before_src: Path, pycloudlib: str | None):
+    def __init__(self, home: Home, image: Image, sources: dict[str, Path], pycloudlib: str | None):
         self.home = home
         self.image = image
-        self.before_src = before_src
+        self.sources = sources  # method -> corral's sources for it
         self.pycloudlib = pycloudlib
         self.key = home.path / "user-key"
         subprocess.run(
@@ -107,7 +108,7 @@ class Bench:
             cpu = method.removeprefix("floor").removeprefix("-cpu-")
             return self.floor(seq, f"-cpu {cpu}" if cpu else "")
         if method.startswith("corral"):
-            return self.corral(seq, before=method == "corral-before")
+            return self.corral(seq, method)
         return self.pycloudlib_launch()
 
     def _timed(self, argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -145,17 +146,17 @@ class Bench:
                 _kill(stray)
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def corral(self, seq: int, *, before: bool) -> float:
+    def corral(self, seq: int, method: str) -> float:
         name = f"c{seq}"
         env = dict(self.home.env)
-        if before:
-            env["PYTHONPATH"] = str(self.before_src)
+        if method in self.sources:
+            env["PYTHONPATH"] = str(self.sources[method])
         argv = [str(CORRAL), "launch", IMAGE, "--name", name, "--type", TYPE, "--wait"]
         argv += ["--timeout", str(TIMEOUT)]
         try:
             elapsed, _ = self._timed(argv, env)
             serial = self.home.instance_dir(name) / "serial.log"
-            self.note("corral-before" if before else "corral", _read_file(serial))
+            self.note(method, _read_file(serial))
             return elapsed
         finally:
             self.home.remove(name)
@@ -209,6 +210,11 @@ def before_sources(commit: str, into: Path) -> Path:
     return into / "src"
 
 
+def _commit(ref: str) -> str:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref], capture_output=True, text=True)
+    return out.stdout.strip() or ref
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -225,7 +231,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS)
+    unknown = {m for m in methods if not m.startswith("corral@")} - set(METHODS)
     if unknown:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
     skipped: dict[str, str] = {}
@@ -249,8 +255,13 @@ def main() -> int:
         info = machine(home.env)
         print_header("cold boot to ready (Debian 12): corral vs. the floor", info, started)
         noise = Noise(home)
-        before = before_sources(args.before, Path(tempfile.mkdtemp(dir=home.path)))
-        bench = Bench(home, image, before, pycloudlib)
+        refs = {m: m.removeprefix("corral@") for m in methods if m.startswith("corral@")}
+        if "corral-before" in methods:
+            refs["corral-before"] = args.before
+        sources = {
+            m: before_sources(ref, Path(tempfile.mkdtemp(dir=home.path))) for m, ref in refs.items()
+        }
+        bench = Bench(home, image, sources, pycloudlib)
         for run in range(args.runs):
             order = methods[run % len(methods) :] + methods[: run % len(methods)]
             if args.parallel:
@@ -297,6 +308,7 @@ def main() -> int:
         "runs": args.runs,
         "parallel": args.parallel,
         "before": args.before,
+        "sources": {m: _commit(ref) for m, ref in refs.items()},
         "methods": stats,
         "skipped": skipped,
         "goal_ratio": GOAL_RATIO,
