@@ -121,8 +121,13 @@ class MachineFiles:
         return self.dir / "qemu.stderr"
 
     @property
-    def sockets(self) -> tuple[Path, Path]:
-        return self.qmp, self.serial_socket
+    def agent(self) -> Path:
+        """The guest agent's channel: QEMU listens here, corral connects (qemu-ga's protocol)."""
+        return self.dir / "agent.sock"
+
+    @property
+    def sockets(self) -> tuple[Path, Path, Path]:
+        return self.qmp, self.serial_socket, self.agent
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,19 @@ def test_taps_replace_the_user_mode_nic_in_order() -> None:
 def test_tap_nics_refuse_what_would_reach_the_command_line(tap: str, mac: str, mtu: int) -> None:
     with pytest.raises(InvalidInput):
         TapNic(tap, mac, mtu)
+
+
+def test_every_machine_has_a_vmgenid_and_an_agent_port_when_asked() -> None:
+    plain = build_argv("qemu", spec())
+    assert "vmgenid,guid=auto" in values(plain, "-device")
+    assert "-incoming" not in plain and not any("virtserialport" in d for d in plain)
+    argv = build_argv("qemu", spec(agent_socket=Path("/s/i/web1/agent.sock")))
+    assert "socket,id=agent0,path=/s/i/web1/agent.sock,server=on,wait=off" in values(
+        argv, "-chardev"
+    )
+    assert "virtserialport,chardev=agent0,name=org.qemu.guest_agent.0" in values(argv, "-device")
+
+
+def test_an_incoming_machine_waits_for_its_state() -> None:
+    argv = build_argv("qemu", spec(incoming=True))
+    assert values(argv, "-incoming") == ["defer"]

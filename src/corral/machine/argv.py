@@ -14,6 +14,11 @@ OUTSIDE_NET = "10.0.3.0/24"
 OUTSIDE_MAC = "52:54:00:c0:ff:03"
 OUTSIDE_NIC = "nic1"  # its QMP name (set_link)
 
+MACHINE_TYPE = "q35"
+
+# The virtio-serial port name qemu-ga (and the tiny guest's agent) look for.
+AGENT_PORT = "org.qemu.guest_agent.0"
+
 
 # What x86-64-v2 (RHEL 9-family userlands are built for it) needs of the CPU.
 X86_64_V2 = ("cx16", "lahf-lm", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3")
@@ -87,11 +92,12 @@ def network_args(spec: MachineSpec) -> list[str]:
 
 def build_argv(qemu: str, spec: MachineSpec) -> list[str]:
     """The full argv that starts `spec` with the qemu-system binary at `qemu`."""
+    cpu = cpu_model(spec.accelerator)
     argv = [
         qemu,
         "-name", spec.name,
-        "-machine", f"q35,accel={spec.accelerator}",
-        "-cpu", cpu_model(spec.accelerator),
+        "-machine", f"{MACHINE_TYPE},accel={spec.accelerator}",
+        "-cpu", cpu,
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M",
         "-nodefaults", "-no-user-config",
@@ -107,6 +113,17 @@ def build_argv(qemu: str, spec: MachineSpec) -> list[str]:
         argv += drive_args(drive)
     argv += network_args(spec)
     argv += ["-device", "virtio-rng-pci"]
+    # A new generation id at every QEMU start, so in every clone restored from one saved
+    # state: guests whose kernel has the vmgenid driver reseed their random pool from it.
+    argv += ["-device", "vmgenid,guid=auto"]
+    if spec.agent_socket is not None:
+        argv += [
+            "-chardev",
+            _opts("socket", "id=agent0", f"path={_escape(spec.agent_socket)}", "server=on",
+                  "wait=off"),
+            "-device", "virtio-serial-pci,id=vser0",
+            "-device", f"virtserialport,chardev=agent0,name={AGENT_PORT}",
+        ]  # fmt: skip
     argv += [
         "-chardev",
         _opts(
@@ -119,4 +136,6 @@ def build_argv(qemu: str, spec: MachineSpec) -> list[str]:
         "-mon", "chardev=qmp0,mode=control",
         "-pidfile", str(spec.pidfile),
     ]  # fmt: skip
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
     return argv + list(spec.extra_args)

@@ -68,6 +68,15 @@ class Qmp:
         except _FAILURES as exc:
             raise _failed(f"{command} ", self.socket, exc) from exc
 
+    async def send_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU an open file descriptor under `name` (SCM_RIGHTS, then getfd): QEMU then
+        reads or writes a file it could not open itself under -sandbox."""
+        try:
+            self._client.send_fd_scm(fd)
+        except (QMPError, OSError) as exc:
+            raise _failed("getfd ", self.socket, exc) from exc
+        await self.execute("getfd", {"fdname": name})
+
     # --- typed helpers ---------------------------------------------------------------------
 
     async def status(self) -> str:

@@ -106,4 +106,9 @@ class MachineSpec:
     # NICs on host taps, in order. A machine with taps has no user-mode NIC, so no forwards:
     # it is reached at its address on the network.
     nics: tuple[TapNic, ...] = ()
+    # A virtio-serial port named org.qemu.guest_agent.0 on this unix socket (QEMU listens):
+    # how a restored guest is made into its new instance without waiting for SSH.
+    agent_socket: Path | None = None
+    # Start waiting for a saved state (`-incoming defer`) instead of booting: warm starts.
+    incoming: bool = False
     extra_args: tuple[str, ...] = field(default=())

@@ -72,7 +72,8 @@ class Vm:
             proc.wait()
             raise
         for sock in files.sockets:
-            sock.chmod(0o600)  # already so by QEMU's umask; said again where it matters
+            if sock.exists():  # the agent's only when the spec asked for one
+                sock.chmod(0o600)  # already so by QEMU's umask; said again where it matters
         return vm
 
     @classmethod
@@ -108,7 +109,7 @@ class Vm:
         return await qmp_execute_async(self.files.qmp, command, arguments, timeout=timeout)
 
     @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[Qmp]:
+    async def session(self) -> AsyncIterator[Qmp]:
         """The open connection, or one for the length of the block."""
         if self.qmp is not None:
             yield self.qmp
@@ -130,7 +131,7 @@ class Vm:
         """Go on writing `device` to `new_top` (made by the caller, backed by the current top):
         the VM pauses, QEMU switches files, the VM resumes, the old top is never written again.
         QEMU opens the new file as it is ("existing" mode) and never rewrites backing names."""
-        async with self._session() as qmp:
+        async with self.session() as qmp:
             await qmp.execute("stop")
             try:
                 await qmp.execute(
@@ -148,7 +149,7 @@ class Vm:
     ) -> None:
         """Copy a point-in-time view of the device's top image to `target` (qcow2, sync=top)
         with a drive-backup job, while the guest keeps running."""
-        async with self._session() as qmp:
+        async with self.session() as qmp:
             await qmp.execute(
                 "drive-backup",
                 {"job-id": job_id, "device": device, "target": str(target), "format": "qcow2",

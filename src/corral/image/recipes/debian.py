@@ -53,6 +53,9 @@ PACKAGES = (
     "iproute2",
     "netbase",
     "openssh-server",
+    # Warm launches make a restored clone its own machine through the guest agent (on the
+    # virtio-serial port org.qemu.guest_agent.0; udev starts it when the port appears).
+    "qemu-guest-agent",
     "sudo",
     "locales",  # cloud-init's locale module fails without a generated en_US.UTF-8
     "ca-certificates",

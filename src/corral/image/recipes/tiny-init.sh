@@ -1,7 +1,8 @@
 #!/bin/sh
 # corral tiny test guest: system bring-up, run once by busybox init (::sysinit) as /etc/init.d/rcS.
 # Mounts, modules, NoCloud seed (hostname, root's ssh keys, instance-id, network-config), the network
-# (corral-net, else static slirp), a cloud-init stand-in, acpid for the power button, and dropbear.
+# (corral-net, else static slirp), a cloud-init stand-in, acpid for the power button, the guest
+# agent, and dropbear.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 
 mount -t proc proc /proc
@@ -115,6 +116,9 @@ chmod 755 /usr/bin/cloud-init
 
 # ACPI power button (QMP system_powerdown): busybox acpid runs /etc/acpi/PWRF/00000080.
 acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
+
+# The guest agent on the virtio-serial port org.qemu.guest_agent.0, when the machine has one.
+corral-agent </dev/null >/dev/null 2>&1 &
 
 mkdir -p /etc/dropbear
 dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1

@@ -30,7 +30,10 @@ from corral.run import run
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 USERLAND_PACKAGES = ("busybox-static", "dropbear-bin")
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "isofs", "button", "evdev")
+MODULES = (
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_console", "isofs", "button",
+    "evdev",
+)  # fmt: skip
 CMDLINE = "console=ttyS0 quiet"
 DROPBEAR_BINARIES = ("usr/sbin/dropbear", "usr/bin/dropbearkey")
 # setpriv switches to a numeric uid:gid for build steps; busybox has no applet that can.
@@ -75,12 +78,14 @@ STATIC_FILES: dict[str, tuple[int, str]] = {
     ),
 }
 # Scripts beside this module, installed into the guest: the bring-up (busybox init's rcS), the
-# network-config reader and udhcpc's hook.
+# network-config reader, udhcpc's hook and the guest agent (qemu-ga's protocol, as corral uses it).
 GUEST_SCRIPTS: dict[str, tuple[str, int]] = {
     "tiny-init.sh": ("etc/init.d/rcS", 0o755),
     "tiny-net.sh": ("sbin/corral-net", 0o755),
     "tiny-netconfig.awk": ("usr/share/corral/netconfig.awk", 0o644),
     "tiny-udhcpc.sh": ("usr/share/udhcpc/default.script", 0o755),
+    "tiny-agent.sh": ("sbin/corral-agent", 0o755),
+    "tiny-agent.awk": ("usr/share/corral/agent.awk", 0o644),
 }
 EMPTY_DIRS = ("proc", "sys", "dev", "run", "tmp", "mnt", "root", "var/log")
 
