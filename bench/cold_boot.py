@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +268,10 @@ def main() -> int:
                 noise.sample()
                 log(f"round {run + 1}/{args.runs}: {', '.join(order)} at once")
                 with ThreadPoolExecutor(len(order)) as pool:
-                    times = list(pool.map(bench.run, order))
-                for method, elapsed in zip(order, times, strict=True):
-                    samples[method].append(elapsed)
-                    log(f"  {method}: {elapsed:.1f} s")
+                    futures = {pool.submit(bench.run, m): m for m in order}
+                    for future in as_completed(futures):
+                        samples[futures[future]].append(future.result())
+                        log(f"  {futures[future]}: {samples[futures[future]][-1]:.1f} s")
                 continue
             for method in order:
                 noise.sample()
