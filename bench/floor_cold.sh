@@ -12,8 +12,9 @@
 # QEMU's default e1000: with it the guest has no network; Debian's own cloud images need the
 # same). Everything else is QEMU's default: machine pc (i440fx), CPU qemu64, accelerator TCG,
 # VGA, no rng. Then it retries `ssh ... cloud-init status --wait`
-# (0.1 s between attempts, like corral's own ssh retry) until it exits 0; QEMU's user networking
-# accepts TCP before the guest listens, hence the short ConnectTimeout. Prints QEMU's pid;
+# (0.1 s between attempts, like corral's own ssh retry) until it exits 0, with a ConnectTimeout
+# of 10 s like corral's wait for the banner (1 s, under load, kills sshd's pre-auth children
+# before they can greet, over and over). Prints QEMU's pid;
 # QEMU keeps running, the caller ends it. DIR must exist and be empty.
 #
 # FLOOR_QEMU_ARGS (unset for the floor itself) adds arguments to QEMU's command line: the
@@ -43,7 +44,7 @@ end=$((SECONDS + 1700))
 while :; do
     rc=0
     ssh -F /dev/null -i "$key" -p "$port" \
-        -o BatchMode=yes -o ConnectTimeout=1 -o IdentitiesOnly=yes \
+        -o BatchMode=yes -o ConnectTimeout=10 -o IdentitiesOnly=yes \
         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
         "$user@127.0.0.1" cloud-init status --wait >"$dir/status" 2>/dev/null || rc=$?
     [ "$rc" = 0 ] && break

@@ -18,7 +18,12 @@ from corral.guest.ssh import SshTarget, close, connect, run_on
 
 STAGES = ("booting", "ssh", "cloud-init", "ready")
 SSH_RETRY = 0.1
-BANNER_TIMEOUT = 1.0
+# Long enough for a loaded guest's sshd (it forks and re-executes itself per connection) to
+# greet: giving up after 1 s closed the connection under it, and the retry started another, so
+# a busy TCG guest spent its CPU on sshd children that never got to answer. A guest that is not
+# listening yet answers at once (user networking resets the connection); until its NIC is up
+# an attempt waits here instead of being retried.
+BANNER_TIMEOUT = 10.0
 CLOUD_INIT_RETRY = 0.5
 
 
