@@ -35,7 +35,7 @@ def test_machine_basics() -> None:
     argv = build_argv("/usr/bin/qemu-system-x86_64", spec())
     assert argv[0] == "/usr/bin/qemu-system-x86_64"
     assert values(argv, "-machine") == ["q35,accel=tcg"]
-    assert values(argv, "-cpu") == ["max"]
+    assert values(argv, "-cpu") == ["Nehalem"]
     assert values(argv, "-smp") == ["2"]
     assert values(argv, "-m") == ["2048M"]
     assert "-nodefaults" in argv

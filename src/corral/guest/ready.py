@@ -18,8 +18,13 @@ from corral.guest.ssh import SshTarget, close, connect, run_on
 
 STAGES = ("booting", "ssh", "cloud-init", "ready")
 SSH_RETRY = 0.1
-BANNER_TIMEOUT = 1.0
-CLOUD_INIT_POLL = 0.5
+# Long enough for a loaded guest's sshd (it forks and re-executes itself per connection) to
+# greet: giving up after 1 s closed the connection under it, and the retry started another, so
+# a busy TCG guest spent its CPU on sshd children that never got to answer. A guest that is not
+# listening yet answers at once (user networking resets the connection); until its NIC is up
+# an attempt waits here instead of being retried.
+BANNER_TIMEOUT = 10.0
+CLOUD_INIT_RETRY = 0.5
 
 
 class NotReady(DeadlineExceeded):
@@ -82,9 +87,16 @@ async def _wait_ssh(
 
 
 async def _wait_cloud_init(conn: asyncssh.SSHClientConnection, end: float) -> None:
+    """One `cloud-init status --wait`: it returns within 0.25 s of the end (its own poll).
+
+    Polling `cloud-init status` instead would start a Python process in the guest every round,
+    each costing a second or more of the one emulated CPU that cloud-init itself is using.
+    """
     status = "not started"
     while time.monotonic() < end:
-        result = await run_on(conn, "cloud-init status", timeout=max(1.0, end - time.monotonic()))
+        result = await run_on(
+            conn, "cloud-init status --wait", timeout=max(1.0, end - time.monotonic())
+        )
         if result.exit_code == 127:
             return  # no cloud-init in this image: ssh answering is all we can ask
         status = parse_cloud_init_status(result.stdout.decode(errors="replace"))
@@ -96,7 +108,7 @@ async def _wait_cloud_init(conn: asyncssh.SSHClientConnection, end: float) -> No
                 f"cloud-init reported {status}",
                 details=long.stdout.decode(errors="replace").strip().splitlines()[-12:],
             )
-        await asyncio.sleep(CLOUD_INIT_POLL)
+        await asyncio.sleep(CLOUD_INIT_RETRY)  # --wait came back early (killed, or unknown)
     raise NotReady("cloud-init", f"cloud-init did not finish (last status: {status})")
 
 
