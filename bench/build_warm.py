@@ -115,7 +115,7 @@ def measure(home: Home, noise: Noise, image: str, shape: list[str], runs: int,
         nonce = secrets.token_hex(4)
         path = specs / f"{image}-{nonce}.spec"
         path.write_text(spec(image, nonce))
-        argv = [str(CORRAL), "build", "-f", str(path), *shape, str(specs)]
+        argv = [str(CORRAL), "build", "-f", str(path), *shape, str(specs)]  # shape: options
         if mode == "cold":
             argv.insert(2, "--cold")
         noise.sample()
@@ -125,7 +125,7 @@ def measure(home: Home, noise: Noise, image: str, shape: list[str], runs: int,
 
     log(f"{label}: making the warm state (timed once)")
     started = time.perf_counter()
-    home.corral("build", "warm", image, *shape[:4], timeout=1800)
+    home.corral("build", "warm", image, *shape, timeout=3600)
     make = time.perf_counter() - started
     samples: dict[str, list[tuple[float, float]]] = {"warm": [], "cold": []}
     for run in range(runs):
@@ -145,6 +145,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--debian-runs", type=int, default=1)
     parser.add_argument("--no-debian", action="store_true")
+    parser.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=900.0,
+        help="seconds for the Debian build VM to reach SSH (a busy host is slow)",
+    )
     args = parser.parse_args()
     started = now()
     g = tiny_disk()
@@ -163,9 +169,15 @@ def main() -> None:
             home.corral("image", "import", str(p["digest"]), "--name", "debian-12", "--kernel",
                         str(p["kernel"]), "--initrd", str(p["initrd"]), "--cmdline",
                         debian["cmdline"], "--user", debian["default_user"])  # fmt: skip
-            results["debian"] = measure(home, noise, "debian-12",
-                                        ["--cpus", "1", "--memory", "1536M"],
-                                        args.debian_runs, "debian-12")  # fmt: skip
+            try:  # a slow host can miss the boot deadline: the tiny guest's results stand
+                results["debian"] = measure(
+                    home, noise, "debian-12",
+                    ["--cpus", "1", "--memory", "1536M", "--boot-timeout", str(args.boot_timeout)],
+                    args.debian_runs, "debian-12",
+                )  # fmt: skip
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                log(f"debian-12: not measured: {str(exc)[-300:]}")
+                results["debian_error"] = str(exc)[-2000:]
         else:
             log(
                 "no Debian image in .cache/e2e-home: the Debian base is not measured "
@@ -173,6 +185,8 @@ def main() -> None:
             )
     rows = []
     for name, r in results.items():
+        if name == "debian_error":
+            continue
         for mode in ("warm", "cold"):
             first, total = r[mode]["first_step"], r[mode]["total"]
             rows.append((f"{name}: {mode}, to the first step", first["median"], first["min"],
@@ -184,7 +198,7 @@ def main() -> None:
     tiny = results["tiny"]
     print(f"tiny guest: warm / cold = {tiny['ratio']:.2f} (goal <= {RATIO_GOAL}: "
           f"{'met' if tiny['ratio'] <= RATIO_GOAL else 'NOT met'})")  # fmt: skip
-    if "debian" in results:
+    if "debian" in results and "warm" in results["debian"]:
         first = results["debian"]["warm"]["first_step"]["median"]
         print(f"debian-12: warm start to the first step {first:.1f} s (goal <= "
               f"{DEBIAN_FIRST_STEP_GOAL} s: {'met' if first <= DEBIAN_FIRST_STEP_GOAL else 'NOT met'})")  # fmt: skip  # noqa: E501
