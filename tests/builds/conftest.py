@@ -14,3 +14,12 @@ def store(ctx: Context) -> BuildStore:
     store = BuildStore(ctx.home)
     store.ensure()
     return store
+
+
+@pytest.fixture
+def bctx(vm_ctx: Context, tiny_disk_guest) -> Context:
+    """A state directory holding the tiny guest with its root on its disk, as image 'tinyd'."""
+    g = tiny_disk_guest
+    vm_ctx.store.import_image(g.disk, "tinyd", kernel=g.kernel, initrd=g.initrd,
+                              cmdline=g.cmdline)  # fmt: skip
+    return vm_ctx

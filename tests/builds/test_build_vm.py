@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from build_helpers import run_build
 from corral.builds import executor as executor_module
-from corral.builds.executor import BuildFailed, BuildOptions, build
-from corral.builds.spec import parse_spec
+from corral.builds.executor import BuildFailed
 from corral.builds.store import BuildStore, prune
 from corral.context import Context
 
 pytestmark = pytest.mark.vm
-
-
-@pytest.fixture
-def bctx(vm_ctx: Context, tiny_disk_guest) -> Context:
-    g = tiny_disk_guest
-    vm_ctx.store.import_image(g.disk, "tinyd", kernel=g.kernel, initrd=g.initrd,
-                              cmdline=g.cmdline)  # fmt: skip
-    return vm_ctx
 
 
 @pytest.fixture
@@ -41,15 +33,6 @@ def boots(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(executor_module.BuildVm, "boot", counting)
     return count
-
-
-def run_build(ctx: Context, text: str, context: Path, **kw: object) -> tuple[str, str]:
-    out = bytearray()
-    options = BuildOptions(
-        **{"context": context, "cpus": 1, "memory_mib": 256, "boot_timeout": 120, **kw}
-    )  # type: ignore[arg-type]
-    final = build(ctx, parse_spec(text), options, out.extend)
-    return final, out.decode()
 
 
 def guest(ctx: Context, layer: str, command: str) -> str:
@@ -313,9 +296,10 @@ def test_a_long_chain_of_steps(bctx: Context, tmp_path: Path, boots: list[int]) 
         ["qemu-img", "info", "--output=json", "--backing-chain", "-f", "qcow2", str(disk)],
         check=True, capture_output=True,
     ).stdout)  # fmt: skip
-    assert len(chain) == 13  # twelve layers and the base image
+    assert len(chain) == 14  # twelve layers, the warm state's disk and the base image
     names = [link["backing-filename"] for link in chain[:-2]]  # the layers' own headers
-    assert all(re.fullmatch(r"\.\./[0-9a-f]{64}/disk\.qcow2", name) for name in names)
+    assert all(re.fullmatch(r"\.\./[0-9a-f]{64}/disk\.qcow2", name) for name in names[:-1])
+    assert re.fullmatch(r"\.\./\.\./warm/[0-9a-f]{32}/disk\.qcow2", names[-1])  # the first's
 
 
 def test_jobs_bounds_the_build_vms_at_once(bctx: Context, tmp_path: Path) -> None:

@@ -64,11 +64,7 @@ def _cache_lines(caches: Sequence[CacheMount]) -> tuple[list[str], list[str]]:
     up, down = [], []
     for cache in caches:
         target = q(cache.target)
-        serial = q(cache.serial)
-        up.append(
-            f'dev=$(for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = {serial} ]'
-            " && echo /dev/${d##*/}; done)"
-        )
+        up.append(_device_by_serial(cache.serial))
         up.append(
             f'[ -n "$dev" ] || {{ echo "corral: cache {cache.name} not attached" >&2; exit 125; }}'
         )
@@ -149,3 +145,32 @@ def stage_secret_script(index: int) -> str:
 def extract_script(user: User | None, extract: Sequence[str]) -> str:
     """A `copy` step: resolve the user's ids, then extract the tar on stdin (as root)."""
     return f"set -u\n{user_ids(user)}\n{shlex.join(extract)}\n"
+
+
+def _device_by_serial(serial: str) -> str:
+    """Shell that sets dev to the /dev node of the virtio disk with this serial (or empty)."""
+    return (
+        f'dev=$(for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = {q(serial)} ]'
+        " && echo /dev/${d##*/}; done)"
+    )
+
+
+def resumed_script(cache_serials: Sequence[str], epoch_s: int) -> str:
+    """What a build VM restored from a warm state runs first (as root, random bytes on stdin).
+
+    Its clock stood still since the save: set it. Every VM restored from one state had the same
+    random pool: mix in what stdin brings. Its block cache may still hold what it read of the
+    blank disks that stood in for the caches at the save: drop that before a step mounts one
+    (BLKFLSBUF; failing that, every clean page).
+    """
+    lines = [
+        f"date -u -s @{int(epoch_s)} >/dev/null 2>&1 || true",
+        "cat > /dev/urandom",
+    ]
+    for serial in cache_serials:
+        lines.append(_device_by_serial(serial))
+        lines.append(
+            '[ -z "$dev" ] || blockdev --flushbufs "$dev" 2>/dev/null ||'
+            " { sync; echo 3 > /proc/sys/vm/drop_caches; }"
+        )
+    return "\n".join(lines) + "\n"

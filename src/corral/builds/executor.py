@@ -5,6 +5,9 @@ if it is published, replay its log (cache hit) -> else make sure a VM stands on 
 layer (the running one, or boot one) -> run the step -> checkpoint the VM's disk and publish
 it as the step's layer. Consecutive uncached steps share one VM, so an N-step build boots the
 guest once. A failed step publishes nothing; its VM and disk are removed.
+
+A VM that starts on a base layer is restored from the base's warm state rather than booted
+(warm.py), unless the build asks for cold starts; a VM on any other layer is booted.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,15 +39,15 @@ from corral.builds.sexp import START, SpecError
 from corral.builds.spec import Copy, Run, Spec, effective_workdirs, format_op
 from corral.builds.step_ids import base_id, child_build_material, copy_material, step_id
 from corral.builds.steps import Step, StepContext
-from corral.builds.store import Boot, BuildStore, LayerMeta
-from corral.builds.vm import BuildVm, cache_serial, stop_orphans
+from corral.builds.store import CACHE_DISK_SIZE, Boot, BuildStore, LayerMeta
+from corral.builds.vm import BuildVm, WarmRestoreFailed, cache_serial, stop_orphans
+from corral.builds.warm import Found, Shape, check_cache_sizes, ensure
 from corral.context import Context
 from corral.errors import CorralError, InvalidInput, NotFound
 from corral.fsutil import locked
 from corral.machine.console import following_async
 
 Sink = Callable[[bytes], None]
-CACHE_DISK_SIZE = 20 << 30  # sparse: what a cache may grow to
 
 
 class BuildFailed(CorralError):
@@ -59,6 +62,7 @@ class BuildOptions:
     memory_mib: int = 2048
     boot_timeout: float = 300
     jobs: int = 2
+    warm: bool = True  # start VMs on a base layer from its warm state (False: boot them)
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -66,16 +70,22 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _quiet(text: str) -> None:
+    pass
+
+
 class Runner:
     """The VM a spec's steps run in: booted on demand, checkpointed after each step."""
 
     def __init__(self, ctx: Context, store: BuildStore, options: BuildOptions, boot: Boot,
-                 caches: list[str]) -> None:  # fmt: skip
+                 caches: list[str], say: Callable[[str], None] = _quiet) -> None:  # fmt: skip
         self.ctx, self.store, self.options, self.boot = ctx, store, options, boot
         self.cache_names = sorted(set(caches))
+        self.say = say
         self.vm: BuildVm | None = None
         self.tmp: Path | None = None  # the directory of the VM's current top disk
         self.layer: str | None = None  # the layer the current top stands on
+        self.warm: str | None = None  # the warm state the current top stands on, if it does
         self.held: list[int] = []  # lock fds: a VM slot and the caches
 
     async def on(self, layer: str) -> BuildVm:
@@ -92,18 +102,53 @@ class Runner:
             caches[name] = await asyncio.to_thread(
                 self.store.open_cache, name, self.ctx.qemu_img, CACHE_DISK_SIZE
             )
-        self.tmp = self.store.new_tmp()
-        top = self.tmp / "disk.qcow2"
-        disk, fmt = self.store.disk(layer, self.ctx.home.blobs)
-        # A published layer is named relative to its siblings, so the chain survives renames.
-        backing = str(disk) if disk.parent == self.ctx.home.blobs else f"../{layer}/disk.qcow2"
-        await asyncio.to_thread(_create_top, self.ctx, top, backing, fmt, self.tmp)
-        self.vm = await BuildVm.boot(
-            self.ctx, self.store, self.boot, top, caches=caches, cpus=self.options.cpus,
-            memory_mib=self.options.memory_mib, timeout=self.options.boot_timeout,
-        )  # fmt: skip
+        if self.options.warm and self.boot.kernel and self.store.meta(layer).parent is None:
+            self.vm = await self._restore(layer, caches)
+        if self.vm is None:
+            self.tmp = self.store.new_tmp()
+            top = self.tmp / "disk.qcow2"
+            disk, fmt = self.store.disk(layer, self.ctx.home.blobs)
+            # A published layer is named relative to its siblings: the chain survives renames.
+            backing = str(disk) if disk.parent == self.ctx.home.blobs else f"../{layer}/disk.qcow2"
+            await asyncio.to_thread(_create_top, self.ctx, top, backing, fmt, self.tmp)
+            self.vm = await BuildVm.boot(
+                self.ctx, self.store, self.boot, top, caches=caches, cpus=self.options.cpus,
+                memory_mib=self.options.memory_mib, timeout=self.options.boot_timeout,
+            )  # fmt: skip
         self.layer = layer
         return self.vm
+
+    async def _restore(self, layer: str, caches: dict[str, Path]) -> BuildVm | None:
+        """A VM on base layer `layer` restored from its warm state (made now if there is none),
+        or None when it must boot instead: a cache disk of another size, or a state that
+        fails to restore (it is marked and never tried again)."""
+        why = await asyncio.to_thread(check_cache_sizes, self.ctx, caches)
+        if why is not None:
+            self.say(f"(booting, not starting warm: {why})\n")
+            return None
+        shape = Shape(self.options.cpus, self.options.memory_mib, len(caches))
+        found = await ensure(self.ctx, self.store, self.boot, layer, shape,
+                             timeout=self.options.boot_timeout, say=self.say)  # fmt: skip
+        warm = found.meta
+        self.tmp = self.store.new_tmp()
+        top = self.tmp / "disk.qcow2"
+        backing = f"../../{self.store.warm.name}/{warm.id}/disk.qcow2"
+        await asyncio.to_thread(_create_top, self.ctx, top, backing, "qcow2", self.tmp)
+        try:
+            vm = await BuildVm.restore(
+                self.ctx, self.store, self.boot, top, self.store.warm_dir(warm.id),
+                caches=caches, cpus=shape.cpus, memory_mib=shape.memory_mib,
+                timeout=self.options.boot_timeout,
+            )  # fmt: skip
+        except WarmRestoreFailed as exc:
+            self.store.mark_warm_broken(warm.id, exc.message)
+            self.say(f"(the warm state of {self.boot.image} did not restore: {exc.message};"
+                     " booting)\n")  # fmt: skip
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+            return None
+        self.warm = warm.id
+        return vm
 
     async def commit(self, meta: LayerMeta, log: bytes) -> None:
         """The step succeeded: its disk becomes layer meta.id; the VM goes on above it."""
@@ -111,8 +156,10 @@ class Runner:
         new_tmp = self.store.new_tmp()
         # The next top names this step's disk where publication is about to put it.
         await self.vm.checkpoint(new_tmp / "disk.qcow2", f"../{meta.id}/disk.qcow2")
+        if self.warm is not None:  # this disk stands on the warm state's: it must stay
+            meta = replace(meta, warm=self.warm)
         self.store.publish(self.tmp, meta, log)
-        self.tmp, self.layer = new_tmp, meta.id
+        self.tmp, self.layer, self.warm = new_tmp, meta.id, None
 
     async def close(self) -> None:
         if self.vm is not None:
@@ -121,7 +168,7 @@ class Runner:
             shutil.rmtree(self.tmp, ignore_errors=True)
         for fd in self.held:
             os.close(fd)
-        self.vm, self.tmp, self.layer, self.held = None, None, None, []
+        self.vm, self.tmp, self.layer, self.warm, self.held = None, None, None, None, []
 
 
 def _create_top(ctx: Context, top: Path, backing: str, fmt: str, where: Path) -> None:
@@ -134,7 +181,8 @@ def _create_top(ctx: Context, top: Path, backing: str, fmt: str, where: Path) ->
 
 def _check_chain(ctx: Context, top: Path) -> None:
     """Every backing file of a build disk is a build layer or an image blob."""
-    roots = [BuildStore(ctx.home).layers.resolve(), ctx.home.blobs.resolve()]
+    store = BuildStore(ctx.home)
+    roots = [store.layers.resolve(), store.warm.resolve(), ctx.home.blobs.resolve()]
     for link in ctx.qemu_img.chain(top, "qcow2"):
         if link.backing_file:
             path = Path(link.backing_file).resolve()
@@ -223,17 +271,11 @@ class Builder:
         results = dict(outer)
         for child in spec.builds:  # a child sees the outer builds and its earlier siblings
             results[child.name] = await self._spec(child.spec, results)
-        image = self.ctx.store.get(spec.base)
-        boot = Boot(image.name, image.digest, image.format, image.kernel, image.initrd,
-                    image.cmdline, image.default_user)  # fmt: skip
-        parent = base_id(image.digest)
+        parent, boot = base_layer(self.ctx, self.store, spec.base)
         self.say(f"(from {spec.base})\n")
-        if not self.store.exists(parent):
-            tmp = self.store.new_tmp()
-            self.store.publish(tmp, LayerMeta(parent, None, f"(from {spec.base})", boot), b"")
         self.say(f'---> using "{parent}" from cache\n')
         caches = [c.id for op in spec.ops if isinstance(op, Run) for c in op.cache]
-        runner = Runner(self.ctx, self.store, self.options, boot, caches)
+        runner = Runner(self.ctx, self.store, self.options, boot, caches, self.say)
         try:
             context = StepContext()
             for op, workdir in zip(spec.ops, effective_workdirs(spec.ops), strict=True):
@@ -374,6 +416,44 @@ class Builder:
                 )
         finally:
             await child.close()
+
+
+def base_layer(ctx: Context, store: BuildStore, image_name: str) -> tuple[str, Boot]:
+    """The base layer of builds from an image (published on first use) and how it boots."""
+    image = ctx.store.get(image_name)
+    boot = Boot(image.name, image.digest, image.format, image.kernel, image.initrd,
+                image.cmdline, image.default_user)  # fmt: skip
+    layer = base_id(image.digest)
+    if not store.exists(layer):
+        store.publish(store.new_tmp(), LayerMeta(layer, None, f"(from {image_name})", boot), b"")
+    return layer, boot
+
+
+def warm_up(ctx: Context, image_name: str, options: BuildOptions, cache_slots: int,
+            out: Sink) -> Found:  # fmt: skip
+    """`corral build warm`: the warm state builds from this image in VMs of this shape start
+    from, made now if there is none. Like a build, it holds the store lock shared and a VM
+    slot while its VM runs."""
+    store = BuildStore(ctx.home)
+
+    async def run() -> Found:
+        store.ensure()
+        for pid in await asyncio.to_thread(stop_orphans, store):
+            out(f"(stopped the VM of a build that died: QEMU pid {pid})\n".encode())
+        store.purge_tmp()
+        layer, boot = base_layer(ctx, store, image_name)
+        if not boot.kernel:
+            raise CorralError(f"image {image_name!r} has no kernel: builds boot images directly")
+        slot = await _take_slot(store, options.jobs)
+        try:
+            shape = Shape(options.cpus, options.memory_mib, cache_slots)
+            return await ensure(ctx, store, boot, layer, shape, timeout=options.boot_timeout,
+                                say=lambda text: out(text.encode()))  # fmt: skip
+        finally:
+            os.close(slot)
+
+    with locked(store.locks / "store.lock", shared=True):
+        return asyncio.run(run())
 
 
 def build(ctx: Context, spec: Spec, options: BuildOptions, out: Sink) -> str:

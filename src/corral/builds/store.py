@@ -7,13 +7,21 @@
                                     resolve the same before and after publication)
     builds/locks/<id>.lock, .log    held, and written live, while a step runs
     builds/caches/<name>.qcow2      persistent cache disks (and their <name>.lock)
+    builds/warm/<id>/disk.qcow2     a warm state: the build VM's disk at the save (backed by
+    builds/warm/<id>/state          the base image's blob), the RAM and device state, the seed
+    builds/warm/<id>/seed.iso       the VM booted with, and meta.json (what it was made for,
+    builds/warm/<id>/meta.json      what a restore requires); `broken` once a restore failed
+    builds/warm/tmp-<pid>-<rand>/   one being made (a crash leaves only this; purged like
+                                    a step's)
     builds/run/<pid>-<rand>/        a build VM's sockets, pidfile and console; `owner` says
                                     which process runs it and `qemu` its QEMU (each as pid
                                     and start time), so an orphan VM can be found and told
                                     from a process that reuses its pid
 
 A layer's backing file is "../<parent-id>/disk.qcow2" (or, for the first step, the base
-image's blob in the image store). Publication is one rename of the whole directory, so a crash
+image's blob in the image store, or a warm state's disk: "../../warm/<id>/disk.qcow2", and
+its meta names that warm state, which is then kept as long as the layer is). Publication is one
+rename of the whole directory, so a crash
 leaves either nothing or a complete layer. The base layer of a spec is just a meta.json: its
 disk is the image blob.
 
@@ -33,7 +41,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,9 +56,11 @@ if TYPE_CHECKING:
     from corral.image.qemu_img import QemuImg
 
 LAYER_ID = re.compile(r"[0-9a-f]{64}")
+WARM_ID = re.compile(r"[0-9a-f]{32}")
 _LAYER_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 OWNER_FILE = "owner"  # in a run directory: "PID START" of the process running the VM
 QEMU_FILE = "qemu"  # in a run directory: "PID START" of its QEMU, written right after spawn
+CACHE_DISK_SIZE = 20 << 30  # sparse: what a cache may grow to
 
 
 def _now() -> str:
@@ -79,12 +89,44 @@ class LayerMeta:
     created_at: str = field(default_factory=_now)
     last_used_at: str = field(default_factory=_now)
     size: int = 0  # bytes of this layer's own disk file
+    warm: str | None = None  # the warm state whose disk this layer's disk file stands on
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> LayerMeta:
+        data = json.loads(raw)
+        return cls(**{**data, "boot": Boot(**data["boot"])})
+
+
+@dataclass(frozen=True)
+class WarmMeta:
+    """A saved, running build VM on a base layer: restored instead of booting it."""
+
+    id: str
+    family: str  # what it serves (builds/warm.family): base, boot, VM shape, login key
+    base: str  # the base layer's ID
+    boot: Boot
+    cpus: int
+    memory_mib: int
+    cache_slots: int  # the cache disks the VM has (blank ones at the save)
+    requirements: dict[str, Any]  # machine.warm.Requirements, as saved
+    created_at: str = field(default_factory=_now)
+    last_used_at: str = field(default_factory=_now)
+    size: int = 0  # bytes of its disk and state files
+
+    @property
+    def op(self) -> str:
+        """How `build prune` names it."""
+        return (f"(warm {self.boot.image}: {self.cpus} cpus, {self.memory_mib} MiB,"
+                f" {self.cache_slots} cache slots)")  # fmt: skip
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> WarmMeta:
         data = json.loads(raw)
         return cls(**{**data, "boot": Boot(**data["boot"])})
 
@@ -97,9 +139,10 @@ class BuildStore:
         self.locks = self.root / "locks"
         self.caches = self.root / "caches"
         self.runs = self.root / "run"
+        self.warm = self.root / "warm"
 
     def ensure(self) -> None:
-        for path in (self.layers, self.locks, self.caches, self.runs):
+        for path in (self.layers, self.locks, self.caches, self.runs, self.warm):
             path.mkdir(parents=True, exist_ok=True)
 
     # --- layers ------------------------------------------------------------------------
@@ -192,18 +235,87 @@ class BuildStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def purge_tmp(self) -> None:
-        """Remove step directories of processes that have died.
+        """Remove step and warm state directories of processes that have died.
 
         Run directories are not removed here: their QEMU may still run (see vm.stop_orphans).
         """
-        if not self.layers.is_dir():
-            return
-        for path in self.layers.iterdir():
-            if not path.name.startswith("tmp-"):
+        for root in (self.layers, self.warm):
+            if not root.is_dir():
                 continue
-            pid = path.name.removeprefix("tmp-").split("-", 1)[0]
-            if not (pid.isdigit() and pid_alive(int(pid))):
-                shutil.rmtree(path, ignore_errors=True)
+            for path in root.iterdir():
+                if not path.name.startswith("tmp-"):
+                    continue
+                pid = path.name.removeprefix("tmp-").split("-", 1)[0]
+                if not (pid.isdigit() and pid_alive(int(pid))):
+                    shutil.rmtree(path, ignore_errors=True)
+
+    # --- warm states -----------------------------------------------------------------------
+
+    def warm_dir(self, warm_id: str) -> Path:
+        if not WARM_ID.fullmatch(warm_id):
+            raise InvalidInput(f"invalid warm state ID {warm_id!r}: 32 hex digits")
+        return self.warm / warm_id
+
+    def warm_meta(self, warm_id: str) -> WarmMeta:
+        try:
+            return WarmMeta.from_json((self.warm_dir(warm_id) / "meta.json").read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"no warm state {warm_id!r}") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorralError(f"warm state {warm_id} is damaged: {exc}") from exc
+
+    def warm_states(self) -> list[WarmMeta]:
+        """Every published warm state (broken ones included: layers may stand on them)."""
+        if not self.warm.is_dir():
+            return []
+        out = []
+        for path in sorted(self.warm.iterdir()):
+            if WARM_ID.fullmatch(path.name):
+                with contextlib.suppress(NotFound, CorralError):
+                    out.append(self.warm_meta(path.name))
+        return out
+
+    def warm_usable(self, warm_id: str) -> bool:
+        """False once a restore from it failed (it is never tried again)."""
+        return not (self.warm_dir(warm_id) / "broken").exists()
+
+    def mark_warm_broken(self, warm_id: str, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            write_atomic(self.warm_dir(warm_id) / "broken", reason.encode() + b"\n")
+
+    def new_warm_tmp(self) -> Path:
+        """A directory for a warm state being made, named for this process."""
+        self.ensure()
+        path = self.warm / f"tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        path.mkdir(mode=0o700)
+        return path
+
+    def publish_warm(self, tmp: Path, meta: WarmMeta) -> None:
+        """Write the meta into tmp, then rename it to the warm state's directory."""
+        size = sum(p.stat().st_size for p in (tmp / "disk.qcow2", tmp / "state"))
+        write_atomic(tmp / "meta.json", replace(meta, size=size).to_json())
+        tmp.rename(self.warm_dir(meta.id))
+
+    def touch_warm(self, warm_id: str) -> None:
+        with contextlib.suppress(NotFound, CorralError, OSError):
+            meta = replace(self.warm_meta(warm_id), last_used_at=_now())
+            write_atomic(self.warm_dir(warm_id) / "meta.json", meta.to_json())
+
+    def warm_users(self) -> dict[str, list[str]]:
+        """The layers standing on each warm state."""
+        users: dict[str, list[str]] = {}
+        for meta in self.all_meta():
+            if meta.warm is not None:
+                users.setdefault(meta.warm, []).append(meta.id)
+        return users
+
+    def remove_warm(self, warm_id: str) -> bool:
+        """Remove a warm state no layer stands on (callers make sure no build is restoring
+        it: they hold the store lock exclusively, or its family's lock); False if in use."""
+        if self.warm_users().get(warm_id):
+            return False
+        shutil.rmtree(self.warm_dir(warm_id), ignore_errors=True)
+        return True
 
     # --- VM run directories ----------------------------------------------------------------
 
@@ -243,8 +355,8 @@ class BuildStore:
     def referenced_blobs(self) -> set[str]:
         """Image blobs the build layers stand on: image garbage collection must keep them."""
         keep: set[str] = set()
-        for meta in self.all_meta():
-            keep.update(d for d in (meta.boot.digest, meta.boot.kernel, meta.boot.initrd) if d)
+        for boot in [m.boot for m in self.all_meta()] + [w.boot for w in self.warm_states()]:
+            keep.update(d for d in (boot.digest, boot.kernel, boot.initrd) if d)
         return keep
 
     # --- locks -------------------------------------------------------------------------
@@ -356,7 +468,7 @@ def _owner_alive(run_dir: Path) -> bool:
 
 
 def store_size(store: BuildStore) -> int:
-    return sum(m.size for m in store.all_meta())
+    return sum(m.size for m in store.all_meta()) + sum(w.size for w in store.warm_states())
 
 
 def prune(
@@ -364,17 +476,20 @@ def prune(
     *,
     older_than_s: float | None = None,
     keep_bytes: int | None = None,
-) -> list[LayerMeta]:
-    """Remove layers, least recently used leaves first, until the limits hold.
+) -> list[LayerMeta | WarmMeta]:
+    """Remove layers and warm states, least recently used leaves first, until the limits hold.
 
-    Callers hold the store lock exclusively, so no running build loses a layer it stands on.
-    With older_than_s, only layers unused for longer; with keep_bytes, stop at that size.
+    A warm state is a leaf once no layer stands on it. Callers hold the store lock
+    exclusively, so no running build loses a layer or warm state it stands on. With
+    older_than_s, only what was unused for longer; with keep_bytes, stop at that size.
     """
-    removed: list[LayerMeta] = []
+    removed: list[LayerMeta | WarmMeta] = []
     now = datetime.now(UTC)
     while keep_bytes is None or store_size(store) > keep_bytes:
         kids = store.children()
-        leaves = [m for m in store.all_meta() if m.id not in kids]
+        users = store.warm_users()
+        leaves: list[LayerMeta | WarmMeta] = [m for m in store.all_meta() if m.id not in kids]
+        leaves += [w for w in store.warm_states() if not users.get(w.id)]
         if older_than_s is not None:
             leaves = [
                 m for m in leaves
@@ -383,6 +498,9 @@ def prune(
         if not leaves:
             break
         victim = min(leaves, key=lambda m: m.last_used_at)
-        shutil.rmtree(store.layer_dir(victim.id), ignore_errors=True)
+        if isinstance(victim, WarmMeta):
+            shutil.rmtree(store.warm_dir(victim.id), ignore_errors=True)
+        else:
+            shutil.rmtree(store.layer_dir(victim.id), ignore_errors=True)
         removed.append(victim)
     return removed

@@ -50,6 +50,9 @@ def run_build(
     memory: str = typer.Option("2G", "--memory", help="Memory of the build VM."),
     boot_timeout: float = typer.Option(300.0, "--boot-timeout", help="Seconds to reach SSH."),
     jobs: int = typer.Option(2, "--jobs", help="At most this many build VMs at once."),
+    cold: bool = typer.Option(
+        False, "--cold", help="Boot every build VM (no warm start from the base's saved state)."
+    ),
 ) -> None:
     """Run a build spec; prints `Got: "ID"` with the final layer."""
     from corral.builds.executor import BuildOptions, build
@@ -73,6 +76,7 @@ def run_build(
         options = BuildOptions(
             context=context.resolve(), secrets=_secrets(secrets), cpus=cpus,
             memory_mib=parse_memory_mib(memory), boot_timeout=boot_timeout, jobs=jobs,
+            warm=not cold,
         )  # fmt: skip
         ctx = get_context()
         # Instances launched before the host-wide port registry existed get their ports
@@ -118,7 +122,8 @@ def prune_cmd(
     older_than: str | None = typer.Option(None, "--older-than", help="e.g. 7d, 12h."),
     keep_bytes: str | None = typer.Option(None, "--keep-bytes", help="e.g. 20G."),
 ) -> None:
-    """Remove layers, least recently used leaves first (and VMs of builds that died)."""
+    """Remove layers and warm states, least recently used leaves first (and VMs of builds
+    that died)."""
     from corral.builds.store import BuildStore, prune
     from corral.builds.vm import stop_orphans
     from corral.fsutil import locked
@@ -139,6 +144,41 @@ def prune_cmd(
         )
     for meta in removed:
         out.print(f"removed {meta.id[:16]} {human_size(meta.size)} {meta.op[:60]}", markup=False)
+
+
+@app.command("warm")
+def warm(
+    image: str = typer.Argument(..., help="The base image builds start from."),
+    cpus: int = typer.Option(2, "--cpus", help="vCPUs of the build VM (as `build --cpus`)."),
+    memory: str = typer.Option("2G", "--memory", help="Memory of the build VM."),
+    caches: int = typer.Option(
+        0,
+        "--caches",
+        min=0,
+        max=16,
+        help="Cache disks of the build VM (the specs' (cache ...) count).",
+    ),
+    boot_timeout: float = typer.Option(300.0, "--boot-timeout", help="Seconds to reach SSH."),
+) -> None:
+    """Make the warm state builds from IMAGE start from, if there is none (builds make it on
+    first use too; each VM shape has its own)."""
+    import time
+
+    from corral.builds.executor import BuildOptions, warm_up
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    options = BuildOptions(context=Path(), cpus=cpus, memory_mib=parse_memory_mib(memory),
+                           boot_timeout=boot_timeout)  # fmt: skip
+    started = time.monotonic()
+    found = warm_up(get_context(), image, options, caches, write)
+    meta = found.meta
+    how = f"made in {time.monotonic() - started:.1f}s" if found.made else "already made"
+    out.print(f"warm state {meta.id[:16]} of {image} ({meta.cpus} cpus, {meta.memory_mib} MiB,"
+              f" {meta.cache_slots} cache slots, {human_size(meta.size)}): {how}",
+              markup=False)  # fmt: skip
 
 
 @app.command("healthcheck")
@@ -162,7 +202,8 @@ def healthcheck(
         store.publish(store.new_tmp(), LayerMeta(layer, None, f"(from {image})", boot), b"")
 
     async def check() -> bytes:
-        runner = Runner(ctx, store, BuildOptions(Path(), boot_timeout=boot_timeout), boot, [])
+        options = BuildOptions(Path(), boot_timeout=boot_timeout, warm=False)  # it boots
+        runner = Runner(ctx, store, options, boot, [])
         try:
             vm = await runner.on(layer)
             return await vm.output("echo ok")
