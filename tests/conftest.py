@@ -18,16 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For xdist's loadgroup mode (scripts/test.sh): a module's tests stay in one worker, so
-    its module-scoped guests boot once, and every test on the shared Debian state directory
-    (debian_ctx, which ends every VM there) runs in one worker."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        group = "debian-e2e" if "debian_ctx" in fixtures else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture
 def home() -> Iterator[Path]:
     # Short on purpose: unix socket paths under it must fit in 108 bytes.
