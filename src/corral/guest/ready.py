@@ -76,7 +76,9 @@ async def _wait_ssh(
     while time.monotonic() < end:
         if not alive():
             raise GuestError("QEMU exited while the guest was booting")
-        if await ssh_banner(target):
+        # Never past the deadline: time spent waiting here is the ssh stage's, and must be
+        # reported as such, not found missing by the next stage.
+        if await ssh_banner(target, min(BANNER_TIMEOUT, max(0.05, end - time.monotonic()))):
             try:
                 return await connect(target, timeout=max(0.5, min(10.0, end - time.monotonic())))
             except (OSError, asyncssh.Error, TimeoutError) as exc:
