@@ -90,6 +90,16 @@ def tiny_disk_guest():
     )
 
 
+@pytest.fixture(scope="session")
+def busybox(tiny_guest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny guest's own static busybox, from the .deb it was built from: runs the guest's
+    scripts (agent, network-config reader, identity script) on the host."""
+    (deb,) = (CACHE / "tiny-guest" / "debs").glob("busybox-static_*.deb")
+    root = tmp_path_factory.mktemp("busybox")
+    subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
+    return root / "bin" / "busybox"
+
+
 @pytest.fixture
 def vm_ctx(ctx: Context, tiny_guest) -> Iterator[Context]:
     """A state directory holding the tiny guest as image 'tiny'; every VM is gone afterwards."""

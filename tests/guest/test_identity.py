@@ -29,7 +29,6 @@ from corral.guest.identity import (
 from corral.guest.userdata import WARM_MODULES, ignored_modules, parse_user_data
 from corral.seed.netconfig import NicConfig
 
-DEBS = Path(__file__).resolve().parents[2] / ".cache" / "tiny-guest" / "debs"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVhc3Rlcg== me@host"
 ATTACK = "a'b\"c $(touch /pwned) `touch /pwned` ${HOME} \\ \n; touch /pwned #"
 
@@ -176,15 +175,6 @@ def test_script_is_pure_valid_sh_and_carries_values_as_base64() -> None:
     assert b"dhcp eth0 clone\n" in script
     assert b"ip addr add 10.9.0.5/24 dev eth1 " in script
     assert b"ip -6 route replace default via fd00::1 dev eth1 " in script
-
-
-@pytest.fixture(scope="module")
-def busybox(tiny_guest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny guest's own static busybox."""
-    (deb,) = DEBS.glob("busybox-static_*.deb")
-    root = tmp_path_factory.mktemp("busybox")
-    subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
-    return root / "bin" / "busybox"
 
 
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >>/stubs.log\n'

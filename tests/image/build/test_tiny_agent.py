@@ -14,16 +14,7 @@ from pathlib import Path
 
 import pytest
 
-DEBS = Path(__file__).resolve().parents[3] / ".cache" / "tiny-guest" / "debs"
 AWK = resources.files("corral.image.recipes").joinpath("tiny-agent.awk")
-
-
-@pytest.fixture(scope="module")
-def busybox(tiny_guest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    (deb,) = DEBS.glob("busybox-static_*.deb")
-    root = tmp_path_factory.mktemp("busybox")
-    subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
-    return root / "bin" / "busybox"
 
 
 class Agent:

@@ -7,21 +7,9 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-import pytest
-
 from corral.seed.netconfig import NicConfig, render_network_config
 
-DEBS = Path(__file__).resolve().parents[3] / ".cache" / "tiny-guest" / "debs"
 AWK = resources.files("corral.image.recipes").joinpath("tiny-netconfig.awk")
-
-
-@pytest.fixture(scope="module")
-def busybox(tiny_guest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The guest's own busybox, from the .deb the tiny guest was built from."""
-    (deb,) = DEBS.glob("busybox-static_*.deb")
-    root = tmp_path_factory.mktemp("busybox")
-    subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
-    return root / "bin" / "busybox"
 
 
 def flatten(busybox: Path, text: str | bytes) -> list[str]:
