@@ -15,6 +15,7 @@ packages=(
   dnsmasq-base nftables iproute2  # managed networks: DHCP/DNS per network, NAT, bridges
   iperf3                          # bench/network.py: throughput on bridges and forwards
   chromium chromium-driver        # the /ui browser tests (headless, driven by Selenium)
+  cloud-image-utils genisoimage   # bench/floor_cold.sh: the floor's seed, as cloud-localds makes it
   python3 python3-venv python3-pip
 )
 
