@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from corral.errors import GuestError
 from corral.guest.identity import CloneIdentity, NicIdentity, new_identity, reidentify
 from corral.instance.record import InstanceRecord
 from corral.layout import InstanceFiles
 from corral.machine.agent import GuestAgent
+from corral.machine.qmp import qmp_execute_async
 from corral.seed.netconfig import NicConfig
 
 # QEMU's user-mode network as the tiny guest and cloud images set it up: every clone on it is
@@ -41,9 +43,31 @@ def nic_identities(
     return tuple(out)
 
 
-async def _reidentify(files: InstanceFiles, identity: CloneIdentity, timeout: float) -> None:
+def tap_links(record: InstanceRecord) -> tuple[str, ...]:
+    """The QMP names of the clone's NICs on taps (machine/argv names them nic0, nic1, ...):
+    restored with their link down, since the guest still has its template's MAC and address,
+    and a frame from it would teach the bridge to send the template's traffic to the clone."""
+    return tuple(f"nic{i}" for i in range(len(record.networks) + len(record.nics)))
+
+
+async def _reidentify(
+    files: InstanceFiles, identity: CloneIdentity, links: tuple[str, ...], timeout: float
+) -> None:
     async with GuestAgent(files.agent) as agent:
         await agent.sync(timeout=min(timeout, 30.0))
+        if links:
+            # The guest's interfaces down first (no frame with the template's MAC once the
+            # links are up again), then the links up; the script gives each NIC its new MAC
+            # before it brings the interface up.
+            downs = " && ".join(f"ip link set dev eth{i} down" for i in range(len(links)))
+            result = await agent.exec(["/bin/sh", "-c", downs], timeout=min(timeout, 30.0))
+            if result.exitcode != 0:
+                raise GuestError(
+                    "the clone's network interfaces did not go down: "
+                    + result.stderr.decode(errors="replace").strip()[-200:]
+                )
+            for nic in links:
+                await qmp_execute_async(files.qmp, "set_link", {"name": nic, "up": True})
         await reidentify(agent, identity, timeout=timeout)
 
 
@@ -66,4 +90,4 @@ def make_own(
         nics=nic_identities(record, networks),
         user_data=user_data,
     )
-    asyncio.run(_reidentify(files, identity, timeout))
+    asyncio.run(_reidentify(files, identity, tap_links(record), timeout))

@@ -203,7 +203,7 @@ def launch(
                 record = record.replace(warm=restoring)
                 vm = start_qemu(ctx, record, spec, files)
                 if restoring and image is not None:
-                    warm.restore(ctx, vm, image)
+                    warm.restore(ctx, vm, image, links_down=clone.tap_links(record))
                     configs = networking.nic_configs(options.networks, attached)
                     clone.make_own(files, record, keys, options.user_data, configs)
                 record = record.replace(

@@ -251,20 +251,21 @@ def why_not_spec(ctx: Context, image: Manifest, spec: MachineSpec) -> str | None
     return warm.difference(from_manifest(image.warm.requirements), wanted)
 
 
-async def _restore(vm: Vm, fd: int) -> None:
+async def _restore(vm: Vm, fd: int, links_down: tuple[str, ...]) -> None:
     # No announcements after the restore: QEMU's RARPs and the guest's gratuitous ARPs would
     # carry the template's MAC and address (the saved NIC state) onto the clone's network, and
     # a bridge would then send the still-running template's traffic to the clone. The clone
     # takes its own MAC and address from the identity script right after.
     await vm.execute("migrate-set-parameters", {"announce-rounds": 0})
-    await migrate.restore_state(vm, fd)
+    await migrate.restore_state(vm, fd, links_down=links_down)
 
 
-def restore(ctx: Context, vm: Vm, image: Manifest) -> None:
-    """Feed the image's saved state to a QEMU started with incoming=True; returns running."""
+def restore(ctx: Context, vm: Vm, image: Manifest, *, links_down: tuple[str, ...] = ()) -> None:
+    """Feed the image's saved state to a QEMU started with incoming=True; returns running,
+    with the NICs named in `links_down` (QMP names) cut off until clone.make_own raises them."""
     assert image.warm is not None
     fd = os.open(ctx.store.blob(image.warm.state), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        asyncio.run(_restore(vm, fd))
+        asyncio.run(_restore(vm, fd, links_down))
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import stat
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from corral.errors import DeadlineExceeded, QemuError
@@ -63,10 +64,14 @@ async def _until_migrated(qmp: Qmp, timeout: float) -> dict[str, Any]:
     raise DeadlineExceeded(f"saving the VM's state did not finish within {timeout:g}s")
 
 
-async def restore_state(vm: Vm, fd: int, *, timeout: float = 600.0) -> None:
+async def restore_state(
+    vm: Vm, fd: int, *, links_down: Sequence[str] = (), timeout: float = 600.0
+) -> None:
     """Load a saved state from `fd` into a QEMU started with `-incoming defer`; return once the
     guest runs (it is resumed: a state is saved paused). A state that does not fit makes QEMU
-    exit: its reason is raised."""
+    exit: its reason is raised. The NICs named in `links_down` (QMP names) have their link
+    taken down before the guest runs again: QEMU then drops what the guest sends on them (the
+    saved guest still has its template's MAC and address) until the caller raises them."""
     log = vm.files.qemu_stderr
     try:
         async with vm.session() as qmp:
@@ -76,12 +81,17 @@ async def restore_state(vm: Vm, fd: int, *, timeout: float = 600.0) -> None:
             while time.monotonic() < end:
                 status = await qmp.status()
                 if status == "running":
+                    for nic in links_down:  # not saved paused: as early as it can be
+                        await qmp.execute("set_link", {"name": nic, "up": False})
                     return
                 if (
                     status == "paused"
                     and (await qmp.execute("query-migrate")).get("status") in DONE
                 ):
                     # Saved from a paused VM (save_state pauses it), so it arrives paused.
+                    # (A link set before the load would be overwritten by the saved state.)
+                    for nic in links_down:
+                        await qmp.execute("set_link", {"name": nic, "up": False})
                     await qmp.execute("cont")
                     return
                 if status not in ("inmigrate", "prelaunch", "restore-vm"):
