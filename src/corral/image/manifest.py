@@ -27,12 +27,8 @@ def now() -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class WarmRequirements(Record):
-    """What the machine restoring a saved state must be: machine.warm.Requirements' fields.
-
-    Kept here as a record of its own because image/ sits below machine/ and cannot import it;
-    instance/ converts between the two by field (to_dict/from_dict), so a field added there
-    and not here is refused when the manifest is written, never silently dropped.
-    """
+    """What the machine restoring a saved state must be. Defined here, where warm images are
+    stored; machine.warm computes and compares it (as machine.warm.Requirements)."""
 
     qemu_version: str
     machine: str

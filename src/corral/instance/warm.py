@@ -28,7 +28,7 @@ from corral.errors import Conflict, CorralError, DeadlineExceeded, GuestError, I
 from corral.fsutil import hash_file
 from corral.guest.userdata import parse_user_data
 from corral.image.layers import Blob, save_image
-from corral.image.manifest import Manifest, WarmRequirements, WarmState, check_image_name
+from corral.image.manifest import Manifest, WarmState, check_image_name
 from corral.instance import lifecycle, registry
 from corral.instance.boot import machine_spec
 from corral.instance.options import LaunchOptions
@@ -46,14 +46,6 @@ AGENT_TIMEOUT = 15.0  # for a template's agent to answer before its save
 
 
 # --- saving -------------------------------------------------------------------------------
-
-
-def to_manifest(requirements: warm.Requirements) -> WarmRequirements:
-    return WarmRequirements.from_dict(requirements.to_dict())
-
-
-def from_manifest(requirements: WarmRequirements) -> warm.Requirements:
-    return warm.Requirements.from_dict(requirements.to_dict())
 
 
 async def _accelerator(vm: Vm) -> str:
@@ -173,9 +165,7 @@ def save_warm(
             on_stage("storing")
             digest = hash_file(state)
             ctx.store.add_blob_file(state, digest)
-            saved = WarmState(
-                state=digest, state_size=size, requirements=to_manifest(requirements), agent=True
-            )
+            saved = WarmState(state=digest, state_size=size, requirements=requirements, agent=True)
             manifest = save_image(
                 ctx, disk, image_name, parent=base, source=f"snapshot:{name} --memory",
                 default_user=record.ssh_user, warm=saved, **boot_blobs(ctx, files, record),
@@ -248,7 +238,7 @@ def why_not_spec(ctx: Context, image: Manifest, spec: MachineSpec) -> str | None
     """None when a machine of this spec restores the image's state, else the difference."""
     assert image.warm is not None
     wanted = warm.requirements(replace(spec, incoming=True), ctx.host.qemu.version)
-    return warm.difference(from_manifest(image.warm.requirements), wanted)
+    return warm.difference(image.warm.requirements, wanted)
 
 
 async def _restore(vm: Vm, fd: int, links_down: tuple[str, ...]) -> None:

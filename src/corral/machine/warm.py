@@ -9,22 +9,11 @@ become a tap, a disk another file). `requirements` says what a machine is in tho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from corral.image.manifest import WarmRequirements as Requirements  # the image store keeps it
 from corral.machine.argv import MACHINE_TYPE, cpu_model
 from corral.machine.spec import MachineSpec
-from corral.records import Record
 
-
-@dataclass(frozen=True, kw_only=True)
-class Requirements(Record):
-    qemu_version: str
-    machine: str
-    cpu_model: str
-    accelerator: str
-    cpus: int
-    memory_mib: int
-    devices: tuple[str, ...]
+__all__ = ["Requirements", "devices", "difference", "requirements"]
 
 
 def devices(spec: MachineSpec) -> tuple[str, ...]:
