@@ -65,6 +65,9 @@ class InstantNode:
     async def list_networks(self) -> list[Any]:
         return []
 
+    async def list_images(self) -> list[Any]:
+        return []
+
     async def create_vm(self, spec: Any) -> Any:
         from corral.node.protocol import NodeVm
 

@@ -14,6 +14,7 @@ from corral.errors import Conflict, CorralError, NodeUnreachable, NotFound, Qemu
 from corral.node.protocol import (
     Capacity,
     NodeClient,
+    NodeImage,
     NodeNetwork,
     NodeNetworkSpec,
     NodeNetworkVm,
@@ -37,6 +38,7 @@ class FakeNode:
         self.console: dict[str, bytes] = {}
         self.typed: dict[str, bytes] = {}
         self.networks: dict[str, NodeNetwork] = {}
+        self.images: list[NodeImage] = []
         self._streams: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes | None]]]
         ] = {}
@@ -81,6 +83,10 @@ class FakeNode:
     async def list_vms(self) -> list[NodeVm]:
         await self._enter("list_vms")
         return list(self.vms.values())
+
+    async def list_images(self) -> list[NodeImage]:
+        await self._enter("list_images")
+        return list(self.images)
 
     async def get_vm(self, name: str) -> NodeVm:
         await self._enter("get_vm")

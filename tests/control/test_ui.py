@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from control.conftest import Api
+from control.conftest import Api, start_client
 from control.fakes import Fleet
 from control.test_serve_lock import start_server, stop_server
 from control.uirows import insert_vms
 from corral.api.app import create_app
 from corral.context import Context
 from corral.control.settings import Settings
+from corral.image.manifest import WarmRequirements, WarmState
+from corral.node.protocol import NodeImage
 
 ORIGIN = "http://testserver"
 
@@ -374,3 +377,82 @@ def test_an_admin_creates_and_deletes_pools_and_objects(ui: Api, tmp_path: Path)
     refused = user.post("/ui/storage/pools", data={"csrf": user_csrf, "name": "p2",
                         "pool_type": "local", "path": str(tmp_path)})  # fmt: skip
     assert refused.status_code == 403
+
+
+def _image(name: str, digest: str = "ab" * 32, **kw: Any) -> NodeImage:
+    return NodeImage(name=name, digest=digest, format="qcow2", virtual_size=1 << 30,
+                     file_size=300 << 20, **kw)  # fmt: skip
+
+
+def test_images_page_and_the_create_form_show_what_the_up_hosts_have(ui: Api) -> None:
+    """By name, with the hosts that have it; a host that does not answer is named with the
+    reason (never a 500); a host that is down is not asked."""
+    h2 = ui.host("h2")
+    ui.host("h3")
+    h1, n2, n3 = (ui.fleet.nodes[(f"10.0.0.{i}", 7000)] for i in (1, 2, 3))
+    h1.images = [_image("debian-12"), _image("tiny", warm=True, warm_cpus=1, warm_memory_mib=256)]
+    n2.images = [_image("debian-12", digest="cd" * 32), _image("<b>x</b>")]
+    n3.reachable = False
+    ui.ok("PATCH", f"/hosts/{h2['id']}", json={"status": "maintenance"})
+    client, _ = browser(ui)
+    page = client.get("/ui/images").text
+    assert re.findall(r'data-image="([^"]+)"', page) == ["debian-12", "tiny"]
+    assert "<b>x</b>" not in page  # h2 is in maintenance: not asked
+    assert "1.0 GiB" in page and "300.0 MiB" in page and "yes (c1m256)" in page
+    assert "h3</a>: unreachable: node 10.0.0.3:7000: connection refused" in page
+    ui.ok("PATCH", f"/hosts/{h2['id']}", json={"status": "up"})
+    page = client.get("/ui/images").text
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    debian = page[page.index('data-image="debian-12"') :].split("</tr>")[0]
+    assert re.findall(r'data-image-host="(\w+)"', debian) == ["h1", "h2"]
+    assert "other content: cdcdcdcdcdcd" in debian
+    form = client.get("/ui/vms/new").text
+    assert re.findall(r'<option value="([^"]+)">', form) == [
+        "&lt;b&gt;x&lt;/b&gt;",
+        "debian-12",
+        "tiny",
+    ]
+    assert "debian-12 (on h1, h2)" in form and 'list="images"' in form
+    # The API's answers, for the same question.
+    fleet = ui.ok("GET", "/images")
+    assert [(i["name"], [c["host"] for c in i["copies"]]) for i in fleet["images"]] == [
+        ("<b>x</b>", ["h2"]), ("debian-12", ["h1", "h2"]), ("tiny", ["h1"]),
+    ]  # fmt: skip
+    assert [(u["host"], u["images"]) for u in fleet["unreachable"]] == [("h3", [])]
+    h3 = next(h for h in ui.ok("GET", "/hosts") if h["name"] == "h3")
+    one = ui.ok("GET", f"/hosts/{h3['id']}/images")
+    assert one["error"].startswith("unreachable") and one["images"] == []
+    ui.ok("GET", f"/hosts/{uuid.uuid4()}/images", 404)
+    assert ui.client.get("/images", headers={"Authorization": ""}).status_code == 401
+
+
+def test_images_of_a_real_store_through_the_embedded_node(ctx: Context, tmp_path: Path) -> None:
+    """The embedded server's host `local` is a LocalNode on a real image store: the page and
+    the form list its images (a warm one as warm), and the configured default image."""
+    disk = tmp_path / "small.qcow2"
+    ctx.qemu_img.create(disk, 64 << 20)
+    ctx.store.import_image(disk, "small")
+    made = ctx.store.import_image(disk, "small-warm")
+    warm = WarmState(state="ef" * 32, state_size=1, agent=False, requirements=WarmRequirements(
+        qemu_version="8", machine="q35", cpu_model="max", accelerator="tcg", cpus=2,
+        memory_mib=512, devices=()))  # fmt: skip
+    ctx.store.save(replace(made, warm=warm))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/corral.db", health_interval=0, local_node=True,
+        config=ctx.config, vm_default_image="debian-12",
+    )  # fmt: skip
+    client, _ = start_client(settings, None)
+    try:
+        api = Api(client, Fleet())
+        (fleet,) = api.ok("GET", "/images")["images"][1:]
+        assert fleet["name"] == "small-warm" and fleet["copies"][0]["host"] == "local"
+        assert fleet["copies"][0]["image"]["warm_cpus"] == 2
+        browser_, _ = browser(api)
+        page = browser_.get("/ui/images").text
+        assert re.findall(r'data-image="([^"]+)"', page) == ["small", "small-warm"]
+        assert "64.0 MiB" in page and "yes (c2m512)" in page
+        form = browser_.get("/ui/vms/new").text
+        assert re.findall(r'<option value="([^"]+)">', form) == ["debian-12", "small", "small-warm"]
+        assert "debian-12 (the default image)" in form
+    finally:
+        client.__exit__(None, None, None)

@@ -31,7 +31,7 @@ def protocol_methods() -> list[str]:
 
 @pytest.mark.parametrize("impl", [LocalNode, HttpNode])
 def test_both_nodes_implement_the_protocol(impl: type) -> None:
-    assert len(protocol_methods()) == 17
+    assert len(protocol_methods()) == 18
     for name in protocol_methods():
         want = inspect.signature(getattr(NodeClient, name))
         got = inspect.signature(getattr(impl, name))
@@ -278,3 +278,31 @@ async def test_delete_ends_a_running_vm(vm_ctx: Context, agent: str, token: str)
         assert await node.list_vms() == []
         with pytest.raises(CorralError):
             await node.delete_vm("h2")
+
+
+@pytest.mark.asyncio
+async def test_list_images_reads_the_store(ctx: Context, agent: str, token: str) -> None:
+    """GET /images lists the store's manifests, the same through the agent and in-process;
+    a warm image says so with the shape it restores to."""
+    disk = ctx.home.root / "small.qcow2"
+    ctx.qemu_img.create(disk, 64 << 20)
+    made = ctx.store.import_image(disk, "small", default_user="alpine")
+    async with HttpNode(agent, token) as node:
+        (image,) = await node.list_images()
+    assert image == (await LocalNode(ctx).list_images())[0]
+    assert (image.name, image.digest, image.format, image.virtual_size) == (
+        "small",
+        made.digest,
+        "qcow2",
+        64 << 20,
+    )
+    assert image.file_size == made.file_size > 0
+    assert (image.default_user, image.kernel, image.warm, image.warm_cpus) == (
+        "alpine",
+        False,
+        False,
+        None,
+    )
+    async with HttpNode(agent, "wrong-token") as node:
+        with pytest.raises(CorralError, match="refused the token"):
+            await node.list_images()

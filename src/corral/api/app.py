@@ -19,7 +19,17 @@ from corral import weberrors
 from corral.api import deps
 from corral.api.metrics import MetricsListener, RequestMetrics, request_histogram
 from corral.api.metrics import router as metrics_router
-from corral.api.routers import control, health, hosts, jobs, networks, storage, tunnel, vms
+from corral.api.routers import (
+    control,
+    health,
+    hosts,
+    images,
+    jobs,
+    networks,
+    storage,
+    tunnel,
+    vms,
+)
 from corral.api.ui import create_ui
 from corral.control.nodes import NodeFactory
 from corral.control.plane import ControlPlane
@@ -109,6 +119,7 @@ def create_app(
     for router in (
         health.router,
         hosts.router,
+        images.router,
         storage.router,
         networks.router,
         vms.router,

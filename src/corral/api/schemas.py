@@ -32,6 +32,7 @@ from corral.control.types import (
     VmRef,
     VmStatus,
 )
+from corral.node.protocol import NodeImage
 
 __all__ = [
     "VM_NAME_PATTERN",
@@ -40,9 +41,13 @@ __all__ = [
     "BootSourceCreate",
     "BootSourcePublic",
     "Event",
+    "FleetImagePublic",
+    "FleetImagesPublic",
     "HostCreate",
+    "HostImagesPublic",
     "HostPublic",
     "HostUpdate",
+    "ImagePublic",
     "JobPublic",
     "NetworkCreate",
     "NetworkPublic",
@@ -85,6 +90,44 @@ class HostPublic(Output):
     last_seen_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+class ImagePublic(NodeImage):
+    """An image in a host's store (sizes in bytes)."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+class HostImagesPublic(Output):
+    """One host's images; `error` says why there are none when its node did not answer."""
+
+    host_id: uuid.UUID
+    host: str
+    images: list[ImagePublic]
+    error: str | None
+
+
+class ImageCopyPublic(Output):
+    host_id: uuid.UUID
+    host: str
+    image: ImagePublic
+
+
+class FleetImagePublic(Output):
+    """An image name, and each up host that has an image by that name."""
+
+    name: str
+    copies: list[ImageCopyPublic]
+
+
+class FleetImagesPublic(BaseModel):
+    images: list[FleetImagePublic]
+    unreachable: list[HostImagesPublic] = Field(
+        description="up hosts whose node did not answer (their images are not listed)"
+    )
 
 
 # --- storage -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from corral.control.allocations import AllocationService
 from corral.control.events import EventBus
 from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
+from corral.control.images import ImageService
 from corral.control.jobs import JobRunner, JobService
 from corral.control.liveness import Liveness
 from corral.control.metrics import PlaneMetrics
@@ -83,6 +84,7 @@ class ControlPlane:
         self.runner = JobRunner(self)
         self.jobs = JobService(self)
         self.hosts = HostService(self)
+        self.images = ImageService(self)
         self.pools = StoragePoolService(self)
         self.objects = StorageObjectService(self)
         self.boot_sources = BootSourceService(self)

@@ -9,6 +9,7 @@ corral.wire's shape), which HttpNode turns back into the same error classes.
 
     GET    /health                       no token; {"status": "ok", ...}
     GET    /capacity                     Capacity
+    GET    /images                       [NodeImage] (the image store's manifests)
     GET    /vms                          [NodeVm]
     POST   /vms                          NodeVmSpec -> 201 NodeVm
     GET    /vms/{name}                   NodeVm
@@ -45,6 +46,7 @@ from corral.node.local import LocalNode
 from corral.node.protocol import (
     MAX_CONSOLE_INPUT,
     Capacity,
+    NodeImage,
     NodeNetwork,
     NodeNetworkSpec,
     NodeVm,
@@ -134,6 +136,11 @@ async def health(node: Node) -> dict[str, str]:
 @_guarded.get("/capacity")
 async def capacity(node: Node) -> Capacity:
     return await node.capacity()
+
+
+@_guarded.get("/images")
+async def list_images(node: Node) -> list[NodeImage]:
+    return await node.list_images()
 
 
 @_guarded.get("/vms")

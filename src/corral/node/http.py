@@ -20,6 +20,7 @@ from corral import wire
 from corral.errors import CorralError, InvalidInput, NodeUnreachable
 from corral.node.protocol import (
     Capacity,
+    NodeImage,
     NodeNetwork,
     NodeNetworkSpec,
     NodeVm,
@@ -29,8 +30,10 @@ from corral.node.protocol import (
 from corral.node.tunnel import MAX_FRAME, WebsocketTunnel
 
 M = TypeVar("M", bound=BaseModel)
+L = TypeVar("L")
 _VMS = TypeAdapter(list[NodeVm])
 _NETWORKS = TypeAdapter(list[NodeNetwork])
+_IMAGES = TypeAdapter(list[NodeImage])
 
 
 class HttpNode:
@@ -85,11 +88,10 @@ class HttpNode:
         return self._parse(Capacity, await self._request("GET", "/capacity"))
 
     async def list_vms(self) -> list[NodeVm]:
-        response = await self._request("GET", "/vms")
-        try:
-            return _VMS.validate_json(response.content)
-        except ValidationError as exc:
-            raise self._unexpected("GET /vms", exc) from exc
+        return await self._list(_VMS, "/vms")
+
+    async def list_images(self) -> list[NodeImage]:
+        return await self._list(_IMAGES, "/images")
 
     async def get_vm(self, name: str) -> NodeVm:
         return self._parse(NodeVm, await self._request("GET", _vm(name)))
@@ -147,11 +149,7 @@ class HttpNode:
         return WebsocketTunnel(ws, f"node {self.base_url}")
 
     async def list_networks(self) -> list[NodeNetwork]:
-        response = await self._request("GET", "/networks")
-        try:
-            return _NETWORKS.validate_json(response.content)
-        except ValidationError as exc:
-            raise self._unexpected("GET /networks", exc) from exc
+        return await self._list(_NETWORKS, "/networks")
 
     async def create_network(self, spec: NodeNetworkSpec) -> NodeNetwork:
         response = await self._request("POST", "/networks", body=spec.model_dump(), slow=True)
@@ -256,6 +254,13 @@ class HttpNode:
         except ValidationError as exc:
             where = f"{response.request.method} {response.request.url.path}"
             raise self._unexpected(where, exc) from exc
+
+    async def _list(self, adapter: TypeAdapter[list[L]], path: str) -> list[L]:
+        response = await self._request("GET", path)
+        try:
+            return adapter.validate_json(response.content)
+        except ValidationError as exc:
+            raise self._unexpected(f"GET {path}", exc) from exc
 
     def _unexpected(self, where: str, why: object) -> CorralError:
         first = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__

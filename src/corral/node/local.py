@@ -39,6 +39,7 @@ from corral.net.caps import NeedsNetAdmin
 from corral.node.protocol import (
     MAX_CONSOLE_INPUT,
     Capacity,
+    NodeImage,
     NodeNetwork,
     NodeNetworkSpec,
     NodeNetworkVm,
@@ -102,6 +103,30 @@ class LocalNode:
                 "qemu-img": host.qemu_img.version,
             },
         )
+
+    # --- images ---------------------------------------------------------------------------
+
+    async def list_images(self) -> list[NodeImage]:
+        return await asyncio.to_thread(self._images)
+
+    def _images(self) -> list[NodeImage]:
+        return [
+            NodeImage(
+                name=m.name,
+                digest=m.digest,
+                format=m.format,
+                virtual_size=m.virtual_size,
+                file_size=m.file_size,
+                kernel=m.kernel is not None,
+                default_user=m.default_user,
+                warm=m.warm is not None,
+                warm_cpus=m.warm.requirements.cpus if m.warm else None,
+                warm_memory_mib=m.warm.requirements.memory_mib if m.warm else None,
+                created_at=m.created_at,
+                last_used_at=m.last_used_at,
+            )
+            for m in self.ctx.store.list()
+        ]
 
     # --- VMs ------------------------------------------------------------------------------
 

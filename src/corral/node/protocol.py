@@ -12,6 +12,7 @@ call it in a worker thread (e.g. `asyncio.to_thread` / starlette's `run_in_threa
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,6 +138,26 @@ class NodeNetwork(BaseModel):
     vms: list[NodeNetworkVm] = Field(default_factory=list)
 
 
+class NodeImage(BaseModel):
+    """One image in a node's store, from its manifest (what `corral image ls` shows): cheap
+    to list, no disk is read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    digest: str  # sha256 hex of the disk blob
+    format: str  # qcow2 | raw
+    virtual_size: int  # bytes the guest sees
+    file_size: int  # bytes the blob takes in the store
+    kernel: bool = False  # boots a kernel of its own (direct kernel boot)
+    default_user: str = "root"
+    warm: bool = False  # a saved running state: a launch restores it instead of booting
+    warm_cpus: int | None = None  # the shape a warm image restores to
+    warm_memory_mib: int | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
 class Capacity(BaseModel):
     """What a node offers and what it runs."""
 
@@ -174,6 +195,10 @@ class NodeClient(Protocol):
     async def health(self) -> dict[str, str]: ...
     async def capacity(self) -> Capacity: ...
     async def list_vms(self) -> list[NodeVm]: ...
+    async def list_images(self) -> list[NodeImage]:
+        """The images in the node's store, by name."""
+        ...
+
     async def get_vm(self, name: str) -> NodeVm: ...
     async def create_vm(self, spec: NodeVmSpec) -> NodeVm: ...
     async def start_vm(self, name: str) -> NodeVm: ...

@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from corral.api.deps import token_role
 from corral.api.schemas import (
@@ -35,8 +34,8 @@ from corral.api.ui.web import (
     sessions_of,
     signed_in,
 )
+from corral.control.images import by_name
 from corral.control.tokens import ROLES
-from corral.db.models import Vm
 from corral.db.repositories import VmRepository
 from corral.errors import CorralError, Forbidden, InvalidInput, NotFound
 
@@ -261,18 +260,14 @@ async def new_vm_page(request: Request, session: SignedIn) -> HTMLResponse:
 
 
 async def _choices(request: Request) -> dict[str, Any]:
-    """What the form offers: images the hosts are known to boot, and the networks."""
+    """What the form offers: the images the up hosts have (and the default image), each with
+    the hosts that have it, and the networks. The image field stays free text."""
     plane = plane_of(request)
-
-    def images(session: Any) -> list[str]:
-        stmt = select(Vm.image).where(Vm.image.is_not(None)).distinct().limit(100)
-        return [name for (name,) in session.execute(stmt)]
-
-    known = set(await plane.read(images))
+    found = {i.name: [c.host for c in i.copies] for i in by_name(await plane.images.fleet())}
     if plane.settings.vm_default_image:
-        known.add(plane.settings.vm_default_image)
+        found.setdefault(plane.settings.vm_default_image, [])
     networks = [n.name for n in await plane.networks.list()]
-    return {"images": sorted(known), "networks": networks}
+    return {"images": sorted(found.items()), "networks": networks}
 
 
 @router.post("/vms/new")
@@ -334,6 +329,20 @@ async def vm_action(request: Request, vm_id: uuid.UUID, action: str, session: Si
 async def confirm_delete(request: Request, vm_id: uuid.UUID, session: SignedIn) -> HTMLResponse:
     vm = await plane_of(request).vms.get(vm_id)
     return render(request, "vm_delete.html", session, title=f"Delete {vm.name}", vm=vm)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+@router.get("/images")
+async def images_page(request: Request, session: SignedIn) -> HTMLResponse:
+    """The images of the up hosts by name, each host's copy (size, warm) beside it."""
+    answers = await plane_of(request).images.fleet()
+    unreachable = [a for a in answers if a.error]
+    return render(
+        request, "images.html", session, title="Images", images=by_name(answers),
+        unreachable=unreachable, hosts=len(answers),
+    )  # fmt: skip
 
 
 # --- jobs, storage, events ---------------------------------------------------------------------
