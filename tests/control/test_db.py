@@ -32,9 +32,9 @@ def test_migrations_build_the_models_schema(empty_url: str) -> None:
     db = Database(empty_url)
     try:
         assert current(db) is None
-        assert upgrade(db) == head() == "0005"
-        assert current(db) == "0005"
-        assert upgrade(db) == "0005"  # a no-op the second time
+        assert upgrade(db) == head() == "0006"
+        assert current(db) == "0006"
+        assert upgrade(db) == "0006"  # a no-op the second time
         with db.engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert diff == []
@@ -64,7 +64,7 @@ def test_processes_starting_together_migrate_once(empty_url: str) -> None:
         thread.join()
     try:
         assert errors == []
-        assert {current(db) for db in databases} == {"0005"}
+        assert {current(db) for db in databases} == {"0006"}
     finally:
         for db in databases:
             db.dispose()

@@ -253,7 +253,7 @@ def test_tokens_made_before_roles_are_admin_after_the_upgrade(empty_url: str) ->
                 {"id": uuid.uuid4().hex if db.dialect == "sqlite" else uuid.uuid4(),
                  "hash": sha256_hex(old), "now": "2026-01-01 00:00:00+00:00"},
             )  # fmt: skip
-        assert upgrade(db) == "0005"
+        assert upgrade(db) == "0006"
         tokens = TokenService(db)
         assert tokens.lookup(old) == "admin"
         assert [(t.name, t.role) for t in tokens.list()] == [("ci", "admin")]

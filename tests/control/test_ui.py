@@ -456,3 +456,22 @@ def test_images_of_a_real_store_through_the_embedded_node(ctx: Context, tmp_path
         assert "debian-12 (the default image)" in form
     finally:
         client.__exit__(None, None, None)
+
+
+def test_a_vms_page_shows_its_recent_events_and_the_events_page_the_latest(ui: Api) -> None:
+    vm = ui.vm("ev", start=True)
+    ui.act(vm["id"], "pause")
+    other = ui.vm("other")
+    client, _ = browser(ui)
+    page = client.get(f"/ui/vms/{vm['id']}").text
+    events = page[page.index('id="vm-events"') :].split("</ul>")[0]
+    assert re.findall(r"</time> (\w+) <span class=\"status status-(\w+)\"", events) == [
+        ("updated", "paused"),
+        ("updated", "running"),
+        ("created", "pending"),
+    ]
+    log = client.get("/ui/events").text
+    log = log[log.index('id="event-log"') :].split("</tbody>")[0]
+    ids = re.findall(r"<td>(vm|job|host)</td><td>(\w+)</td>", log)
+    assert ids[0] == ("job", "updated") and ("host", "updated") not in ids
+    assert f'<a href="/ui/vms/{other["id"]}">' in log

@@ -41,6 +41,7 @@ __all__ = [
     "BootSourceCreate",
     "BootSourcePublic",
     "Event",
+    "EventRecordPublic",
     "FleetImagePublic",
     "FleetImagesPublic",
     "HostCreate",
@@ -219,6 +220,21 @@ class VmPublic(Output):
 
 class VmCreated(VmPublic):
     job_id: uuid.UUID = Field(description="the job that creates the VM on its host")
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+class EventRecordPublic(Output):
+    """A state change as GET /events sent it, and when it was stored."""
+
+    id: int = Field(description="counts up: a later event has a larger id")
+    at: datetime
+    kind: str
+    action: str
+    object_id: uuid.UUID = Field(description="the host's, VM's or job's id")
+    status: str | None
+    data: dict[str, Any]
 
 
 # --- jobs, tokens --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from corral.context import Context
 from corral.control.allocations import AllocationService
+from corral.control.eventlog import EventLog, record
 from corral.control.events import EventBus
 from corral.control.health import HealthMonitor
 from corral.control.hosts import HostService, host_event
@@ -74,8 +75,10 @@ class ControlPlane:
             if self.db.is_postgresql
             else None
         )
-        if self.relay is not None:
-            self.db.before_commit = self.relay.send
+        # Each write transaction stores its events before it commits (and, on PostgreSQL,
+        # tells the sibling processes).
+        self.db.before_commit = self._before_commit
+        self.events = EventLog(self)
         local = _local_home(settings) if settings.local_node else None
         self.metrics = PlaneMetrics(
             self.db, lambda: self.bus.subscribers, lambda: self.runner.running, local
@@ -99,6 +102,11 @@ class ControlPlane:
         # whose threads commit what has queued together (see corral.db.writer).
         self._threads = anyio.CapacityLimiter(DB_THREADS)
         self._writer: BatchWriter | None = None
+
+    def _before_commit(self, session: Session, events: list[Any]) -> None:
+        record(session, events)
+        if self.relay is not None:
+            self.relay.send(session, events)
 
     # --- transactions in worker threads ---------------------------------------------------
 
@@ -164,9 +172,11 @@ class ControlPlane:
         if self.settings.local_node:
             await self._register_local_host()
         self.health.start()
+        self.events.start()
 
     async def stop(self) -> None:
         await self.health.stop()
+        await self.events.stop()
         await self.runner.close()
         if self.liveness is not None:
             await self.liveness.stop()

@@ -277,3 +277,22 @@ class Allocation(Base):
     )
     persistent: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventRecord(Base):
+    """A state change as GET /events sent it, kept for a while (corral.control.eventlog):
+    written in the transaction of the change, so a change rolled back leaves none. `id`
+    counts up: newest first is `id` descending."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object_id_id", "object_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # host | vm | job
+    action: Mapped[str] = mapped_column(String(16))  # created | updated | deleted
+    object_id: Mapped[uuid.UUID]  # the host's, VM's or job's; no foreign key: it outlives them
+    status: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

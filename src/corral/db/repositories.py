@@ -18,6 +18,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     or_,
     select,
 )
@@ -30,6 +31,7 @@ from corral.db.models import (
     ApiToken,
     Base,
     BootSource,
+    EventRecord,
     Host,
     Job,
     Network,
@@ -359,6 +361,43 @@ class JobRepository(Repository[Job]):
         if process_id is not None:
             stmt = stmt.where(Job.process_id == process_id)
         return self.session.scalars(stmt.with_for_update()).all()
+
+
+class EventRepository:
+    """Stored events: written many at once (one statement per transaction), read newest first."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def insert(self, rows: list[dict[str, Any]]) -> None:
+        if rows:  # a bulk INSERT: one executemany, nothing read back
+            self.session.execute(insert(EventRecord), rows)
+
+    def recent(
+        self, *, kinds: Sequence[str] = (), object_id: uuid.UUID | None = None, limit: int = 50
+    ) -> Sequence[EventRecord]:
+        """Newest first; of these kinds (all if none), about this object (any if None)."""
+        stmt = select(EventRecord)
+        if object_id is not None:
+            stmt = stmt.where(EventRecord.object_id == object_id)  # ix_events_object_id_id
+        if kinds:
+            stmt = stmt.where(EventRecord.kind.in_(kinds))
+        return self.session.scalars(stmt.order_by(EventRecord.id.desc()).limit(limit)).all()
+
+    def prune(self, *, before: datetime, keep: int) -> int:
+        """Delete the events older than `before`, and all but the newest `keep`; how many."""
+        newest_dropped = (
+            select(EventRecord.id)
+            .order_by(EventRecord.id.desc())
+            .limit(1)
+            .offset(keep)
+            .scalar_subquery()
+        )
+        connection = self.session.connection()
+        return sum(
+            connection.execute(delete(EventRecord).where(condition)).rowcount
+            for condition in (EventRecord.at < before, EventRecord.id <= newest_dropped)
+        )
 
 
 class TokenRepository(Repository[ApiToken]):

@@ -1,4 +1,5 @@
-"""/jobs: what long operations are doing, and /events: every state change as it happens."""
+"""/jobs: what long operations are doing; /events: every state change as it happens, and
+/events/recent: those kept (newest first)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from corral.api.deps import Authenticated, Plane
 from corral.api.errors import ERRORS
-from corral.api.schemas import JobPublic
+from corral.api.schemas import EventRecordPublic, JobPublic
 
 router = APIRouter(dependencies=[Authenticated], responses=ERRORS)
 
@@ -31,6 +32,19 @@ async def list_jobs(
     """The newest jobs first."""
     jobs = await plane.jobs.list(vm_id=vm_id, limit=limit, offset=offset)
     return [JobPublic.model_validate(j) for j in jobs]
+
+
+@router.get("/events/recent", tags=["events"])
+async def recent_events(
+    plane: Plane,
+    kind: Literal["host", "vm", "job"] | None = None,
+    id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[EventRecordPublic]:
+    """The stored events, newest first: of one kind, about one host, VM or job (`id`), or all.
+    Events are kept for 7 days, and at most the newest 200,000."""
+    found = await plane.events.recent(kinds=[kind] if kind else [], object_id=id, limit=limit)
+    return [EventRecordPublic.model_validate(e) for e in found]
 
 
 @router.get(

@@ -46,6 +46,8 @@ PAGE = 50  # VMs per page
 ACTIONS = ("start", "stop", "force-stop", "pause", "resume")
 STATUSES = ("pending", "created", "running", "paused", "shutdown", "crashed", "unknown")
 FINAL_JOB = ("completed", "failed")
+VM_EVENTS = 20  # a VM's stored events on its page
+EVENTS = 100  # stored events on the Events page
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -294,6 +296,7 @@ async def vm_page(request: Request, vm_id: uuid.UUID, session: SignedIn) -> HTML
     vm = await plane.vms.get(vm_id)
     host = await plane.hosts.get(vm.host_id)
     jobs = await plane.jobs.list(vm_id=vm_id, limit=10, offset=0)
+    events = await plane.events.recent(kinds=("vm",), object_id=vm_id, limit=VM_EVENTS)
     job = None
     if job_id := request.query_params.get("job"):
         try:
@@ -302,7 +305,7 @@ async def vm_page(request: Request, vm_id: uuid.UUID, session: SignedIn) -> HTML
             job = None
     return render(
         request, "vm.html", session, title=vm.name, vm=vm, host=host, jobs=jobs, job=job,
-        actions=ACTIONS, final=FINAL_JOB,
+        events=events, actions=ACTIONS, final=FINAL_JOB,
     )  # fmt: skip
 
 
@@ -439,7 +442,10 @@ async def storage_delete(
 
 @router.get("/events")
 async def events_page(request: Request, session: SignedIn) -> HTMLResponse:
-    return render(request, "events.html", session, title="Events")
+    """The newest stored events of VMs and jobs; live.js puts the stream's above them."""
+    plane = plane_of(request)
+    events = await plane.events.recent(kinds=("vm", "job"), limit=EVENTS)
+    return render(request, "events.html", session, title="Events", events=events)
 
 
 # --- tokens (admin) -------------------------------------------------------------------------
