@@ -40,17 +40,18 @@ from corral.webguard import Guard, Scope
 DESCRIPTION = """\
 corral's control plane: hosts running node agents, storage pools and objects, boot sources,
 and VMs scheduled onto hosts by free capacity. Long operations answer 202 with a job
-(`GET /jobs/{id}`); `GET /events` streams every state change. aleph-vm's supervisor endpoints
-live under `/control`.
+(`GET /jobs/{id}`); `GET /events` streams every state change, `GET /events/recent` lists
+those kept (7 days); `GET /images` asks the up hosts what images they have. aleph-vm's
+supervisor endpoints live under `/control`.
 
 Authenticate with `Authorization: Bearer TOKEN` (`corral token create NAME [--role admin]`).
-A `user` token manages VMs and reads hosts, storage, boot sources, jobs and events; registering,
-changing, initialising and deleting hosts, and creating and deleting storage pools, storage
-objects and boot sources need an `admin` token (otherwise 403). Websockets take the token in
-the `Authorization` header, or, from browsers, as the subprotocols `bearer, TOKEN`
-(`new WebSocket(url, ["bearer", TOKEN])`; the server answers with `bearer`), or as `?token=`
-(kept out of the server's logs). Request bodies larger than the server's `max_body_bytes`
-(1 MiB by default) are refused with 413 before they are read.
+A `user` token manages VMs and reads hosts, their images, storage, boot sources, jobs and
+events; registering, changing, initialising and deleting hosts, and creating and deleting
+storage pools, storage objects and boot sources need an `admin` token (otherwise 403).
+Websockets take the token in the `Authorization` header, or, from browsers, as the subprotocols
+`bearer, TOKEN` (`new WebSocket(url, ["bearer", TOKEN])`; the server answers with `bearer`), or
+as `?token=` (kept out of the server's logs). Request bodies larger than the server's
+`max_body_bytes` (1 MiB by default) are refused with 413 before they are read.
 """
 
 # Served to anyone; a valid token still counts there (GET /health then tells more).

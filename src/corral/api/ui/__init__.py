@@ -1,6 +1,7 @@
-"""The web dashboard on /ui: sign-in, hosts, VMs (live), VM detail with its serial console,
-create VM, storage, jobs, events and tokens. Mounted by corral.api.app as its own small app,
-so it is not part of the API's OpenAPI document and has its own error pages."""
+"""The web dashboard on /ui: sign-in, hosts, VMs (live), VM detail with its serial console and
+recent events, create VM, the hosts' images, storage, jobs, events (kept, then live) and tokens.
+Mounted by corral.api.app as its own small app, so it is not part of the API's OpenAPI document
+and has its own error pages."""
 
 from __future__ import annotations
 
