@@ -184,6 +184,8 @@ def test_create_a_vm_through_the_form_and_watch_it_start_without_reload(
     driver.find_element(By.ID, "f-name").send_keys(VM)
     driver.find_element(By.ID, "f-instance_type").send_keys("c1m256")
     image = driver.find_element(By.ID, "f-image")
+    offered = driver.find_elements(By.CSS_SELECTOR, "#images option")
+    assert [o.get_attribute("value") for o in offered] == [TINY]  # the local host's image
     image.clear()
     image.send_keys(TINY)
     driver.find_element(By.ID, "f-tags").send_keys("browser")
@@ -253,6 +255,10 @@ def test_stop_and_delete_the_vm(driver: Any, dash: Dash) -> None:
         120,
     )
     wait_for("shutdown", lambda: driver.find_element(By.ID, "vm-status").text == "shutdown", 30)
+    # Its events: the kept ones the page came with, and the stop's, live on top.
+    events = driver.find_element(By.ID, "vm-events")
+    wait_for("the stop's event", lambda: events.text.split("\n")[0].endswith("updated shutdown"))
+    assert "created pending" in events.text
     driver.find_element(By.ID, "action-delete").click()
     wait_for("the confirmation", lambda: driver.find_element(By.ID, "confirm-delete"))
     driver.find_element(By.ID, "confirm-delete").click()
@@ -263,10 +269,15 @@ def test_stop_and_delete_the_vm(driver: Any, dash: Dash) -> None:
 
 
 def test_read_views_have_no_console_errors(driver: Any, dash: Dash) -> None:
-    for path in ("/ui/storage", "/ui/jobs", "/ui/events", "/ui/tokens", "/ui/vms?status=running"):
+    for path in ("/ui/images", "/ui/storage", "/ui/jobs", "/ui/events", "/ui/tokens",
+                 "/ui/vms?status=running"):  # fmt: skip
         visit(driver, dash, path)
         assert driver.find_element(By.TAG_NAME, "h1").text
         assert console_errors(driver) == [], path
+    visit(driver, dash, "/ui/events")  # the kept events, before any arrives live
+    assert driver.find_elements(By.CSS_SELECTOR, "#event-log tr[data-event]")
+    visit(driver, dash, "/ui/images")
+    assert driver.find_element(By.CSS_SELECTOR, f"tr[data-image='{TINY}']").text.endswith("local")
 
 
 def test_pages_fit_a_phone_screen(driver: Any, dash: Dash) -> None:
@@ -275,7 +286,8 @@ def test_pages_fit_a_phone_screen(driver: Any, dash: Dash) -> None:
     phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
     try:
-        for path in ("/ui/hosts", "/ui/vms", "/ui/vms/new", "/ui/jobs", "/ui/tokens"):
+        for path in ("/ui/hosts", "/ui/vms", "/ui/vms/new", "/ui/images", "/ui/jobs", "/ui/events",
+                     "/ui/tokens"):  # fmt: skip
             visit(driver, dash, path)
             wide = driver.execute_script(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth"

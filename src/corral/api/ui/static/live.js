@@ -11,11 +11,16 @@
     el.className = "status status-" + status;
   }
 
+  // Times as the server renders the events it kept: UTC.
+  function utcTime() {
+    return new Date().toISOString().slice(11, 19);
+  }
+
   function logEvent(ev) {
     var log = document.getElementById("event-log");
     if (!log) return;
     var row = document.createElement("tr");
-    [new Date().toLocaleTimeString(), ev.kind, ev.action, ev.status || "", ev.id].forEach(function (text) {
+    [utcTime(), ev.kind, ev.action, ev.status || "", ev.id].forEach(function (text) {
       var cell = document.createElement("td");
       cell.textContent = text;
       row.appendChild(cell);
@@ -24,10 +29,32 @@
     while (log.children.length > 200) log.removeChild(log.lastChild);
   }
 
+  // A VM's page: its own events on top of the kept ones the page came with.
+  function logVmEvent(ev) {
+    var list = document.getElementById("vm-events");
+    if (!list || ev.kind !== "vm" || list.getAttribute("data-vm") !== String(ev.id)) return;
+    var item = document.createElement("li");
+    var when = document.createElement("time");
+    when.textContent = utcTime();
+    item.appendChild(when);
+    item.appendChild(document.createTextNode(" " + ev.action + " "));
+    if (ev.status && STATUS.test(ev.status)) {
+      var status = document.createElement("span");
+      setStatus(status, ev.status);
+      item.appendChild(status);
+    }
+    var reason = ev.data && ev.data.reason;
+    if (reason) item.appendChild(document.createTextNode(" \u2014 " + reason));
+    var none = list.querySelector("[data-none]");
+    if (none) none.remove();
+    list.insertBefore(item, list.firstChild);
+  }
+
   function onEvent(message) {
     var ev;
     try { ev = JSON.parse(message.data); } catch (e) { return; }
     logEvent(ev);
+    logVmEvent(ev);
     var attr = ev.kind === "vm" ? "data-vm-status" : "data-job-status";
     document.querySelectorAll("[" + attr + "='" + CSS.escape(String(ev.id)) + "']").forEach(function (el) {
       if (ev.status) setStatus(el, ev.status);
