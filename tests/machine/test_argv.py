@@ -35,7 +35,7 @@ def test_machine_basics() -> None:
     argv = build_argv("/usr/bin/qemu-system-x86_64", spec())
     assert argv[0] == "/usr/bin/qemu-system-x86_64"
     assert values(argv, "-machine") == ["q35,accel=tcg"]
-    assert values(argv, "-cpu") == ["Nehalem"]
+    assert values(argv, "-cpu") == ["qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"]
     assert values(argv, "-smp") == ["2"]
     assert values(argv, "-m") == ["2048M"]
     assert "-nodefaults" in argv

@@ -24,8 +24,14 @@ AGENT_PORT = "org.qemu.guest_agent.0"
 X86_64_V2 = ("cx16", "lahf-lm", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3")
 # Under TCG, `max` offers everything QEMU can emulate (AVX/AVX2, XSAVE, 5-level paging, x2APIC,
 # ...); guests' kernels and libcs then use it, and TCG runs it slowly (a Debian boot ~15%
-# longer). Nehalem is x86-64-v2 and no more: the level was defined after it.
-TCG_CPU = "Nehalem"
+# longer). An Intel model that is v2 and no more (Nehalem) costs more still: Linux believes an
+# Intel CPU without RDCL_NO is open to Meltdown and turns on page-table isolation, a CR3 switch
+# and TLB flush on every syscall and interrupt, which TCG pays in full (a Debian boot ~25%
+# longer). QEMU's default model, qemu64, is AMD-branded (no isolation) and v1; adding the four
+# v2 flags it lacks gives v2 guests what they need at qemu64's speed.
+TCG_CPU_BASE = "qemu64"
+TCG_CPU_ADDS = ("ssse3", "sse4.1", "sse4.2", "popcnt")
+TCG_CPU = ",".join([TCG_CPU_BASE, *(f"+{flag}" for flag in TCG_CPU_ADDS)])
 
 
 def cpu_model(accelerator: str) -> str:
