@@ -164,9 +164,11 @@ def test_two_clones_run_at_once_each_its_own_machine(
 
 def test_a_stopped_clone_starts_cold_as_itself(wctx: Context, template: Instance) -> None:
     vm = api(wctx).launch(WARM, name="later", wait=True, timeout=120)
+    assert registry.load_named(wctx.home, "later")[1].warm  # its readiness skipped cloud-init
     vm.stop(timeout=30)
     vm.start(wait=True, timeout=180)
     assert b"corral-tiny: ready" in vm.serial_log.read_bytes()  # a real boot, from its seed
+    assert not registry.load_named(wctx.home, "later")[1].warm  # this run's readiness did not
     assert vm.execute("hostname").stdout == b"later\n"
     vm.delete()
 

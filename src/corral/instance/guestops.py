@@ -72,7 +72,10 @@ def wait_ready(
     timeout: float = 300,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> None:
-    """Wait until ssh answers and cloud-init is done; errors carry the last console lines."""
+    """Wait until ssh answers and cloud-init is done; errors carry the last console lines.
+
+    A warm clone's cloud-init finished in its template before the save (and the launch applied
+    its user-data through the agent), so for it ssh answering is ready."""
     files, record = registry.load_named(ctx.home, name)
     _require_running(files, record)
     vm = Vm.attach(files)
@@ -80,7 +83,11 @@ def wait_ready(
     try:
         asyncio.run(
             wait_ready_async(
-                ssh_target(ctx, record), timeout=timeout, alive=alive, on_stage=on_stage
+                ssh_target(ctx, record),
+                timeout=timeout,
+                alive=alive,
+                on_stage=on_stage,
+                cloud_init=not record.warm,
             )
         )
     except CorralError as exc:

@@ -102,6 +102,7 @@ def start(ctx: Context, name: str) -> InstanceRecord:
             launcher_pid=None,
             launcher_start=None,
             started_at=now(),
+            warm=False,  # booted this time: readiness waits for cloud-init again
         )
 
 

@@ -127,7 +127,7 @@ class InstanceRecord(Record):
     # A guest agent channel (org.qemu.guest_agent.0): every instance launched since warm
     # images exist has one, so that its saved state restores with it.
     agent: bool = False
-    warm: bool = False  # launched by restoring a warm image's saved state (not booted)
+    warm: bool = False  # this run began by restoring a warm image's state (not a boot)
 
     @property
     def address(self) -> str | None:
