@@ -231,8 +231,8 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
         '- echo "ran $((1 + 1))" >/ran\n'
         f"- [touch, {_yaml('/argv $(id -u)')}]\n"
     ).encode()
-    ident = identity(nics=[NicIdentity("52:54:00:00:00:01", ("10.9.0.5/24",), "10.9.0.1")],
-                     user_data=user_data)  # fmt: skip
+    nic = NicIdentity("52:54:00:00:00:01", ("10.9.0.5/24",), "10.9.0.1", None, ("10.9.0.1",))
+    ident = identity(nics=[nic], user_data=user_data)
     (root / "sys/class/net/eth0").mkdir()
     (root / "etc" / "motd").write_text("hello\n")
     argv = [*SANDBOX, "chroot", root, "/bin/sh", "-s"]
@@ -249,18 +249,23 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
     assert (root / "etc/hostname").read_text() == "clone\n"
     assert (root / "etc/hosts").read_text() == "127.0.0.1 localhost\n127.0.1.1\tclone\n"
     assert (root / "etc/machine-id").read_text() == ident.machine_id + "\n"
+    # Modes as the archive carried them (busybox's tar applies them, as root).
+    assert (root / "etc/machine-id").stat().st_mode & 0o7777 == 0o444
+    assert (root / "etc/hostname").stat().st_mode & 0o7777 == 0o644
+    assert (root / "etc/resolv.conf").read_text() == "nameserver 10.9.0.1\n"
     assert (root / "dev/urandom").read_bytes() == ident.entropy
     keys = root / "root/.ssh/authorized_keys"
     assert keys.read_text() == KEY + "\n" and keys.stat().st_mode & 0o777 == 0o600
     dropbear = (root / "etc/dropbear/dropbear_ed25519_host_key").read_bytes()
     assert dropbear == dropbear_ed25519_key(ident.host_keys[0].private)
+    assert (root / "etc/dropbear/dropbear_ed25519_host_key").stat().st_mode & 0o7777 == 0o600
     calls = (root / "stubs.log").read_text().splitlines()
     assert f"date -u -s @{ident.epoch_ns // 10**9}" in calls
     assert "hostname clone" in calls
     assert "ip link set dev eth0 address 52:54:00:00:00:01" in calls
     assert "ip addr add 10.9.0.5/24 dev eth0" in calls
     assert "ip route replace default via 10.9.0.1 dev eth0" in calls
-    assert not list((root / "tmp").iterdir())  # its work directory is gone
+    assert not list((root / "etc").glob(".corral-identity.*"))  # its work directory is gone
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")

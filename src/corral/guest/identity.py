@@ -13,12 +13,14 @@ as base64, so nothing in an identity or a user-data is ever parsed as shell by t
 from __future__ import annotations
 
 import base64
+import io
 import ipaddress
 import os
 import posixpath
 import re
 import shlex
 import struct
+import tarfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -236,12 +238,7 @@ put() { # FILE MODE, base64 on stdin: FILE replaced at once (a temporary file be
     die "cannot write $1"
 }
 reseed() { # force the kernel's CRNG to reseed now (RNDRESEEDCRNG): it would wait up to 60 s
-    if [ "$(uname -m)" = x86_64 ]; then
-        put "$work/reseed" 700 <<'CORRAL_END'
-@RESEED@
-CORRAL_END
-        "$work/reseed" && return 0
-    fi
+    "$work/reseed" 2>/dev/null && return 0 # x86-64 only; elsewhere: not executable, python3
     if has python3; then
         python3 -c 'import fcntl, os; fcntl.ioctl(os.open("/dev/urandom", os.O_WRONLY), 0x5207)' &&
             return 0
@@ -259,30 +256,29 @@ restart_ssh() { # the SSH server reads its host keys when it starts
         done
         dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid \
             </dev/null >>"$LOG" 2>&1 || die "dropbear did not start again"
+    elif [ -f /run/sshd.pid ] && read -r pid </run/sshd.pid && kill -HUP "$pid" 2>/dev/null; then
+        : # sshd re-executes itself on SIGHUP, reading its host keys again (no systemctl: its
+        : # `sshd -t` and the restart cost a second of a TCG guest's CPU)
     elif has systemctl && [ -d /run/systemd/system ]; then
         { systemctl restart ssh.service || systemctl restart sshd.service; } >>"$LOG" 2>&1 ||
             die "cannot restart the ssh service"
-    elif [ -f /run/sshd.pid ]; then
-        kill -HUP "$(cat /run/sshd.pid)" || die "cannot restart sshd"
     fi
 }
 renew_nic() { # DEV MAC: the template's DHCP client stopped, the new MAC, no address left
     [ -e "/sys/class/net/$1" ] || die "no network interface $1"
-    if has dhclient && [ -f "/run/dhclient.$1.pid" ]; then
-        dhclient -x -pf "/run/dhclient.$1.pid" "$1" </dev/null >>"$LOG" 2>&1 # no release: not ours
-    fi
+    # The template's DHCP clients end (no release: the lease is not ours to give back). Not
+    # `dhclient -x`: it runs dhclient-script, a second and a half of a TCG guest's CPU.
     for pidfile in "/run/net/udhcpc.$1.pid" "/run/dhclient.$1.pid" "/run/dhclient6.$1.pid"; do
-        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
-        rm -f "$pidfile"
+        [ -f "$pidfile" ] && read -r pid <"$pidfile" && kill "$pid" 2>/dev/null
     done
     # The template's leases, and the DUID ifupdown's `dhclient -I` keeps beside them: a DHCP
     # server that knows clients by that identifier would give every clone the same address.
-    rm -f "/var/lib/dhcp/dhclient.$1.leases" "/var/lib/dhcp/dhclient6.$1.leases" \
+    rm -f "/run/net/udhcpc.$1.pid" "/run/dhclient.$1.pid" "/run/dhclient6.$1.pid" \
+        "/var/lib/dhcp/dhclient.$1.leases" "/var/lib/dhcp/dhclient6.$1.leases" \
         "/run/net/lease.$1" "/run/net/resolv.$1" "/run/net/resolv.static.$1"
     ip link set dev "$1" down
     ip link set dev "$1" address "$2" || die "cannot set the MAC address of $1"
-    ip -4 addr flush dev "$1"
-    ip -6 addr flush dev "$1" scope global
+    ip addr flush dev "$1" # the link-local IPv6 address too: the kernel makes one from the MAC
     ip link set dev "$1" up || die "cannot bring $1 up"
 }
 dhcp() { # DEV HOSTNAME
@@ -310,32 +306,40 @@ HOSTS_AWK = (
 
 
 def render_script(identity: CloneIdentity) -> bytes:
-    """The POSIX sh script that makes the guest into this identity (run as root, `sh -s`)."""
+    """The POSIX sh script that makes the guest into this identity (run as root, `sh -s`).
+
+    Each process the script starts costs a TCG guest ~50 ms, so the files it writes travel as
+    one tar archive (see `bundle`), unpacked by two processes and moved into place by one `mv`
+    per directory, and the shell's builtins do the rest where they can.
+    """
     q = shlex.quote
     body: list[str] = [
-        'work=$(mktemp -d) || die "cannot make a temporary directory"',
+        f'work=$(mktemp -d {WORK_TEMPLATE}) || die "cannot make a work directory"',
         "trap 'rm -rf \"$work\"' EXIT",
+        "base64 -d <<'CORRAL_END' | tar -x -C \"$work\" || die 'cannot unpack the identity files'",
+        _b64(bundle(identity)),
+        "CORRAL_END",
         "",
         "# The clock, then the kernel's random pool: new bytes mixed in, and a reseed from them.",
         f"date -u -s @{identity.epoch_ns // 10**9} >/dev/null || die 'cannot set the clock'",
-        *_base64_into("base64 -d >/dev/urandom", identity.entropy, "cannot write /dev/urandom"),
+        'cat "$work/entropy" >/dev/urandom || die "cannot write /dev/urandom"',
         "reseed",
         "",
         "# Who it is: machine-id, hostname, instance id.",
-        *_put("/etc/machine-id", f"{identity.machine_id}\n".encode(), 0o444),
+        'mv -f "$work/machine-id" /etc/machine-id || die "cannot write /etc/machine-id"',
         "if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then",
-        *_indent(_put("/var/lib/dbus/machine-id", f"{identity.machine_id}\n".encode(), 0o444)),
+        "    cp /etc/machine-id /var/lib/dbus/machine-id || die 'cannot write its D-Bus copy'",
         "fi",
-        *_put("/etc/hostname", f"{identity.hostname}\n".encode(), 0o644),
+        'mv -f "$work/hostname" /etc/hostname || die "cannot write /etc/hostname"',
         f"hostname {q(identity.hostname)} || die 'cannot set the hostname'",
         "[ -f /etc/hosts ] || : >/etc/hosts",
         f'CORRAL_HOSTNAME={q(identity.hostname)} awk {q(HOSTS_AWK)} /etc/hosts >"$work/hosts" &&',
         '    cat "$work/hosts" >/etc/hosts || die "cannot write /etc/hosts"',
         "if [ -f /run/instance-id ]; then",
-        *_indent(_put("/run/instance-id", f"{identity.instance_id}\n".encode(), 0o644)),
+        '    mv -f "$work/instance-id" /run/instance-id || die "cannot write /run/instance-id"',
         "fi",
         "",
-        *_host_key_lines(identity),
+        *_host_key_lines(),
         "",
         *_authorized_keys_lines(identity),
         "restart_ssh",
@@ -345,8 +349,57 @@ def render_script(identity: CloneIdentity) -> bytes:
         *_user_data_lines(identity.warm_user_data),
     ]
     main = "main() {\n" + "".join(f"{line}\n" for line in _indent(body)) + "}\n"
-    prelude = PRELUDE.replace("@RESEED@", _b64(reseed_program()))
-    return (prelude + main + 'main "$@" </dev/null\n').encode()
+    return (PRELUDE + main + 'main "$@" </dev/null\n').encode()
+
+
+# Beside most of what it replaces (a rename within /etc's filesystem replaces a file at once).
+WORK_TEMPLATE = "/etc/.corral-identity.XXXXXX"
+
+
+def bundle_files(identity: CloneIdentity) -> dict[str, tuple[bytes, int]]:
+    """What the script unpacks into its work directory: name -> (content, mode)."""
+    ed25519 = next(k for k in identity.host_keys if k.algorithm == "ssh-ed25519")
+    files = {
+        "reseed": (reseed_program(), 0o700),
+        "entropy": (identity.entropy, 0o600),
+        "machine-id": (f"{identity.machine_id}\n".encode(), 0o444),
+        "hostname": (f"{identity.hostname}\n".encode(), 0o644),
+        "instance-id": (f"{identity.instance_id}\n".encode(), 0o644),
+        "dropbear/dropbear_ed25519_host_key": (dropbear_ed25519_key(ed25519.private), 0o600),
+        "authorized_keys": ("".join(f"{k}\n" for k in identity.authorized_keys).encode(), 0o600),
+    }
+    for key in identity.host_keys:
+        files[f"ssh/ssh_host_{key.kind}_key"] = (key.private, 0o600)
+        files[f"ssh/ssh_host_{key.kind}_key.pub"] = (f"{key.public}\n".encode(), 0o644)
+    servers: list[str] = []
+    for index, nic in enumerate(identity.nics):
+        if nic.nameservers and not nic.dhcp:
+            servers += nic.nameservers
+            resolv = "".join(f"nameserver {s}\n" for s in nic.nameservers).encode()
+            files[f"resolv.static.eth{index}"] = (resolv, 0o644)
+    if servers:
+        resolv = "".join(f"nameserver {s}\n" for s in dict.fromkeys(servers)).encode()
+        files["resolv.conf"] = (resolv, 0o644)
+    return files
+
+
+def bundle(identity: CloneIdentity) -> bytes:
+    """bundle_files as a ustar archive (busybox's tar and GNU tar read it), owned by root,
+    dated at the identity's clock: the same identity gives the same bytes."""
+    out = io.BytesIO()
+    mtime = identity.epoch_ns // 10**9
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for directory in ("dropbear", "ssh"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, mtime
+            archive.addfile(info)
+        for name, (content, mode) in bundle_files(identity).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), mode, mtime
+            archive.addfile(info, io.BytesIO(content))
+        end = out.tell()  # the members; then tarfile's two zero blocks and record padding
+    # Both tars stop at the two zero blocks: the record's padding (up to 10 KiB) is not sent.
+    return out.getvalue()[: end + 2 * tarfile.BLOCKSIZE]
 
 
 def _indent(lines: list[str]) -> list[str]:
@@ -376,42 +429,35 @@ def _put(path: str, data: bytes, mode: int) -> list[str]:
     return [f"put {shlex.quote(path)} {mode:o} <<'CORRAL_END'", _b64(data), "CORRAL_END"]
 
 
-def _host_key_lines(identity: CloneIdentity) -> list[str]:
-    lines = ["# New SSH host keys: none of the template's is left."]
-    ed25519 = next(k for k in identity.host_keys if k.algorithm == "ssh-ed25519")
-    lines += [
+def _host_key_lines() -> list[str]:
+    return [
+        "# New SSH host keys: none of the template's is left.",
         "if has dropbear; then",
-        "    mkdir -p /etc/dropbear",
-        "    rm -f /etc/dropbear/*_host_key",
+        "    mkdir -p /etc/dropbear && rm -f /etc/dropbear/*_host_key &&",
+        '        mv -f "$work/dropbear/dropbear_ed25519_host_key" /etc/dropbear/ ||',
+        "        die 'cannot replace the dropbear host key'",
+        "fi",
+        "if [ -d /etc/ssh ] && has sshd; then",
+        "    rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub &&",
+        '        mv -f "$work"/ssh/ssh_host_* /etc/ssh/ || die "cannot replace the ssh host keys"',
+        "fi",
     ]
-    dropbear = dropbear_ed25519_key(ed25519.private)
-    lines += _indent(_put("/etc/dropbear/dropbear_ed25519_host_key", dropbear, 0o600))
-    lines += ["fi", "if [ -d /etc/ssh ] && has sshd; then"]
-    lines += ["    rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub"]
-    for key in identity.host_keys:
-        base = f"/etc/ssh/ssh_host_{key.kind}_key"
-        lines += _indent(_put(base, key.private, 0o600))
-        lines += _indent(_put(base + ".pub", f"{key.public}\n".encode(), 0o644))
-    return [*lines, "fi"]
 
 
 def _authorized_keys_lines(identity: CloneIdentity) -> list[str]:
-    keys = "".join(f"{key}\n" for key in identity.authorized_keys).encode()
     user = identity.user  # a validated user name: a safe grep pattern
     return [
         f"# {user}'s authorized keys: the launch's, in place of the template's.",
-        f"entry=$( (getent passwd {user} || grep '^{user}:' /etc/passwd) 2>/dev/null | head -n 1)",
+        f"entry=$(getent passwd {user} 2>/dev/null || grep -m 1 '^{user}:' /etc/passwd)",
         f"[ -n \"$entry\" ] || die 'there is no user {user} in this guest'",
-        'uid=$(echo "$entry" | cut -d: -f3) gid=$(echo "$entry" | cut -d: -f4)',
-        'home=$(echo "$entry" | cut -d: -f6)',
+        "rest=${entry#*:*:} && uid=${rest%%:*} && rest=${rest#*:} && gid=${rest%%:*}",
+        "rest=${rest#*:*:} && home=${rest%%:*}  # name:password:uid:gid:gecos:home:shell",
         f"[ -d \"$home\" ] || die 'the home directory of {user} is missing'",
         '[ ! -L "$home/.ssh" ] || die "$home/.ssh is a symbolic link"',
-        'mkdir -p "$home/.ssh" && chown -h "$uid:$gid" "$home/.ssh" && chmod 700 "$home/.ssh" ||',
-        '    die "cannot make $home/.ssh"',
-        "put \"$home/.ssh/authorized_keys\" 600 <<'CORRAL_END'",
-        _b64(keys),
-        "CORRAL_END",
-        'chown -h "$uid:$gid" "$home/.ssh/authorized_keys" || die "cannot own the authorized keys"',
+        'mkdir -p "$home/.ssh" && chown -h "$uid:$gid" "$home/.ssh" "$work/authorized_keys" &&',
+        '    chmod 700 "$home/.ssh" || die "cannot make $home/.ssh"',
+        'mv -f "$work/authorized_keys" "$home/.ssh/authorized_keys" ||',
+        '    die "cannot write $home/.ssh/authorized_keys"',
     ]
 
 
@@ -435,15 +481,20 @@ def _network_lines(identity: CloneIdentity) -> list[str]:
             )
         if nic.nameservers:
             servers += nic.nameservers
-            resolv = "".join(f"nameserver {s}\n" for s in nic.nameservers).encode()
-            lines += ["if has corral-resolv; then", "    mkdir -p /run/net"]
-            lines += _indent(_put(f"/run/net/resolv.static.{dev}", resolv, 0o644))
-            lines.append("fi")
+            lines += [
+                "if has corral-resolv; then",
+                f'    mkdir -p /run/net && mv -f "$work/resolv.static.{dev}" /run/net/ ||',
+                "        die 'cannot write the resolver configuration'",
+                "fi",
+            ]
     if servers:
-        resolv = "".join(f"nameserver {s}\n" for s in dict.fromkeys(servers)).encode()
-        lines += ["if has corral-resolv; then", "    corral-resolv", "else"]
-        lines += _indent(_put("/etc/resolv.conf", resolv, 0o644))
-        lines.append("fi")
+        lines += [
+            "if has corral-resolv; then",
+            "    corral-resolv",
+            "else",
+            '    mv -f "$work/resolv.conf" /etc/resolv.conf || die "cannot write /etc/resolv.conf"',
+            "fi",
+        ]
     return lines
 
 

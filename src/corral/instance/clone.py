@@ -19,25 +19,21 @@ from corral.machine.agent import GuestAgent
 from corral.machine.qmp import qmp_execute_async
 from corral.seed.netconfig import NicConfig
 
-# QEMU's user-mode network as the tiny guest and cloud images set it up: every clone on it is
-# 10.0.2.15 behind its own QEMU (reached through its own forwarded ports), as cold VMs are.
-USER_MODE_MAC = "52:54:00:12:34:56"  # QEMU's default MAC for the first NIC
-USER_MODE = NicIdentity(
-    mac=USER_MODE_MAC,
-    addresses=("10.0.2.15/24",),
-    gateway4="10.0.2.2",
-    nameservers=("10.0.2.3",),
-)
 IDENTITY_TIMEOUT = 120.0  # the script under TCG: key installation, a DHCP renewal, user-data
 
 
 def nic_identities(
     record: InstanceRecord, networks: Sequence[NicConfig]
 ) -> tuple[NicIdentity, ...]:
-    """The clone's NICs in guest order: managed networks' (as corral configures them), then
-    the caller's taps (DHCP); none of those: the user-mode NIC."""
-    if not (record.networks or record.nics):
-        return (USER_MODE,)
+    """The clone's NICs to renew, in guest order: managed networks' (as corral configures
+    them), then the caller's taps (DHCP).
+
+    None on QEMU's user-mode network: there every clone is 10.0.2.15 with QEMU's default MAC
+    behind its own QEMU (reached through its own forwarded ports), as cold VMs are, with the
+    same gateway and resolver and a DHCP server that is new with the clone. Nothing in it is
+    the template's to give up, and taking the interface down and up again would only cost
+    the guest a second of work and ssh a wait.
+    """
     out = [NicIdentity.from_config(c) for c in networks]
     out += [NicIdentity(mac=n.mac) for n in record.nics]
     return tuple(out)

@@ -30,7 +30,9 @@ from corral.errors import DeadlineExceeded, GuestError
 SYNC_ATTEMPT = 1.0  # seconds to wait for one sync answer before asking again
 MAX_ANSWER = 64 << 20  # bytes in one answer line (captured output is base64 inside it)
 EXEC_POLL = 0.02  # seconds between guest-exec-status polls, doubling up to EXEC_POLL_MAX
-EXEC_POLL_MAX = 0.25
+# A poll is one cheap request to the agent; the wait after an exit is at most this long (and
+# a warm clone's launch, the identity script, is a second: 0.25 s was a fifth of it).
+EXEC_POLL_MAX = 0.08
 
 
 @dataclass(frozen=True)
