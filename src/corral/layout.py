@@ -6,11 +6,15 @@ everything about it, so any command finds a VM without a daemon.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.errors import CorralError
+
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ class Home:
         return self.root / "cache"
 
     def blob(self, digest: str) -> Path:
+        """A blob's path; a digest that is not 64 lower-case hex (a damaged or forged
+        manifest's "../x") is refused here, where every blob path is made."""
+        if not _DIGEST.fullmatch(digest):
+            raise CorralError(f"invalid blob digest {digest[:80]!r}: expected 64 lower-case hex")
         return self.blobs / digest
 
     def manifest(self, name: str) -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from corral.context import Context
-from corral.errors import Conflict, InvalidInput, NotFound
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.image.store import check_chain_inside
+from helpers import corral
 
 
 def qemu_img(*args: str) -> None:
@@ -224,3 +225,25 @@ def test_a_qcow2_data_file_is_refused_before_qemu_img_opens_it(
     with pytest.raises(InvalidInput, match="external data file"):
         ctx.store.import_image(img, "d")
     assert not ctx.store.exists("d")
+
+
+def test_a_forged_manifest_digest_never_becomes_a_path_outside_the_store(
+    ctx: Context, tmp_path: Path
+) -> None:
+    # A manifest edited (or planted) to name "../../x" as its disk: every blob path is made
+    # by one function, which refuses anything but a sha256 hex digest.
+    m = ctx.store.import_image(make_qcow2(tmp_path / "a.qcow2"), "a")
+    path = ctx.home.manifest("a")
+    forged = json.loads(path.read_text())
+    outside = tmp_path / "outside.qcow2"
+    make_qcow2(outside)
+    forged["digest"] = os.path.relpath(outside, ctx.home.blobs)
+    path.write_text(json.dumps(forged))
+    image = ctx.store.get("a")
+    with pytest.raises(CorralError, match="invalid blob digest"):
+        ctx.store.blob(image.digest)
+    proc = corral(ctx, "launch", "a", "--name", "x", timeout=60)
+    assert proc.returncode != 0 and proc.stderr.startswith("error: invalid blob digest"), proc
+    assert "Traceback" not in proc.stderr
+    assert not ctx.home.instance("x").dir.exists()
+    assert ctx.store.blob(m.digest).exists()
