@@ -371,16 +371,26 @@ def bundle_files(identity: CloneIdentity) -> dict[str, tuple[bytes, int]]:
     for key in identity.host_keys:
         files[f"ssh/ssh_host_{key.kind}_key"] = (key.private, 0o600)
         files[f"ssh/ssh_host_{key.kind}_key.pub"] = (f"{key.public}\n".encode(), 0o644)
+    files.update((name, (resolv, 0o644)) for name, resolv in _resolv_files(identity).items())
+    return files
+
+
+def _resolv_files(identity: CloneIdentity) -> dict[str, bytes]:
+    """The resolver files of the NICs with static nameservers: `resolv.static.ethN` for each
+    (the tiny guest's corral-resolv merges them), and `resolv.conf` with all of them."""
+    files: dict[str, bytes] = {}
     servers: list[str] = []
     for index, nic in enumerate(identity.nics):
         if nic.nameservers and not nic.dhcp:
             servers += nic.nameservers
-            resolv = "".join(f"nameserver {s}\n" for s in nic.nameservers).encode()
-            files[f"resolv.static.eth{index}"] = (resolv, 0o644)
+            files[f"resolv.static.eth{index}"] = _nameservers(nic.nameservers)
     if servers:
-        resolv = "".join(f"nameserver {s}\n" for s in dict.fromkeys(servers)).encode()
-        files["resolv.conf"] = (resolv, 0o644)
+        files["resolv.conf"] = _nameservers(dict.fromkeys(servers))
     return files
+
+
+def _nameservers(servers: Iterable[str]) -> bytes:
+    return "".join(f"nameserver {s}\n" for s in servers).encode()
 
 
 def bundle(identity: CloneIdentity) -> bytes:
@@ -388,12 +398,13 @@ def bundle(identity: CloneIdentity) -> bytes:
     dated at the identity's clock: the same identity gives the same bytes."""
     out = io.BytesIO()
     mtime = identity.epoch_ns // 10**9
+    files = bundle_files(identity)
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for directory in ("dropbear", "ssh"):
+        for directory in sorted({name.split("/")[0] for name in files if "/" in name}):
             info = tarfile.TarInfo(directory)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, mtime
             archive.addfile(info)
-        for name, (content, mode) in bundle_files(identity).items():
+        for name, (content, mode) in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(content), mode, mtime
             archive.addfile(info, io.BytesIO(content))
@@ -464,7 +475,7 @@ def _authorized_keys_lines(identity: CloneIdentity) -> list[str]:
 def _network_lines(identity: CloneIdentity) -> list[str]:
     q = shlex.quote
     lines = ["# The network: each NIC gets its MAC address and a new lease or its static address."]
-    servers: list[str] = []
+    resolv = _resolv_files(identity)
     for index, nic in enumerate(identity.nics):
         dev = f"eth{index}"
         lines.append(f"renew_nic {dev} {nic.mac}")
@@ -479,15 +490,14 @@ def _network_lines(identity: CloneIdentity) -> list[str]:
             lines.append(
                 f"ip -6 route replace default via {nic.gateway6} dev {dev} || die 'no route'"
             )
-        if nic.nameservers:
-            servers += nic.nameservers
+        if f"resolv.static.{dev}" in resolv:
             lines += [
                 "if has corral-resolv; then",
                 f'    mkdir -p /run/net && mv -f "$work/resolv.static.{dev}" /run/net/ ||',
                 "        die 'cannot write the resolver configuration'",
                 "fi",
             ]
-    if servers:
+    if "resolv.conf" in resolv:
         lines += [
             "if has corral-resolv; then",
             "    corral-resolv",

@@ -64,6 +64,11 @@ async def _until_migrated(qmp: Qmp, timeout: float) -> dict[str, Any]:
     raise DeadlineExceeded(f"saving the VM's state did not finish within {timeout:g}s")
 
 
+async def _links_down(qmp: Qmp, nics: Sequence[str]) -> None:
+    for nic in nics:
+        await qmp.execute("set_link", {"name": nic, "up": False})
+
+
 async def restore_state(
     vm: Vm, fd: int, *, links_down: Sequence[str] = (), timeout: float = 600.0
 ) -> None:
@@ -81,8 +86,7 @@ async def restore_state(
             while time.monotonic() < end:
                 status = await qmp.status()
                 if status == "running":
-                    for nic in links_down:  # not saved paused: as early as it can be
-                        await qmp.execute("set_link", {"name": nic, "up": False})
+                    await _links_down(qmp, links_down)  # not saved paused: as early as it can be
                     return
                 if (
                     status == "paused"
@@ -90,8 +94,7 @@ async def restore_state(
                 ):
                     # Saved from a paused VM (save_state pauses it), so it arrives paused.
                     # (A link set before the load would be overwritten by the saved state.)
-                    for nic in links_down:
-                        await qmp.execute("set_link", {"name": nic, "up": False})
+                    await _links_down(qmp, links_down)
                     await qmp.execute("cont")
                     return
                 if status not in ("inmigrate", "prelaunch", "restore-vm"):
