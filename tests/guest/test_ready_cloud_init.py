@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -66,36 +67,32 @@ async def serve(guest: Guest, keys: tuple[Path, asyncssh.SSHKey, Path]) -> async
     )  # fmt: skip
 
 
-def test_ready_within_cloud_inits_own_poll_with_one_process(keys) -> None:
-    guest = Guest("done")
+def wait_ready(guest: Guest, keys: tuple[Path, asyncssh.SSHKey, Path], **options: Any) -> float:
+    """wait_ready_async against the stand-in guest; when it returned (monotonic)."""
 
     async def go() -> float:
         server = await serve(guest, keys)
         try:
             target = SshTarget(server.get_port(), "debian", keys[0])
-            await wait_ready_async(target, timeout=30, alive=lambda: True)
+            await wait_ready_async(target, timeout=30, alive=lambda: True, **options)
             return time.monotonic()
         finally:
             server.close()
 
-    noticed = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_ready_within_cloud_inits_own_poll_with_one_process(keys) -> None:
+    guest = Guest("done")
+    noticed = wait_ready(guest, keys)
     assert guest.done_at <= noticed < guest.done_at + 0.6
     assert guest.commands == ["cloud-init status --wait"]
 
 
 def test_an_error_is_reported_with_the_long_status(keys) -> None:
     guest = Guest("error")
-
-    async def go() -> None:
-        server = await serve(guest, keys)
-        try:
-            target = SshTarget(server.get_port(), "debian", keys[0])
-            await wait_ready_async(target, timeout=30, alive=lambda: True)
-        finally:
-            server.close()
-
     with pytest.raises(GuestError, match="cloud-init reported error"):
-        asyncio.run(go())
+        wait_ready(guest, keys)
     assert guest.commands == ["cloud-init status --wait", "cloud-init status --long"]
 
 
@@ -103,16 +100,6 @@ def test_a_warm_clone_is_ready_when_ssh_answers_without_asking_cloud_init(keys) 
     # Its template's cloud-init finished before the save: asking again would start a Python
     # process in the guest (seconds under TCG) to hear "done".
     guest = Guest("done")
-
-    async def go() -> float:
-        server = await serve(guest, keys)
-        try:
-            target = SshTarget(server.get_port(), "debian", keys[0])
-            await wait_ready_async(target, timeout=30, alive=lambda: True, cloud_init=False)
-            return time.monotonic()
-        finally:
-            server.close()
-
-    noticed = asyncio.run(go())
+    noticed = wait_ready(guest, keys, cloud_init=False)
     assert noticed < guest.done_at
     assert guest.commands == []
