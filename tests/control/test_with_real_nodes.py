@@ -382,7 +382,7 @@ def test_two_node_agents_spread_fail_over_and_reconcile(
                 return _ok(client.get(f"/vms/{vm['id']}", headers=auth))
 
             vms = [create(f"vm{i}") for i in range(4)]
-            assert all(vm["status"] == "running" for vm in vms)
+            assert [vm["status"] for vm in vms] == ["running"] * 4, vms
             # Equal capacity: each new VM goes where most memory is free, so they alternate.
             placed = [vm["host_id"] for vm in vms]
             assert placed.count(first["id"]) == placed.count(second["id"]) == 2

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -61,6 +62,7 @@ class HealthMonitor:
     async def check(self, where: NodeAddress, status: str) -> None:
         timeout = self.plane.settings.node_timeout
         now = time.monotonic()
+        asked_at = utcnow()  # an answer says nothing of changes made after this
         try:
             node = self.plane.nodes.for_host(where)
             async with asyncio.timeout(timeout):
@@ -79,25 +81,25 @@ class HealthMonitor:
         self._last_answer[where.host_id] = now
         if status == "down":
             log.warning("host %s answers again: reconciling its VMs", where.name)
-            await self.plane.write(_back_up, where.host_id, seen)
+            await self.plane.write(_back_up, where.host_id, seen, asked_at)
         elif await self.plane.read(_differs, where.host_id, seen):
-            await self.plane.write(_refresh, where.host_id, seen)
+            await self.plane.write(_refresh, where.host_id, seen, asked_at)
 
 
-def _back_up(session: Session, host_id: uuid.UUID, seen: list[NodeVm]) -> None:
+def _back_up(session: Session, host_id: uuid.UUID, seen: list[NodeVm], asked_at: datetime) -> None:
     host = lock_host(session, host_id)
     if host.status != "down" or not host.down_by_health:
         return  # an operator decided meanwhile
-    reconcile(session, host, seen)
+    reconcile(session, host, seen, asked_at)
     host.status, host.status_reason, host.down_by_health = "up", None, False
     host.last_seen_at = utcnow()
     host_event(session, host)
 
 
-def _refresh(session: Session, host_id: uuid.UUID, seen: list[NodeVm]) -> None:
+def _refresh(session: Session, host_id: uuid.UUID, seen: list[NodeVm], asked_at: datetime) -> None:
     host = lock_host(session, host_id)
     if host.status == "up":
-        reconcile(session, host, seen)
+        reconcile(session, host, seen, asked_at)
 
 
 def _differs(session: Session, host_id: uuid.UUID, seen: list[NodeVm]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -64,10 +65,14 @@ def recount(session: Session, host: Host) -> None:
     host.used_vcpus, host.used_memory = HostRepository(session).usage(host.id)
 
 
-def reconcile(session: Session, host: Host, seen: Sequence[NodeVm]) -> int:
+def reconcile(
+    session: Session, host: Host, seen: Sequence[NodeVm], asked_at: datetime | None = None
+) -> int:
     """Set the statuses of the host's VMs from what its node reports; return how many changed.
 
-    VMs with a job under way are left to that job. A VM the node does not know is `unknown`.
+    VMs with a job under way are left to that job, and so is a VM whose row changed after
+    `asked_at` (when the node was asked): the answer may predate a job that finished while it
+    travelled, and the next round sees the new state. A VM the node does not know is `unknown`.
     """
     by_name = {vm.name: vm for vm in seen}
     jobs = JobRepository(session)
@@ -80,6 +85,8 @@ def reconcile(session: Session, host: Host, seen: Sequence[NodeVm]) -> int:
         else:
             status, reason = vm_status(node_vm.state, vm.status), node_vm.reason
         if (status, reason) == (vm.status, vm.status_reason) or jobs.active_for_vm(vm.id):
+            continue
+        if asked_at is not None and vm.updated_at > asked_at:
             continue
         vm.status, vm.status_reason = status, reason
         vm_event(session, vm)
@@ -162,6 +169,7 @@ class HostService:
 
         where = await self.plane.write(begin)
         node = self.plane.nodes.for_host(where)
+        asked_at = utcnow()
         try:
             capacity = await node.capacity()
             seen = await node.list_vms()
@@ -176,7 +184,7 @@ class HostService:
             _record_capacity(host, capacity)
             host.status, host.status_reason, host.down_by_health = "up", None, False
             host.last_seen_at = utcnow()
-            reconcile(session, host, seen)
+            reconcile(session, host, seen, asked_at)
             adopt(session, host, networks)
             host_event(session, host)
             return host

@@ -303,7 +303,7 @@ class VmRepository(Repository[Vm]):
         return hot.first(self.conn, sql.VM_MOVE_FROM, {**params, "now": utcnow()})
 
     def set_status(self, vm_id: uuid.UUID, status: str, reason: str | None) -> None:
-        params = {"vm_id": vm_id, "to_status": status, "to_reason": reason}
+        params = {"vm_id": vm_id, "to_status": status, "to_reason": reason, "now": utcnow()}
         self.conn.execute(sql.VM_SET_STATUS, params)
 
     def node_spec(self, vm_id: uuid.UUID) -> AnyRow | None:

@@ -160,7 +160,11 @@ VM_MOVE_FROM = (
 VM_SET_STATUS = (
     update(VMS)
     .where(_v.id == bindparam("vm_id"))
-    .values(status=bindparam("to_status"), status_reason=bindparam("to_reason"))
+    .values(
+        status=bindparam("to_status"),
+        status_reason=bindparam("to_reason"),
+        updated_at=bindparam("now"),
+    )
 )
 
 _kernel, _initrd, _disk = (OBJECTS.alias(f"{n}_object") for n in ("kernel", "initrd", "disk"))
