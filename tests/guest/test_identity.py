@@ -14,6 +14,7 @@ import shutil
 import stat
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,8 +233,15 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
         f"- [touch, {_yaml('/argv $(id -u)')}]\n"
     ).encode()
     nic = NicIdentity("52:54:00:00:00:01", ("10.9.0.5/24",), "10.9.0.1", None, ("10.9.0.1",))
-    ident = identity(nics=[nic], user_data=user_data)
+    # Every byte value (NUL, '%', '\\', quotes) reaches /dev/urandom through printf's escapes.
+    ident = replace(identity(nics=[nic], user_data=user_data), entropy=bytes(range(256)))
     (root / "sys/class/net/eth0").mkdir()
+    # /etc/hosts rewritten by the shell itself: fields split as awk would, other lines kept
+    # byte for byte (no glob, no expansion), the last one even without its newline.
+    (root / "etc" / "hosts").write_text(
+        "127.0.0.1 localhost\n  127.0.1.1\ttemplate t\n# a \\ comment, * and $(id)\n"
+        "127.0.1.1 again\n::1 ip6-localhost"
+    )
     (root / "etc" / "motd").write_text("hello\n")
     argv = [*SANDBOX, "chroot", root, "/bin/sh", "-s"]
     script = STUB_FUNCTIONS + render_script(ident)
@@ -247,7 +255,9 @@ def test_script_in_a_scratch_root_writes_values_literally(busybox: Path, tmp_pat
     assert (root / "ran").read_text() == "ran 2\n"
     assert (root / "argv $(id -u)").exists() and not (root / "argv 0").exists()
     assert (root / "etc/hostname").read_text() == "clone\n"
-    assert (root / "etc/hosts").read_text() == "127.0.0.1 localhost\n127.0.1.1\tclone\n"
+    assert (root / "etc/hosts").read_text() == (
+        "127.0.0.1 localhost\n127.0.1.1\tclone\n# a \\ comment, * and $(id)\n::1 ip6-localhost\n"
+    )
     assert (root / "etc/machine-id").read_text() == ident.machine_id + "\n"
     # Modes as the archive carried them (busybox's tar applies them, as root).
     assert (root / "etc/machine-id").stat().st_mode & 0o7777 == 0o444

@@ -4,12 +4,14 @@ user-data applied by the identity script) when ready."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from corral.context import Context
@@ -60,6 +62,15 @@ def test_a_warm_clone_of_debian_is_its_own_machine(debian_ctx: Context) -> None:
         assert "10.0.2.15/24" in run("ip -o -4 addr show")
         mine = ssh_as(work / "key", record["ssh_port"], "debian", "hostname")
         assert (mine.returncode, mine.stdout.strip()) == (0, "debw1"), mine.stderr
+        # sshd serves the clone's new host key (OpenSSH 9.2 reads it per connection: the
+        # script does not restart it).
+        served = asyncio.run(
+            asyncssh.get_server_host_key(
+                "127.0.0.1", record["ssh_port"], server_host_key_algs=["ssh-ed25519"]
+            )
+        )
+        on_disk = run("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+        assert served is not None and served.export_public_key().decode().split() == on_disk
     finally:
         corral(ctx, "rm", "--force", "debw1")
         corral(ctx, "image", "rm", "--force", WARM)

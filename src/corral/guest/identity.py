@@ -245,7 +245,7 @@ reseed() { # force the kernel's CRNG to reseed now (RNDRESEEDCRNG): it would wai
     fi
     die "cannot reseed the kernel's random pool"
 }
-restart_ssh() { # the SSH server reads its host keys when it starts
+restart_ssh() { # the SSH server must serve the new host keys
     if [ -f /run/dropbear.pid ] && has dropbear; then
         old=$(cat /run/dropbear.pid)
         kill "$old" 2>/dev/null
@@ -256,13 +256,62 @@ restart_ssh() { # the SSH server reads its host keys when it starts
         done
         dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid \
             </dev/null >>"$LOG" 2>&1 || die "dropbear did not start again"
-    elif [ -f /run/sshd.pid ] && read -r pid </run/sshd.pid && kill -HUP "$pid" 2>/dev/null; then
-        : # sshd re-executes itself on SIGHUP, reading its host keys again (no systemctl: its
-        : # `sshd -t` and the restart cost a second of a TCG guest's CPU)
+        return 0
+    fi
+    # OpenSSH before 9.8 re-executes itself for each connection, and that process reads the
+    # host keys: nothing to restart (re-executing the listener costs a TCG guest a fifth of a
+    # second, under the first connection). From 9.8 the listener reads them and hands them to
+    # sshd-session: it re-executes itself on SIGHUP.
+    for session in /usr/lib/*/sshd-session /usr/libexec/*/sshd-session /usr/libexec/sshd-session; do
+        [ -x "$session" ] && break
+    done
+    [ -x "$session" ] || return 0
+    if [ -f /run/sshd.pid ] && read -r pid </run/sshd.pid && kill -HUP "$pid" 2>/dev/null; then
+        : # no systemctl: its `sshd -t` and the restart cost a second of a TCG guest's CPU
     elif has systemctl && [ -d /run/systemd/system ]; then
         { systemctl restart ssh.service || systemctl restart sshd.service; } >>"$LOG" 2>&1 ||
             die "cannot restart the ssh service"
     fi
+}
+set_hostname() { # NAME: the kernel's, through its /proc file (no process), else hostname(1)
+    { printf '%s' "$1" >/proc/sys/kernel/hostname; } 2>/dev/null || hostname "$1" ||
+        die 'cannot set the hostname'
+}
+set_hosts() { # NAME at 127.0.1.1 in /etc/hosts: its first such line, later ones dropped
+    name=$1 out='' found='' nl='
+'
+    if [ -f /etc/hosts ]; then
+        while IFS= read -r line || [ -n "$line" ]; do
+            set -f
+            set -- $line # the fields, split as awk would
+            set +f
+            if [ "${1-}" = 127.0.1.1 ]; then
+                [ -n "$found" ] || out="${out}127.0.1.1	${name}${nl}"
+                found=1
+            else
+                out="${out}${line}${nl}"
+            fi
+        done </etc/hosts
+    fi
+    [ -n "$found" ] || out="${out}127.0.1.1	${name}${nl}"
+    printf '%s' "$out" >/etc/hosts || die "cannot write /etc/hosts"
+}
+user_entry() { # USER: its uid, gid and home, from /etc/passwd (else NSS, through getent)
+    uid='' gid='' home=''
+    if [ -f /etc/passwd ]; then
+        while IFS=: read -r who _pw u g _gecos h _shell || [ -n "$who" ]; do
+            if [ "$who" = "$1" ]; then
+                uid=$u gid=$g home=$h
+                break
+            fi
+        done </etc/passwd
+    fi
+    if [ -z "$uid" ] && has getent && entry=$(getent passwd "$1"); then
+        rest=${entry#*:*:} && uid=${rest%%:*} && rest=${rest#*:} && gid=${rest%%:*}
+        rest=${rest#*:*:} && home=${rest%%:*} # name:password:uid:gid:gecos:home:shell
+    fi
+    case $uid in '' | *[!0-9]*) die "there is no user $1 in this guest" ;; esac
+    case $gid in '' | *[!0-9]*) die "user $1 has no numeric group" ;; esac
 }
 renew_nic() { # DEV MAC: the template's DHCP client stopped, the new MAC, no address left
     [ -e "/sys/class/net/$1" ] || die "no network interface $1"
@@ -298,11 +347,6 @@ dhcp() { # DEV HOSTNAME
 """
 
 END = "CORRAL_END"  # here-documents end here; base64 never holds it
-HOSTS_AWK = (
-    'BEGIN { h = ENVIRON["CORRAL_HOSTNAME"] } '
-    '$1 == "127.0.1.1" { if (!done) print "127.0.1.1\\t" h; done = 1; next } { print } '
-    'END { if (!done) print "127.0.1.1\\t" h }'
-)
 
 
 def render_script(identity: CloneIdentity) -> bytes:
@@ -322,19 +366,17 @@ def render_script(identity: CloneIdentity) -> bytes:
         "",
         "# The clock, then the kernel's random pool: new bytes mixed in, and a reseed from them.",
         f"date -u -s @{identity.epoch_ns // 10**9} >/dev/null || die 'cannot set the clock'",
-        'cat "$work/entropy" >/dev/urandom || die "cannot write /dev/urandom"',
+        f"printf '{_octal(identity.entropy)}' >/dev/urandom || die 'cannot write /dev/urandom'",
         "reseed",
         "",
         "# Who it is: machine-id, hostname, instance id.",
-        'mv -f "$work/machine-id" /etc/machine-id || die "cannot write /etc/machine-id"',
+        'mv -f "$work/machine-id" "$work/hostname" /etc/ ||',
+        '    die "cannot write /etc/machine-id and /etc/hostname"',
         "if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then",
         "    cp /etc/machine-id /var/lib/dbus/machine-id || die 'cannot write its D-Bus copy'",
         "fi",
-        'mv -f "$work/hostname" /etc/hostname || die "cannot write /etc/hostname"',
-        f"hostname {q(identity.hostname)} || die 'cannot set the hostname'",
-        "[ -f /etc/hosts ] || : >/etc/hosts",
-        f'CORRAL_HOSTNAME={q(identity.hostname)} awk {q(HOSTS_AWK)} /etc/hosts >"$work/hosts" &&',
-        '    cat "$work/hosts" >/etc/hosts || die "cannot write /etc/hosts"',
+        f"set_hostname {q(identity.hostname)}",
+        f"set_hosts {q(identity.hostname)}",
         "if [ -f /run/instance-id ]; then",
         '    mv -f "$work/instance-id" /run/instance-id || die "cannot write /run/instance-id"',
         "fi",
@@ -361,7 +403,6 @@ def bundle_files(identity: CloneIdentity) -> dict[str, tuple[bytes, int]]:
     ed25519 = next(k for k in identity.host_keys if k.algorithm == "ssh-ed25519")
     files = {
         "reseed": (reseed_program(), 0o700),
-        "entropy": (identity.entropy, 0o600),
         "machine-id": (f"{identity.machine_id}\n".encode(), 0o444),
         "hostname": (f"{identity.hostname}\n".encode(), 0o644),
         "instance-id": (f"{identity.instance_id}\n".encode(), 0o644),
@@ -426,6 +467,11 @@ def _indent(lines: list[str]) -> list[str]:
     return out
 
 
+def _octal(data: bytes) -> str:
+    """data as printf's octal escapes: binary bytes written by the shell's own printf."""
+    return "".join(f"\\{byte:03o}" for byte in data)
+
+
 def _b64(data: bytes) -> str:
     text = base64.b64encode(data).decode()
     return "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
@@ -456,18 +502,18 @@ def _host_key_lines() -> list[str]:
 
 
 def _authorized_keys_lines(identity: CloneIdentity) -> list[str]:
-    user = identity.user  # a validated user name: a safe grep pattern
+    user = identity.user  # a validated user name
     return [
         f"# {user}'s authorized keys: the launch's, in place of the template's.",
-        f"entry=$(getent passwd {user} 2>/dev/null || grep -m 1 '^{user}:' /etc/passwd)",
-        f"[ -n \"$entry\" ] || die 'there is no user {user} in this guest'",
-        "rest=${entry#*:*:} && uid=${rest%%:*} && rest=${rest#*:} && gid=${rest%%:*}",
-        "rest=${rest#*:*:} && home=${rest%%:*}  # name:password:uid:gid:gecos:home:shell",
+        f"user_entry {user}",
         f"[ -d \"$home\" ] || die 'the home directory of {user} is missing'",
         '[ ! -L "$home/.ssh" ] || die "$home/.ssh is a symbolic link"',
-        'mkdir -p "$home/.ssh" && chown -h "$uid:$gid" "$home/.ssh" "$work/authorized_keys" &&',
-        '    chmod 700 "$home/.ssh" || die "cannot make $home/.ssh"',
-        'mv -f "$work/authorized_keys" "$home/.ssh/authorized_keys" ||',
+        'if [ ! -d "$home/.ssh" ]; then  # else the template\'s, which its sshd accepted',
+        '    mkdir -m 700 "$home/.ssh" && chown -h "$uid:$gid" "$home/.ssh" ||',
+        '        die "cannot make $home/.ssh"',
+        "fi",
+        'chown -h "$uid:$gid" "$work/authorized_keys" &&',
+        '    mv -f "$work/authorized_keys" "$home/.ssh/authorized_keys" ||',
         '    die "cannot write $home/.ssh/authorized_keys"',
     ]
 
