@@ -239,6 +239,32 @@ def test_image_warm_boots_saves_and_leaves_no_instance(wctx: Context, template: 
     assert not [n for n in registry.names(wctx.home) if n.startswith("warm-")]
 
 
+def test_image_warm_killed_outright_leaves_no_instance_running(
+    wctx: Context, template: Instance
+) -> None:
+    """kill -9 of `image warm` while its template boots: the instance it made is a throwaway,
+    removed (QEMU and all) by the next command that looks; no image is made."""
+    before = qemu_pids(wctx)
+    proc = corral_popen(wctx, "image", "warm", TINY, "--as", "tiny-warm3", "--type", SIZE)
+    assert proc.stderr is not None
+    try:
+        while line := proc.stderr.readline():
+            if f"warm {TINY}: ssh".encode() in line:
+                break
+        else:
+            pytest.fail("image warm never reached the ssh stage")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    (left,) = [n for n in registry.names(wctx.home) if n.startswith("warm-")]
+    assert len(qemu_pids(wctx) - before) == 1  # its template still runs, for now
+    listed = corral(wctx, "ls")
+    assert listed.returncode == 0 and left not in listed.stdout
+    assert left not in registry.names(wctx.home)
+    assert qemu_pids(wctx) == before
+    assert not wctx.store.exists("tiny-warm3")
+
+
 def _blobs(ctx: Context) -> set[str]:
     return {p.name for p in ctx.home.blobs.iterdir()}
 

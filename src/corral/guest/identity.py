@@ -247,13 +247,14 @@ reseed() { # force the kernel's CRNG to reseed now (RNDRESEEDCRNG): it would wai
 }
 restart_ssh() { # the SSH server must serve the new host keys
     if [ -f /run/dropbear.pid ] && has dropbear; then
-        old=$(cat /run/dropbear.pid)
-        kill "$old" 2>/dev/null
-        tries=0
-        while kill -0 "$old" 2>/dev/null && [ "$tries" -lt 50 ]; do
-            sleep 0.1
-            tries=$((tries + 1))
-        done
+        # dropbear reads its host key once, when it starts: it is started again
+        if read -r old </run/dropbear.pid && kill "$old" 2>/dev/null; then
+            tries=0
+            while kill -0 "$old" 2>/dev/null && [ "$tries" -lt 100 ]; do
+                sleep 0.05
+                tries=$((tries + 1))
+            done
+        fi
         dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid \
             </dev/null >>"$LOG" 2>&1 || die "dropbear did not start again"
         return 0

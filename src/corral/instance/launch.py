@@ -179,6 +179,8 @@ def launch(
         state="creating",
         launcher_pid=os.getpid(),
         launcher_start=process_start_time(os.getpid()),
+        owner_pid=os.getpid() if options.throwaway else None,
+        owner_start=process_start_time(os.getpid()) if options.throwaway else None,
         agent=True,
     )
     restoring = start and _restorable(ctx, image, options, record)

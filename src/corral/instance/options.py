@@ -88,6 +88,9 @@ class LaunchOptions:
     cpus_given: bool = field(default=True, compare=False)
     memory_given: bool = field(default=True, compare=False)
     cold_if_needed: bool = False
+    # Lives only as long as this process (image warm's template): a kill -9 of it leaves an
+    # instance the next command removes, not one running until someone notices.
+    throwaway: bool = False
 
 
 @dataclass(frozen=True)

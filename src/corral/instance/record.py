@@ -122,6 +122,10 @@ class InstanceRecord(Record):
     reason: str | None = None
     launcher_pid: int | None = None  # the process creating or starting the instance
     launcher_start: int | None = None
+    # A throwaway instance (`image warm`'s template): the process it lives for. Once that is
+    # gone (killed outright), the next command that looks removes the instance.
+    owner_pid: int | None = None
+    owner_start: int | None = None
     created_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
     # A guest agent channel (org.qemu.guest_agent.0): every instance launched since warm

@@ -28,13 +28,14 @@ def make_warm_image(
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> Manifest:
     """Launch `image_name` with `options` (its name is made up here), wait until ready, save
-    it as warm image `as_name`; the instance is removed whatever happens."""
+    it as warm image `as_name`; the instance is removed whatever happens (if this process is
+    killed outright, by the next command that looks: it is a throwaway instance)."""
     check_image_name(as_name)
     ctx.store.get(image_name)  # a missing image is named before anything starts
     if ctx.store.exists(as_name):
         raise Conflict(f"image {as_name!r} already exists")
     name = f"warm-{secrets.token_hex(4)}"
-    options = replace(options, name=name)
+    options = replace(options, name=name, throwaway=True)
     on_stage("booting")
     launch(ctx, image_name, options)
     try:
