@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.fsutil import process_start_time
 from corral.instance.record import InstanceRecord
 from corral.instance.state import observe
 from corral.layout import InstanceFiles
@@ -72,3 +73,16 @@ def test_creating_with_dead_launcher_is_stale(files: InstanceFiles) -> None:
 def test_creating_with_live_launcher_is_not_stale(files: InstanceFiles) -> None:
     seen = observe(record(state="creating", launcher_pid=os.getpid()), files)
     assert (seen.state, seen.stale) == ("creating", False)
+
+
+def test_a_throwaway_whose_owner_is_gone_is_stale(files: InstanceFiles) -> None:
+    seen = observe(record(state="running", owner_pid=dead_pid()), files)
+    assert seen.stale and seen.reason is not None and "owner" in seen.reason
+
+
+def test_a_throwaway_whose_owner_runs_is_not_stale(files: InstanceFiles) -> None:
+    me = os.getpid()
+    assert not observe(record(state="stopped", owner_pid=me), files).stale
+    # The same pid with another start time is another process (the pid was reused).
+    reused = record(state="stopped", owner_pid=me, owner_start=process_start_time(me) + 1)
+    assert observe(reused, files).stale
