@@ -21,7 +21,7 @@ from corral.config import Config
 from corral.context import Context
 from corral.errors import Conflict
 from corral.image_holders import image_holders
-from corral.instance import registry
+from corral.instance import lifecycle, registry
 from corral.machine.vm import Vm
 from helpers import corral, corral_popen, qemu_pids
 from instance.test_snapshot import READ, WRITE, import_with_data
@@ -269,14 +269,15 @@ def _blobs(ctx: Context) -> set[str]:
     return {p.name for p in ctx.home.blobs.iterdir()}
 
 
-@pytest.mark.parametrize("stage", ["start", "saving", "storing"])
+@pytest.mark.parametrize("stage", ["start", "saving", "storing", "storing --stop"])
 def test_kill_9_during_a_save_leaves_no_half_warm_image(
     wctx: Context, template: Instance, stage: str
 ) -> None:
     """The manifest is written last: a save killed before it leaves no image, and what it
     had written goes with the next garbage collection and temporary-file purge."""
     before = _blobs(wctx)
-    proc = corral_popen(wctx, "snapshot", "tmpl", "--memory", "--as", "half")
+    stage, _, stop = stage.partition(" ")
+    proc = corral_popen(wctx, "snapshot", "tmpl", "--memory", "--as", "half", *filter(None, [stop]))
     assert proc.stderr is not None
     try:
         if stage != "start":
@@ -296,15 +297,36 @@ def test_kill_9_during_a_save_leaves_no_half_warm_image(
     wctx.store.collect_garbage(image_holders(wctx).keep)
     assert _blobs(wctx) == before
     assert list(wctx.home.image_tmp.iterdir()) == []
-    # The template may have been left paused mid-save (its next save would resume it).
-    _cont(wctx)
+    # The template may have been left paused mid-save: then the record says so (never
+    # `running` for a paused VM), and `corral resume` continues it.
+    _migration_settled(wctx)  # QEMU finishes the killed save's migration on its own
+    seen = lifecycle.status(wctx, "tmpl")[1]
+    if stop:  # saved, to be stopped next: certainly held paused when killed
+        assert _paused(wctx) and seen.state == "paused"
+    if _paused(wctx):
+        assert seen.state == "paused" and "corral resume" in (seen.reason or ""), seen
+    if seen.state == "paused":
+        resumed = corral(wctx, "resume", "tmpl")
+        assert resumed.returncode == 0, resumed.stderr
+    assert not _paused(wctx) and lifecycle.status(wctx, "tmpl")[1].state == "running"
     assert template.execute("true").exit_code == 0
 
 
-def _cont(ctx: Context) -> None:
+def _qmp(ctx: Context, command: str) -> dict:
     vm = Vm.attach(ctx.home.instance("tmpl"))
     assert vm is not None
-    asyncio.run(vm.resume())
+    return asyncio.run(vm.execute(command))  # type: ignore[no-any-return]
+
+
+def _paused(ctx: Context) -> bool:
+    return not _qmp(ctx, "query-status")["running"]
+
+
+def _migration_settled(ctx: Context) -> None:
+    deadline = time.monotonic() + 30
+    while _qmp(ctx, "query-migrate").get("status") in ("setup", "active", "device"):
+        assert time.monotonic() < deadline, "the migration never ended"
+        time.sleep(0.1)
 
 
 def test_a_save_after_one_killed_midway_works(wctx: Context, template: Instance) -> None:
@@ -317,6 +339,7 @@ def test_a_save_after_one_killed_midway_works(wctx: Context, template: Instance)
     proc.wait()
     template.snapshot("whole", memory=True)  # a leftover disk job or migration is cleared
     assert wctx.store.get("whole").warm is not None
+    assert lifecycle.status(wctx, "tmpl")[1].state == "running" and not _paused(wctx)
     assert template.execute("true").exit_code == 0
 
 

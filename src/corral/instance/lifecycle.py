@@ -122,7 +122,7 @@ def _switch(
         if seen.state != want or seen.pid is None:
             raise Conflict(f"instance {name!r} is {seen.state}, not {want}")
         asyncio.run(act(Vm(files, seen.pid)))
-        return _update(files, record, state=to)
+        return _update(files, record, state=to, reason=None)
 
 
 def pause(ctx: Context, name: str) -> InstanceRecord:

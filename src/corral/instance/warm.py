@@ -43,6 +43,9 @@ from corral.machine.vm import Vm
 
 JOB_ID = "corral-warm-disk"
 AGENT_TIMEOUT = 15.0  # for a template's agent to answer before its save
+# What the record says while a save holds the VM: left there if the save is killed outright,
+# so `ls` shows the VM paused (as it may well be) rather than running.
+INTERRUPTED = "held by a warm save that did not finish: corral resume continues it"
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -108,6 +111,11 @@ async def _clear_leftovers(vm: Vm) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _run_again(vm: Vm) -> None:
+    await _clear_leftovers(vm)
+    await vm.resume()
+
+
 def save_warm(
     ctx: Context,
     name: str,
@@ -117,7 +125,9 @@ def save_warm(
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> Manifest:
     """Save a running instance's disk and memory as warm image `image_name`; then it runs on
-    (or, with stop, is stopped)."""
+    (or, with stop, is stopped). While the save holds the VM its record says `paused`
+    (INTERRUPTED): a save killed outright leaves it saying so, and the next save, or
+    `corral resume`, runs it again."""
     check_image_name(image_name)
     files, record = registry.load_named(ctx.home, name)
     if ctx.store.exists(image_name):
@@ -139,9 +149,14 @@ def save_warm(
     with registry.instance_lock(files):
         record = registry.load(files)
         seen = observe(record, files)
-        if seen.state != "running" or seen.pid is None:
+        interrupted = seen.state == "paused" and record.reason == INTERRUPTED
+        if (seen.state != "running" and not interrupted) or seen.pid is None:
             raise Conflict(f"instance {name!r} is {seen.state}: only a running VM is saved warm")
         vm = Vm(files, seen.pid)
+        if interrupted:  # the killed save may have left it paused, its jobs in QEMU
+            asyncio.run(_run_again(vm))
+            record = record.replace(state="running", reason=None)
+            registry.save(files, record)
         if not asyncio.run(_agent_answers(files)):
             raise InvalidInput(
                 f"the guest agent of {name!r} does not answer: its clones could not be made "
@@ -156,12 +171,19 @@ def save_warm(
             spec = machine_spec(ctx, record, files, accelerator)
             requirements = warm.requirements(spec, version)
             on_stage("saving")
-            fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            registry.save(files, record.replace(state="paused", reason=INTERRUPTED))
+            held = False  # whether the VM stays paused after the save (a save to stop)
             try:
-                size = asyncio.run(_save(vm, disk, fd, resume=not stop))
-                os.fsync(fd)
+                fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    size = asyncio.run(_save(vm, disk, fd, resume=not stop))
+                    held = stop
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             finally:
-                os.close(fd)
+                if not held:  # it runs: resumed after the save, or when the save failed
+                    registry.save(files, record)
             on_stage("storing")
             digest = hash_file(state)
             ctx.store.add_blob_file(state, digest)
