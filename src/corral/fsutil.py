@@ -121,6 +121,14 @@ def process_start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def same_process(pid: int | None, start: int | None) -> bool:
+    """Whether pid runs and is the process that started at `start` (a reused pid is not;
+    start None: not recorded, any live process with that pid)."""
+    if pid is None or not pid_alive(pid):
+        return False
+    return start is None or process_start_time(pid) == start
+
+
 def process_cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

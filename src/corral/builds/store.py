@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from corral import confine
 from corral.builds.spec import CACHE_NAME
 from corral.errors import CorralError, InvalidInput, NotFound, QemuError
-from corral.fsutil import pid_alive, process_start_time, write_atomic
+from corral.fsutil import pid_alive, process_start_time, same_process, write_atomic
 from corral.layout import Home
 
 if TYPE_CHECKING:
@@ -464,7 +464,7 @@ def _owner_alive(run_dir: Path) -> bool:
         return head.isdigit() and pid_alive(int(head))
     except (OSError, ValueError):
         return False
-    return pid_alive(pid) and (start is None or process_start_time(pid) == start)
+    return same_process(pid, start)
 
 
 def store_size(store: BuildStore) -> int:

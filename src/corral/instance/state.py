@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from corral.fsutil import pid_alive, process_start_time
+from corral.fsutil import same_process
 from corral.instance.record import InstanceRecord, State
 from corral.layout import InstanceFiles
 from corral.machine import console
@@ -26,15 +26,8 @@ class Observed:
     stale: bool = False  # a launch whose launcher died: to be cleaned up
 
 
-def _still_running(pid: int | None, start: int | None) -> bool:
-    """Whether process pid runs and is the one that started at `start` (not a reused pid)."""
-    if not pid or not pid_alive(pid):
-        return False
-    return start is None or process_start_time(pid) == start
-
-
 def launcher_alive(record: InstanceRecord) -> bool:
-    return _still_running(record.launcher_pid, record.launcher_start)
+    return same_process(record.launcher_pid, record.launcher_start)
 
 
 def powered_off_by_guest(files: InstanceFiles) -> bool:
@@ -45,7 +38,7 @@ def observe(record: InstanceRecord, files: InstanceFiles) -> Observed:
     """Derive the state from the record, the pid file and the process table."""
     pid = read_pid(files.pidfile)
     alive = is_our_qemu(pid, files.qmp)
-    if record.owner_pid is not None and not _still_running(record.owner_pid, record.owner_start):
+    if record.owner_pid is not None and not same_process(record.owner_pid, record.owner_start):
         gone = f"a throwaway instance whose owner (pid {record.owner_pid}) is gone"
         return Observed(record.state, gone, pid if alive else None, True)
     if record.state == "creating":
