@@ -65,9 +65,7 @@ def recount(session: Session, host: Host) -> None:
     host.used_vcpus, host.used_memory = HostRepository(session).usage(host.id)
 
 
-def reconcile(
-    session: Session, host: Host, seen: Sequence[NodeVm], asked_at: datetime | None = None
-) -> int:
+def reconcile(session: Session, host: Host, seen: Sequence[NodeVm], asked_at: datetime) -> int:
     """Set the statuses of the host's VMs from what its node reports; return how many changed.
 
     VMs with a job under way are left to that job, and so is a VM whose row changed after
@@ -86,7 +84,7 @@ def reconcile(
             status, reason = vm_status(node_vm.state, vm.status), node_vm.reason
         if (status, reason) == (vm.status, vm.status_reason) or jobs.active_for_vm(vm.id):
             continue
-        if asked_at is not None and vm.updated_at > asked_at:
+        if vm.updated_at > asked_at:
             continue
         vm.status, vm.status_reason = status, reason
         vm_event(session, vm)
